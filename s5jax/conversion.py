@@ -1,0 +1,203 @@
+"""PyTorch state_dict -> Flax variables, by an explicit table of rules.
+
+Each model module declares its table: `Rule(pattern, target, transform)` says that the torch key
+matching `pattern` (a regular expression, full match, with the model prefix already removed) becomes
+the Flax leaf at `target` (a '/'-path whose first part is the variable collection: `params`,
+`batch_stats`, or `fixed` for non-learned buffers we recompute and only check), after `transform`
+(the layout change between PyTorch and Flax). `target=None` names a key the official model carries
+but never uses; it is skipped on purpose.
+
+`apply_rules` is strict: a key no rule claims, a key two rules claim, a model leaf no key fills, or a
+shape that disagrees is a CheckpointError naming the key. Nothing is guessed.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+import jax
+import numpy as np
+
+from .errors import CheckpointError
+
+# PyTorch layout -> Flax layout
+TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "id": lambda w: w,
+    "linear": lambda w: w.T,                                   # [out, in] -> [in, out]
+    "conv2d": lambda w: w.transpose(2, 3, 1, 0),               # [O, I, H, W] -> [H, W, I, O]
+    "conv_transpose2d": lambda w: w.transpose(2, 3, 0, 1),     # [I, O, H, W] -> [H, W, I, O]
+    "conv1d": lambda w: w.transpose(2, 1, 0),                  # [O, I, K] -> [K, I, O]
+    "scalar": lambda w: w.reshape(()),
+}
+
+
+@dataclass(frozen=True)
+class Rule:
+    """torch key regex (full match) -> Flax path template ('{0}' etc. are the regex groups)."""
+    pattern: str
+    target: str | None
+    transform: str = "id"
+
+    def __post_init__(self):
+        if self.transform not in TRANSFORMS:
+            raise ValueError(f"unknown transform {self.transform!r}")
+
+
+def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    out = {}
+    for k, v in tree.items():
+        path = f"{prefix}/{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(_flatten(v, path))
+        else:
+            out[path] = v
+    return out
+
+
+def _unflatten(flat: Mapping[str, Any]) -> dict:
+    tree: dict = {}
+    for path, v in flat.items():
+        node = tree
+        *parents, leaf = path.split("/")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = v
+    return tree
+
+
+def apply_rules(state_dict: Mapping[str, np.ndarray], rules: list[Rule], expected: Mapping,
+                source: str = "checkpoint") -> tuple[dict, dict]:
+    """Map a torch state_dict onto the variable tree `expected` (leaves with .shape, e.g. from
+    `jax.eval_shape(model.init, ...)`).
+
+    Returns (variables, fixed): `variables` has exactly the structure of `expected` (numpy float32
+    leaves); `fixed` maps each `fixed/...` target to its array for the model's own checks.
+    Raises CheckpointError naming `source` and the offending key.
+    """
+    compiled = [(re.compile(r.pattern), r) for r in rules]
+    want = {p: tuple(v.shape) for p, v in _flatten(expected).items()}
+    got: dict[str, np.ndarray] = {}
+    origin: dict[str, str] = {}
+    fixed: dict[str, np.ndarray] = {}
+    for key, value in state_dict.items():
+        hits = [(m, r) for rx, r in compiled if (m := rx.fullmatch(key))]
+        if not hits:
+            raise CheckpointError(f"{source}: unexpected key {key!r} (no conversion rule; "
+                                  "a checkpoint of another model or version?)")
+        if len(hits) > 1:  # a table bug, but say which key
+            raise CheckpointError(f"{source}: key {key!r} matches {len(hits)} conversion rules")
+        m, rule = hits[0]
+        if rule.target is None:
+            continue
+        path = rule.target.format(*m.groups())
+        arr = TRANSFORMS[rule.transform](np.asarray(value))
+        if path.startswith("fixed/"):
+            fixed[path[len("fixed/"):]] = arr
+            continue
+        if path not in want:
+            raise CheckpointError(f"{source}: key {key!r} maps to {path}, which the model does not have")
+        if path in got:
+            raise CheckpointError(f"{source}: keys {origin[path]!r} and {key!r} both map to {path}")
+        if tuple(arr.shape) != want[path]:
+            raise CheckpointError(f"{source}: key {key!r} has shape {tuple(np.shape(value))}, the model "
+                                  f"expects {want[path]} (after {rule.transform}) — another model size?")
+        if not np.issubdtype(arr.dtype, np.floating):
+            raise CheckpointError(f"{source}: key {key!r} has dtype {arr.dtype}, expected floating point")
+        got[path] = np.asarray(arr, dtype=np.float32)
+        origin[path] = key
+    missing = [p for p in want if p not in got]
+    if missing:
+        raise CheckpointError(f"{source}: missing weights for {len(missing)} model entries, first "
+                              f"{missing[0]} (a key removed or renamed in the checkpoint?)")
+    return _unflatten(got), fixed
+
+
+def abstract_variables(module, *example_args, **kwargs) -> dict:
+    """The variable tree a Flax module expects, as shapes only (no compute, no memory)."""
+    return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *example_args, **kwargs))
+
+
+def require_fixed(fixed: Mapping[str, np.ndarray], name: str, ours: np.ndarray, source: str,
+                  rtol: float = 1e-4) -> None:
+    """Check a non-learned buffer of the checkpoint against the value our code computes."""
+    if name not in fixed:
+        raise CheckpointError(f"{source}: missing fixed buffer {name!r}")
+    theirs = np.asarray(fixed[name], dtype=np.float64)
+    ours = np.asarray(ours, dtype=np.float64)
+    if theirs.shape != ours.shape:
+        raise CheckpointError(f"{source}: buffer {name!r} has shape {theirs.shape}, ours {ours.shape} "
+                              "(another front-end setting?)")
+    err = np.linalg.norm(theirs - ours) / max(np.linalg.norm(ours), 1e-12)
+    if not err <= rtol:
+        raise CheckpointError(f"{source}: buffer {name!r} differs from our front end (relative error "
+                              f"{err:.2e}): the checkpoint was made with another front-end setting")
+
+
+# ------------------------------------------------------------------ official checkpoint -> ours
+def read_state_dict(path: str) -> dict[str, np.ndarray]:
+    """The weights of an official checkpoint: a Lightning `.ckpt` (its `state_dict`) or a plain
+    state_dict `.pth` (possibly nested under `model`/`state_dict`). Everything else is skipped."""
+    from .torchfile import load_torch_file
+
+    obj = load_torch_file(path)
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and key in obj and isinstance(obj[key], Mapping):
+            obj = obj[key]
+            break
+    if not isinstance(obj, Mapping):
+        raise CheckpointError(f"{path}: holds no state_dict (found {type(obj).__name__})")
+    sd = {str(k): v for k, v in obj.items() if isinstance(v, np.ndarray)}
+    if not sd:
+        raise CheckpointError(f"{path}: the state_dict holds no tensors")
+    return sd
+
+
+_ENCODER_PREFIXES = ("module.ar.runtime.backbone.", "runtime.backbone.", "backbone.", "module.")
+
+
+def detect_kind(sd: Mapping[str, np.ndarray]) -> str | None:
+    """Which official model a state_dict belongs to, from its keys (None if none fits)."""
+    keys = set(sd)
+    if any(k.startswith("model.base.") for k in keys) and any(k.startswith("model.film.") for k in keys):
+        return "separator"
+    if any(k.startswith("model.m2d.backbone.") for k in keys) and any(k.startswith("model.head.") for k in keys):
+        return "tagger-4ch"
+    if any(k.startswith("model.backbone.") for k in keys) and any(k.startswith("model.head.") for k in keys):
+        return "tagger-1ch"
+    if any(k.endswith("blocks.0.attn.qkv.weight") for k in keys) and not any(".head." in k for k in keys):
+        return "m2d-encoder"
+    return None
+
+
+def convert_checkpoint(path: str, out_dir: str, kind: str | None = None) -> str:
+    """Official `.ckpt`/`.pth` -> s5jax checkpoint folder. Returns the kind written."""
+    from . import checkpoint
+
+    sd = read_state_dict(path)
+    found = detect_kind(sd)
+    if kind is None:
+        if found is None:
+            raise CheckpointError(f"{path}: keys match none of the official models "
+                                  f"({', '.join(checkpoint.KINDS)}); first key {next(iter(sd))!r}")
+        kind = found
+    elif found is not None and found != kind:
+        raise CheckpointError(f"{path}: this is a {found} checkpoint, not a {kind}")
+    elif found is None:
+        raise CheckpointError(f"{path}: keys do not look like a {kind} checkpoint; first key {next(iter(sd))!r}")
+    if kind == "separator":
+        from .models.resunet import convert_separator_state_dict
+        config, variables = convert_separator_state_dict(_strip(sd, "model."), path)
+    elif kind in ("tagger-1ch", "tagger-4ch"):
+        from .models.m2d import convert_tagger_state_dict
+        config, variables = convert_tagger_state_dict(_strip(sd, "model."), kind, path)
+    else:
+        from .models.m2d import convert_tagger_state_dict
+        prefix = next((p for p in _ENCODER_PREFIXES if all(k.startswith(p) for k in sd)), "")
+        config, variables = convert_tagger_state_dict(_strip(sd, prefix), kind, path)
+    checkpoint.save(out_dir, kind, config, variables, source=path)
+    return kind
+
+
+def _strip(sd: Mapping[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    return {k[len(prefix):] if k.startswith(prefix) else k: v for k, v in sd.items()}

@@ -1,0 +1,13 @@
+"""The one exception users see: a clear, one-line message that names the file and the problem."""
+
+
+class S5Error(Exception):
+    """Bad input (audio, checkpoint, folder, argument). `str(e)` is a single line meant for users."""
+
+
+class CheckpointError(S5Error):
+    """A checkpoint that cannot be read, is of the wrong model, or whose keys/shapes do not match."""
+
+
+class AudioError(S5Error):
+    """An audio file with the wrong rate, channel count, non-finite samples, or not audio at all."""
