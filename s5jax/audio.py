@@ -1,0 +1,112 @@
+"""Audio files in and out: checked reads, atomic writes.
+
+Every problem with an input file becomes one AudioError line that names the file: not audio, truncated,
+wrong sample rate, wrong channel count, NaN/Inf samples. Writes go to a temporary file in the same folder
+and are renamed into place, so a crash never leaves a half-written wav under its final name.
+"""
+from __future__ import annotations
+
+import os
+import struct
+import tempfile
+
+import numpy as np
+import soundfile as sf
+
+from .errors import AudioError, S5Error
+from .labels import SAMPLE_RATE
+
+
+def _wav_truncation(path: str) -> str | None:
+    """For RIFF/WAVE files: a reason if the data chunk declares more bytes than the file holds.
+
+    libsndfile silently shortens such files, so a wav cut off mid-copy would otherwise pass as a
+    shorter clip.
+    """
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        size = os.fstat(f.fileno()).st_size
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, clen = struct.unpack("<4sI", f.read(8))
+            if cid == b"data":
+                if clen != 0xFFFFFFFF and pos + 8 + clen > size:
+                    return f"truncated wav: data chunk declares {clen} bytes, file holds {size - pos - 8}"
+                return None
+            pos += 8 + clen + (clen & 1)
+        return "truncated wav: no complete data chunk"
+
+
+def read_audio(path: str | os.PathLike, channels: int | None = None,
+               sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Read an audio file -> float32 [channels, samples], checked.
+
+    channels: the required channel count (None accepts any). Raises AudioError naming the file.
+    """
+    path = os.fspath(path)
+    try:
+        reason = _wav_truncation(path)
+        if reason:
+            raise AudioError(f"{path}: {reason}")
+        data, sr = sf.read(path, dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except FileNotFoundError:
+        raise AudioError(f"{path}: no such file") from None
+    except (sf.LibsndfileError, RuntimeError, OSError, ValueError) as e:
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise AudioError(f"{path}: not a readable audio file ({msg})") from None
+    if sr != sample_rate:
+        raise AudioError(f"{path}: sample rate {sr} Hz, expected {sample_rate} Hz")
+    if channels is not None and data.shape[1] != channels:
+        raise AudioError(f"{path}: {data.shape[1]} channel(s), expected {channels}")
+    if data.shape[0] == 0:
+        raise AudioError(f"{path}: holds no samples")
+    if not np.isfinite(data).all():
+        raise AudioError(f"{path}: contains NaN or Inf samples")
+    return np.ascontiguousarray(data.T)
+
+
+def write_audio(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
+    """Write float32 [samples] or [channels, samples] as a 32-bit float wav, atomically.
+
+    Float wavs keep the separator's output bit-exact, so scores recomputed from files equal the ones
+    computed in memory.
+    """
+    path = os.fspath(path)
+    data = np.asarray(waveform, dtype=np.float32)
+    data = data.T if data.ndim == 2 else data
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".wav", dir=folder)
+    except OSError as e:
+        raise S5Error(f"{path}: cannot write here ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            sf.write(f, data, sample_rate, subtype="FLOAT", format="WAV")
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write a text file (JSON, CSV) under a temporary name and rename it into place."""
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)
+    except OSError as e:
+        raise S5Error(f"{path}: cannot write here ({e.strerror})") from None
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
