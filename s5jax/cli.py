@@ -1,6 +1,9 @@
 """`s5jax` command line: one console command with subcommands.
 
     s5jax convert CKPT OUT_DIR [--kind ...]   official PyTorch checkpoint -> s5jax checkpoint folder
+    s5jax infer INPUT --tagger T --separator S --out OUT [--oracle DIR] [--zip NAME]
+                                             the baseline system over a folder of soundscapes
+    s5jax demo [--out DIR]                   the whole workflow on generated scenes and synthetic weights
 
 Errors in the user's input are printed as one line (`s5jax: error: ...`) with exit status 2.
 """
@@ -20,6 +23,22 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _cmd_infer(args) -> int:
+    from .infer import run_infer
+
+    report = run_infer(args.input, args.out, args.tagger, args.separator, oracle_dir=args.oracle,
+                       batch_size=args.batch_size, zip_name=args.zip, progress=not args.quiet)
+    print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
+          f"{len(report.skipped)} skipped; outputs in {args.out}")
+    return 1 if report.skipped else 0
+
+
+def _cmd_demo(args) -> int:
+    from .demo import run_demo
+
+    return run_demo(args.out, clips=args.clips, batch_size=args.batch_size)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import KINDS
 
@@ -30,6 +49,26 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("out_dir", help="output folder (orbax variables + config.json)")
     c.add_argument("--kind", choices=KINDS, default=None, help="model kind (detected from the keys if omitted)")
     c.set_defaults(func=_cmd_convert)
+
+    i = sub.add_parser("infer", help="tag, separate and (with oracle targets) score a folder of soundscapes")
+    i.add_argument("input", help="a set folder with soundscape/ (dev test) or a folder of .wav mixtures (eval)")
+    i.add_argument("--tagger", required=True,
+                   help="s5jax tagger checkpoint folder; a 1-ch or 4-ch tagger (its kind decides)")
+    i.add_argument("--separator", required=True, help="s5jax separator checkpoint folder")
+    i.add_argument("--out", required=True, help="output folder for stems, results.json, labels.csv, scores")
+    i.add_argument("--oracle", default=None,
+                   help="oracle_target folder (default: INPUT/oracle_target when present) -> scores")
+    i.add_argument("--batch-size", type=int, default=4, help="clips per batch (split over all devices)")
+    i.add_argument("--zip", default=None, metavar="NAME",
+                   help="also write OUT/NAME.zip in the DCASE submission layout (NAME like Doe_Uni_task4_1)")
+    i.add_argument("--quiet", action="store_true", help="no progress bar")
+    i.set_defaults(func=_cmd_infer)
+
+    d = sub.add_parser("demo", help="generate scenes + synthetic-weight official checkpoints, convert, infer, score")
+    d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
+    d.add_argument("--clips", type=int, default=6, help="number of generated soundscapes")
+    d.add_argument("--batch-size", type=int, default=2)
+    d.set_defaults(func=_cmd_demo)
     return p
 
 

@@ -1,0 +1,174 @@
+"""`s5jax infer`: the baseline S5 system over a folder of soundscapes.
+
+For every soundscape: tag, order silence last, separate; write one float wav per non-silent slot as
+`<soundscape>_<slot>_<label>.wav`, then a per-clip record. Afterwards: the official probabilities JSON,
+a labels CSV, and, with oracle targets, the scores (CA-SDRi, mixture and source accuracy; per clip,
+per class, overall).
+
+Resumable: a clip is done when its record `<out>/.s5jax/clips/<name>.json` exists (written last,
+atomically, after its wavs) and every wav it lists exists; re-running skips done clips. Bad input
+files are reported one line each, skipped, summarised at the end, and make the exit status non-zero.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+import zipfile
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .audio import read_audio, write_audio, write_text_atomic
+from .dataset import estimate_files, estimate_name, list_soundscapes, oracle_folder
+from .errors import S5Error
+from .labels import LABELS, SILENCE
+
+
+@dataclass
+class InferReport:
+    processed: list[str] = field(default_factory=list)
+    resumed: list[str] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)   # name -> one-line reason
+    scores: dict | None = None
+
+
+def _record_path(out_dir: str, name: str) -> str:
+    return os.path.join(out_dir, ".s5jax", "clips", f"{name}.json")
+
+
+def _load_record(out_dir: str, name: str) -> dict | None:
+    """The clip's record if the clip is complete (record and every listed wav present)."""
+    path = _record_path(out_dir, name)
+    try:
+        with open(path) as f:
+            rec = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if all(os.path.isfile(os.path.join(out_dir, e["filename"])) for e in rec.get("estimate", [])):
+        return rec
+    return None
+
+
+def _check_writable(out_dir: str) -> None:
+    try:
+        os.makedirs(os.path.join(out_dir, ".s5jax", "clips"), exist_ok=True)
+        probe = os.path.join(out_dir, ".s5jax", ".write-test")
+        with open(probe, "w") as f:
+            f.write("ok")
+        os.unlink(probe)
+    except OSError as e:
+        raise S5Error(f"{out_dir}: output folder is not writable ({e.strerror})") from None
+
+
+def _write_clip(out_dir: str, name: str, labels, probs, stems) -> dict:
+    """Write the stems of one clip, then its record (the record marks the clip complete)."""
+    for path, _, _ in estimate_files(out_dir, name):   # leftovers of an interrupted earlier run
+        os.unlink(path)
+    estimate = []
+    for slot, (lab, p) in enumerate(zip(labels, probs)):
+        if int(lab) == SILENCE:
+            continue
+        fname = estimate_name(name, slot, int(lab))
+        write_audio(os.path.join(out_dir, fname), stems[slot])
+        estimate.append({"filename": fname, "label": LABELS[int(lab)], "probability": float(p)})
+    rec = {"soundscape": name, "estimate": estimate,
+           "slots": [{"label": LABELS[int(l)], "probability": float(p)} for l, p in zip(labels, probs)]}
+    write_text_atomic(_record_path(out_dir, name), json.dumps(rec))
+    return rec
+
+
+def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
+              oracle_dir: str | None = None, batch_size: int = 4, zip_name: str | None = None,
+              progress: bool = True, log=print) -> InferReport:
+    """Run the baseline over `input_dir`, write everything to `out_dir`; returns what happened."""
+    from tqdm import tqdm
+
+    from . import Separator, Tagger
+    from .pipeline import sharded_baseline
+
+    clips = list_soundscapes(input_dir)
+    if oracle_dir is None:
+        oracle_dir = oracle_folder(input_dir)
+    elif not os.path.isdir(oracle_dir):
+        raise S5Error(f"{oracle_dir}: no such oracle folder")
+    _check_writable(out_dir)
+    tagger = Tagger.from_checkpoint(tagger_dir)
+    separator = Separator.from_checkpoint(separator_dir)
+    system = sharded_baseline(tagger.apply_fn, tagger.variables, separator.apply_fn, separator.variables)
+
+    report = InferReport()
+    todo = []
+    for name, path in clips:
+        if _load_record(out_dir, name) is not None:
+            report.resumed.append(name)
+        else:
+            todo.append((name, path))
+    if report.resumed:
+        log(f"resuming: {len(report.resumed)} clip(s) already done, {len(todo)} to go")
+
+    bar = tqdm(total=len(todo), desc="infer", unit="clip", disable=not progress, file=sys.stderr)
+
+    def run(group: list[tuple[str, np.ndarray]]):
+        out = system(np.stack([w for _, w in group]), pad_to=batch_size)
+        for k, (name, _) in enumerate(group):
+            _write_clip(out_dir, name, out.labels[k], out.probs[k], out.stems[k])
+            report.processed.append(name)
+        bar.update(len(group))
+        group.clear()
+
+    pending: dict[int, list] = {}   # clip length -> clips waiting (one jit shape per length)
+    for name, path in todo:
+        try:
+            wav = read_audio(path, channels=4)
+        except S5Error as e:
+            report.skipped[name] = str(e)
+            log(f"skipped: {e}")
+            bar.update(1)
+            continue
+        group = pending.setdefault(wav.shape[-1], [])
+        group.append((name, wav))
+        if len(group) == batch_size:
+            run(group)
+    for group in pending.values():
+        if group:
+            run(group)
+    bar.close()
+
+    records = [r for name, _ in clips if (r := _load_record(out_dir, name)) is not None]
+    nparams = int(tagger.num_params + separator.num_params)
+    results = {"nparams": nparams,
+               "probabilities": [{"soundscape": r["soundscape"], "estimate": r["estimate"]} for r in records]}
+    write_text_atomic(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1))
+    rows = ["soundscape,slot,label,probability"]
+    rows += [f"{r['soundscape']},{i},{s['label']},{s['probability']:.6f}"
+             for r in records for i, s in enumerate(r["slots"])]
+    write_text_atomic(os.path.join(out_dir, "labels.csv"), "\n".join(rows) + "\n")
+
+    if oracle_dir is not None:
+        from .evaluate import evaluate_folder, format_summary
+
+        report.scores = evaluate_folder(out_dir, oracle_dir, [r["soundscape"] for r in records],
+                                        out_dir)
+        log(format_summary(report.scores))
+    if zip_name:
+        write_submission_zip(out_dir, zip_name, records)
+    if report.skipped:
+        log(f"{len(report.skipped)} clip(s) skipped:")
+        for name, why in report.skipped.items():
+            log(f"  {why}")
+    return report
+
+
+def write_submission_zip(out_dir: str, zip_name: str, records: list[dict]) -> str:
+    """`<out>/<zip_name>.zip` holding `<zip_name>/` (e.g. Doe_Uni_task4_1/): the estimate wavs and the
+    probabilities JSON, as the DCASE submission expects. Written atomically."""
+    path = os.path.join(out_dir, f"{zip_name}.zip")
+    tmp = path + ".part"
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
+        for r in records:
+            for e in r["estimate"]:
+                z.write(os.path.join(out_dir, e["filename"]), f"{zip_name}/{e['filename']}")
+        z.write(os.path.join(out_dir, "results.json"), f"{zip_name}/{zip_name}.json")
+    os.replace(tmp, path)
+    return path
