@@ -1,0 +1,1 @@
+"""Flax model definitions and their checkpoint conversion rules."""

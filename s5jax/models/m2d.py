@@ -1,0 +1,467 @@
+"""M2D audio taggers (official DCASE 2026 Task 4 baseline) in Flax Linen, with their conversion rules.
+
+    waveform [batch, channels, samples] (32 kHz)
+      -> log_mel per channel           [batch*ch, 80, frames]      (pure jnp, fixed numpy kernels)
+      -> ViT-base encoder per chunk    [batch*ch, time, 5*768]     (timm semantics, frequency-major)
+      -> concat channels per time step [batch, time, ch*3840]      (channel-major; 4-ch only)
+      -> mean over time, BatchNorm1d (affine=False, running stats), per-track MLP heads
+      -> logits [batch, 3 tracks, 19]  (18 classes + silence)
+
+The 1-ch tagger (`M2dAt`) reads channel 0 of whatever it gets; the 4-ch one (`M2dAtSpatial`) runs
+all four channels through one shared encoder (channels folded into the batch).
+
+Variable layout (also what the m2d-encoder conversion writes, under `params/encoder` only):
+    params/encoder/{cls_token [1,1,D], pos_embed [1,1+F*Tc,D], patch_embed/{kernel [16,16,1,D], bias},
+                    blocks_N/{norm1, attn/{qkv, proj}, norm2, mlp/{fc1, fc2}}, norm}
+    params/head/{linear_0, linear_1 (LayerNorm), tracks_T_0, tracks_T_1 (LayerNorm), tracks_T_3}
+    batch_stats/head/m2d_out_norm/{mean, var}
+"""
+from __future__ import annotations
+
+import dataclasses
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..conversion import Rule, abstract_variables, apply_rules, require_fixed
+from ..errors import CheckpointError
+
+_EPS = float(np.finfo(np.float32).eps)  # the official log offset: float32 machine epsilon
+_PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
+               "default": jax.lax.Precision.DEFAULT}
+
+
+@dataclass(frozen=True)
+class M2DConfig:
+    """Everything that fixes the tagger's shapes and numerics (JSON-serialisable via `to_dict`)."""
+    in_channels: int = 1            # 1 (M2dAt) or 4 (M2dAtSpatial)
+    sample_rate: int = 32000
+    n_fft: int = 800                # also the window length
+    hop: int = 320
+    n_mels: int = 80
+    fmin: float = 50.0
+    fmax: float = 16000.0
+    norm_mean: float = -7.1         # from the checkpoint's backbone.norm_stats
+    norm_std: float = 4.2
+    patch: int = 16
+    chunk_frames: int = 1001        # frames the encoder sees at once (pos_embed covers this)
+    embed_dim: int = 768
+    depth: int = 12
+    num_heads: int = 12
+    mlp_dim: int = 3072
+    head_dim: int = 3072            # first head layer; split into num_tracks equal parts
+    track_dim: int = 512
+    num_tracks: int = 3
+    num_classes: int = 19
+    precision: str = "highest"      # matmul/conv precision: keeps GPU/TPU numerics at float32
+
+    def __post_init__(self):
+        if self.in_channels not in (1, 4):
+            raise ValueError(f"in_channels must be 1 or 4, got {self.in_channels}")
+        if self.n_mels % self.patch or self.head_dim % self.num_tracks or self.embed_dim % self.num_heads:
+            raise ValueError("n_mels % patch, head_dim % num_tracks and embed_dim % num_heads must be 0")
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}")
+
+    @property
+    def freq_patches(self) -> int:
+        return self.n_mels // self.patch
+
+    @property
+    def time_patches(self) -> int:
+        """Time columns of the positional-embedding grid (62 for 1001 frames)."""
+        return self.chunk_frames // self.patch
+
+    @property
+    def feature_dim(self) -> int:
+        """Encoder feature per time step and channel: F * D (5 * 768 = 3840)."""
+        return self.freq_patches * self.embed_dim
+
+    @property
+    def lax_precision(self):
+        return _PRECISIONS[self.precision]
+
+    def num_frames(self, samples: int) -> int:
+        return 1 + samples // self.hop
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "M2DConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown M2DConfig fields {sorted(unknown)}")
+        return cls(**dict(d))
+
+
+# ------------------------------------------------------------------------------ front end (numpy)
+def hann_window(n: int) -> np.ndarray:
+    """Periodic Hann [n] (scipy get_window('hann', n, fftbins=True)), float64."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
+def stft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The nnAudio STFT buffers: wsin, wcos [n_fft//2+1, 1, n_fft] (windowed), window_mask [1, n_fft, 1]."""
+    win = hann_window(n_fft)
+    k = np.arange(n_fft // 2 + 1)[:, None]
+    phase = 2.0 * np.pi * k * np.arange(n_fft)[None, :] / n_fft
+    wsin = (np.sin(phase) * win)[:, None, :].astype(np.float32)
+    wcos = (np.cos(phase) * win)[:, None, :].astype(np.float32)
+    return wsin, wcos, win.reshape(1, n_fft, 1).astype(np.float32)
+
+
+def _hz_to_mel(f):
+    """Slaney mel scale (librosa htk=False): linear below 1 kHz, logarithmic above."""
+    f = np.asarray(f, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep,
+                    f / f_sp)
+
+
+def _mel_to_hz(m):
+    m = np.asarray(m, dtype=np.float64)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    """Slaney mel filters with area normalisation [n_mels, n_fft//2+1], float32
+    (librosa.filters.mel(htk=False, norm=1/'slaney'), as nnAudio builds `mel_basis`)."""
+    fft_freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    mel_f = _mel_to_hz(np.linspace(_hz_to_mel(fmin), _hz_to_mel(fmax), n_mels + 2))
+    fdiff = np.diff(mel_f)
+    ramps = mel_f[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / fdiff[:-1, None]
+    upper = ramps[2:] / fdiff[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    weights *= (2.0 / (mel_f[2:] - mel_f[:-2]))[:, None]  # area normalisation
+    return weights.astype(np.float32)
+
+
+def front_end_buffers(cfg: M2DConfig) -> dict[str, np.ndarray]:
+    """The fixed buffers an official checkpoint holds, computed by us (names as `fixed/...` targets)."""
+    wsin, wcos, window_mask = stft_kernels(cfg.n_fft)
+    return {"stft_wsin": wsin, "stft_wcos": wcos, "stft_window_mask": window_mask,
+            "mel_basis": mel_filterbank(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)}
+
+
+# ------------------------------------------------------------------------------- front end (jnp)
+def log_mel(waveform: jax.Array, cfg: M2DConfig) -> jax.Array:
+    """Normalised log-mel spectrogram: waveform [batch, samples] -> [batch, n_mels, frames],
+    frames = 1 + samples // hop. Needs samples > n_fft // 2 (reflect padding)."""
+    n_fft, hop = cfg.n_fft, cfg.hop
+    x = jnp.pad(waveform.astype(jnp.float32), ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
+    frames = cfg.num_frames(waveform.shape[-1])
+    # frames by one gather, then the windowed DFT as one matmul with [n_fft, 2*bins] (cos | sin)
+    idx = np.arange(frames)[:, None] * hop + np.arange(n_fft)[None, :]
+    framed = x[:, idx]                                                    # [batch, frames, n_fft]
+    wsin, wcos, _ = stft_kernels(n_fft)
+    bins = n_fft // 2 + 1
+    kernel = np.concatenate([wcos[:, 0, :], wsin[:, 0, :]], axis=0).T      # [n_fft, 2*bins]
+    spec = jnp.matmul(framed, jnp.asarray(kernel), precision=cfg.lax_precision)
+    power = spec[..., :bins] ** 2 + spec[..., bins:] ** 2                  # [batch, frames, bins]
+    mel_basis = mel_filterbank(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
+    mel = jnp.einsum("mk,bfk->bmf", jnp.asarray(mel_basis), power, precision=cfg.lax_precision)
+    lms = jnp.log(mel + _EPS)
+    return (lms - cfg.norm_mean) / cfg.norm_std
+
+
+# ------------------------------------------------------------------------------------ encoder
+class Attention(nn.Module):
+    cfg: M2DConfig
+
+    @nn.compact
+    def __call__(self, x):
+        """x [batch, tokens, D] -> [batch, tokens, D]"""
+        cfg = self.cfg
+        b, n, d = x.shape
+        h = cfg.num_heads
+        qkv = nn.Dense(3 * d, precision=cfg.lax_precision, name="qkv")(x)
+        qkv = qkv.reshape(b, n, 3, h, d // h)
+        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                # [batch, tokens, heads, hd]
+        q = q * (d // h) ** -0.5
+        att = jnp.einsum("bqhc,bkhc->bhqk", q, k, precision=cfg.lax_precision)
+        att = jax.nn.softmax(att, axis=-1)
+        out = jnp.einsum("bhqk,bkhc->bqhc", att, v, precision=cfg.lax_precision).reshape(b, n, d)
+        return nn.Dense(d, precision=cfg.lax_precision, name="proj")(out)
+
+
+class Mlp(nn.Module):
+    cfg: M2DConfig
+
+    @nn.compact
+    def __call__(self, x):
+        cfg = self.cfg
+        x = nn.Dense(cfg.mlp_dim, precision=cfg.lax_precision, name="fc1")(x)
+        x = nn.gelu(x, approximate=False)  # timm nn.GELU: exact erf form
+        return nn.Dense(cfg.embed_dim, precision=cfg.lax_precision, name="fc2")(x)
+
+
+def _layer_norm(eps: float, name: str) -> nn.LayerNorm:
+    # use_fast_variance=False: mean((x-mu)^2) like torch, not E[x^2]-mu^2
+    return nn.LayerNorm(epsilon=eps, use_fast_variance=False, name=name)
+
+
+class Block(nn.Module):
+    cfg: M2DConfig
+
+    @nn.compact
+    def __call__(self, x):
+        x = x + Attention(self.cfg, name="attn")(_layer_norm(1e-6, "norm1")(x))
+        return x + Mlp(self.cfg, name="mlp")(_layer_norm(1e-6, "norm2")(x))
+
+
+class ViTEncoder(nn.Module):
+    """M2D's ViT on one chunk: lms [batch, n_mels, frames<=chunk_frames] -> [batch, time, F*D]
+    (time = frames // patch; feature index f*D + d)."""
+    cfg: M2DConfig
+
+    @nn.compact
+    def __call__(self, lms):
+        cfg = self.cfg
+        f, d = cfg.freq_patches, cfg.embed_dim
+        x = nn.Conv(d, (cfg.patch, cfg.patch), strides=(cfg.patch, cfg.patch), padding="VALID",
+                    precision=cfg.lax_precision, name="patch_embed")(lms[..., None])  # [b, F, Tt, D]
+        b, _, tt, _ = x.shape
+        if tt > cfg.time_patches:
+            raise ValueError(f"chunk of {tt} time patches exceeds the positional grid {cfg.time_patches}")
+        x = x.reshape(b, f * tt, d)                                      # frequency-major tokens
+        pos_embed = self.param("pos_embed", nn.initializers.normal(0.02), (1, 1 + f * cfg.time_patches, d))
+        cls_token = self.param("cls_token", nn.initializers.normal(0.02), (1, 1, d))
+        # a short chunk keeps the first time columns of the [F, Tc] positional grid
+        grid = pos_embed[:, 1:].reshape(1, f, cfg.time_patches, d)[:, :, :tt]
+        x = x + grid.reshape(1, f * tt, d)
+        cls = jnp.broadcast_to(cls_token + pos_embed[:, :1], (b, 1, d))
+        x = jnp.concatenate([cls, x], axis=1)
+        for i in range(cfg.depth):
+            x = Block(cfg, name=f"blocks_{i}")(x)
+        x = _layer_norm(1e-6, "norm")(x)[:, 1:]                          # drop cls
+        return x.reshape(b, f, tt, d).transpose(0, 2, 1, 3).reshape(b, tt, f * d)
+
+
+def chunk_layout(frames: int, cfg: M2DConfig) -> tuple[int, int, int]:
+    """How the official `encode_lms` cuts `frames`: (frames after right zero-padding, number of
+    full chunks, frames of the last partial chunk or 0). The padding makes the last chunk a multiple
+    of `patch`; a last chunk that would then exceed chunk_frames is clipped (as in the original)."""
+    unit, p = cfg.chunk_frames, cfg.patch
+    n_chunk = -(-frames // unit)
+    padded = frames + (p - frames % unit % p) % p
+    n_full = min(n_chunk, padded // unit)
+    rest = padded - n_full * unit if n_full < n_chunk else 0   # < unit here
+    return padded, n_full, rest
+
+
+def encode_lms(encoder: ViTEncoder, lms: jax.Array, cfg: M2DConfig) -> jax.Array:
+    """lms [batch, n_mels, frames] -> features [batch, time, F*D], chunks of chunk_frames encoded
+    separately (full chunks folded into the batch) and concatenated along time."""
+    b, m, frames = lms.shape
+    padded, n_full, rest = chunk_layout(frames, cfg)
+    lms = jnp.pad(lms, ((0, 0), (0, 0), (0, padded - frames)))
+    unit = cfg.chunk_frames
+    parts = []
+    if n_full:
+        full = lms[..., : n_full * unit].reshape(b, m, n_full, unit).transpose(0, 2, 1, 3)
+        feats = encoder(full.reshape(b * n_full, m, unit))              # [b*n_full, Tc, F*D]
+        parts.append(feats.reshape(b, n_full * feats.shape[1], feats.shape[2]))
+    if rest:
+        start = n_full * unit
+        parts.append(encoder(lms[..., start: start + rest]))
+    return parts[0] if len(parts) == 1 else jnp.concatenate(parts, axis=1)
+
+
+# -------------------------------------------------------------------------------------- heads
+class TaggerHead(nn.Module):
+    """`average_linear` / `catchan_average_linear`: features [batch, time, in] -> logits [batch, tracks, classes]."""
+    cfg: M2DConfig
+
+    @nn.compact
+    def __call__(self, features):
+        cfg = self.cfg
+        x = features.mean(axis=1)
+        x = nn.BatchNorm(use_running_average=True, use_bias=False, use_scale=False, epsilon=1e-5,
+                         name="m2d_out_norm")(x)
+        x = nn.Dense(cfg.head_dim, precision=cfg.lax_precision, name="linear_0")(x)
+        x = nn.relu(_layer_norm(1e-5, "linear_1")(x))
+        x = x.reshape(x.shape[0], cfg.num_tracks, cfg.head_dim // cfg.num_tracks)
+        out = []
+        for t in range(cfg.num_tracks):
+            y = nn.Dense(cfg.track_dim, precision=cfg.lax_precision, name=f"tracks_{t}_0")(x[:, t])
+            y = nn.relu(_layer_norm(1e-5, f"tracks_{t}_1")(y))
+            out.append(nn.Dense(cfg.num_classes, precision=cfg.lax_precision, name=f"tracks_{t}_3")(y))
+        return jnp.stack(out, axis=1)
+
+
+class M2DTagger(nn.Module):
+    """waveform [batch, channels, samples] -> (logits [batch, tracks, classes], intermediates).
+
+    intermediates: lms [batch, ch, n_mels, frames], features [batch, ch, time, F*D],
+    pooled [batch, ch*F*D] (time mean before the BatchNorm). ch = cfg.in_channels.
+    """
+    cfg: M2DConfig
+
+    @nn.compact
+    def __call__(self, waveform):
+        cfg = self.cfg
+        b, c_in, n = waveform.shape
+        c = cfg.in_channels
+        if c_in < c:
+            raise ValueError(f"the {c}-channel tagger got {c_in} channels")
+        wav = waveform[:, :c].reshape(b * c, n)            # 1-ch reads channel 0; channels -> batch
+        lms = log_mel(wav, cfg)                            # [b*c, M, frames]
+        feats = encode_lms(ViTEncoder(cfg, name="encoder"), lms, cfg)     # [b*c, time, F*D]
+        tt = feats.shape[1]
+        feats = feats.reshape(b, c, tt, cfg.feature_dim)
+        cat = feats.transpose(0, 2, 1, 3).reshape(b, tt, c * cfg.feature_dim)  # channel-major
+        logits = TaggerHead(cfg, name="head")(cat)
+        inter = {"lms": lms.reshape(b, c, cfg.n_mels, -1), "features": feats, "pooled": cat.mean(axis=1)}
+        return logits, inter
+
+
+# ---------------------------------------------------------------------------------- conversion
+def _encoder_rules(prefix: str) -> list[Rule]:
+    """Rules for the bare M2D encoder keys under `prefix` ('' for the .pth, 'backbone.' in a tagger)."""
+    p = re.escape(prefix)
+    e = "params/encoder"
+    return [
+        Rule(rf"{p}cls_token", f"{e}/cls_token"),
+        Rule(rf"{p}pos_embed", f"{e}/pos_embed"),
+        Rule(rf"{p}norm_stats", "fixed/norm_stats"),  # [mean, std] of the log-mel; goes to the config
+        Rule(rf"{p}patch_embed\.proj\.weight", f"{e}/patch_embed/kernel", "conv2d"),
+        Rule(rf"{p}patch_embed\.proj\.bias", f"{e}/patch_embed/bias"),
+        Rule(rf"{p}blocks\.(\d+)\.(norm1|norm2)\.weight", e + "/blocks_{0}/{1}/scale"),
+        Rule(rf"{p}blocks\.(\d+)\.(norm1|norm2)\.bias", e + "/blocks_{0}/{1}/bias"),
+        Rule(rf"{p}blocks\.(\d+)\.attn\.(qkv|proj)\.weight", e + "/blocks_{0}/attn/{1}/kernel", "linear"),
+        Rule(rf"{p}blocks\.(\d+)\.attn\.(qkv|proj)\.bias", e + "/blocks_{0}/attn/{1}/bias"),
+        Rule(rf"{p}blocks\.(\d+)\.mlp\.(fc1|fc2)\.weight", e + "/blocks_{0}/mlp/{1}/kernel", "linear"),
+        Rule(rf"{p}blocks\.(\d+)\.mlp\.(fc1|fc2)\.bias", e + "/blocks_{0}/mlp/{1}/bias"),
+        Rule(rf"{p}norm\.weight", f"{e}/norm/scale"),
+        Rule(rf"{p}norm\.bias", f"{e}/norm/bias"),
+    ]
+
+
+def _front_end_rules(prefix: str) -> list[Rule]:
+    p = re.escape(prefix)
+    return [
+        # not learned: we recompute them and only check the checkpoint agrees
+        Rule(rf"{p}to_spec\.stft\.(wsin|wcos|window_mask)", "fixed/stft_{0}"),
+        Rule(rf"{p}to_spec\.mel_basis", "fixed/mel_basis"),
+        # BatchNorm of the generic M2D runtime (`head_norm`): the tagger heads never call it
+        Rule(rf"{p}head_norm\.(running_mean|running_var|num_batches_tracked)", None),
+    ]
+
+
+def _head_rules() -> list[Rule]:
+    h = "params/head"
+    return [
+        Rule(r"head\.m2d_out_norm\.running_mean", "batch_stats/head/m2d_out_norm/mean"),
+        Rule(r"head\.m2d_out_norm\.running_var", "batch_stats/head/m2d_out_norm/var"),
+        Rule(r"head\.m2d_out_norm\.num_batches_tracked", None),  # training counter, no effect at inference
+        Rule(r"head\.linear\.0\.weight", f"{h}/linear_0/kernel", "linear"),
+        Rule(r"head\.linear\.0\.bias", f"{h}/linear_0/bias"),
+        Rule(r"head\.linear\.1\.weight", f"{h}/linear_1/scale"),           # LayerNorm
+        Rule(r"head\.linear\.1\.bias", f"{h}/linear_1/bias"),
+        Rule(r"head\.tracks\.(\d+)\.(0|3)\.weight", h + "/tracks_{0}_{1}/kernel", "linear"),
+        Rule(r"head\.tracks\.(\d+)\.(0|3)\.bias", h + "/tracks_{0}_{1}/bias"),
+        Rule(r"head\.tracks\.(\d+)\.1\.weight", h + "/tracks_{0}_1/scale"),  # LayerNorm (2 is ReLU)
+        Rule(r"head\.tracks\.(\d+)\.1\.bias", h + "/tracks_{0}_1/bias"),
+    ]
+
+
+def conversion_rules(kind: str) -> list[Rule]:
+    """The rule table for a state_dict with the Lightning `model.` prefix removed.
+
+    tagger-1ch: backbone.*, to_spec.*, head_norm.*, head.*   (M2dAt)
+    tagger-4ch: m2d.backbone.*, m2d.to_spec.*, m2d.head_norm.*, head.*   (M2dAtSpatial)
+    m2d-encoder: bare encoder keys (blocks.0.attn.qkv.weight, ...) of the M2D .pth; strict — any
+    decoder / target-encoder key of a pre-training file is refused rather than guessed at.
+    """
+    if kind == "tagger-1ch":
+        return _encoder_rules("backbone.") + _front_end_rules("") + _head_rules()
+    if kind == "tagger-4ch":
+        return _encoder_rules("m2d.backbone.") + _front_end_rules("m2d.") + _head_rules()
+    if kind == "m2d-encoder":
+        return _encoder_rules("")
+    raise ValueError(f"unknown M2D checkpoint kind {kind!r}")
+
+
+def _infer_config(sd: Mapping[str, np.ndarray], kind: str, source: str) -> M2DConfig:
+    enc = {"tagger-1ch": "backbone.", "tagger-4ch": "m2d.backbone.", "m2d-encoder": ""}[kind]
+
+    def get(key):
+        if key not in sd:
+            raise CheckpointError(f"{source}: missing key {key!r} (not a complete {kind} checkpoint)")
+        return np.asarray(sd[key])
+
+    depth = 1 + max((int(m.group(1)) for k in sd
+                     if (m := re.fullmatch(re.escape(enc) + r"blocks\.(\d+)\..*", k))), default=-1)
+    if depth == 0:
+        raise CheckpointError(f"{source}: no encoder blocks ({enc}blocks.N.*) found")
+    proj = get(f"{enc}patch_embed.proj.weight")
+    if proj.ndim != 4 or proj.shape[1] != 1 or proj.shape[2] != proj.shape[3]:
+        raise CheckpointError(f"{source}: key {enc + 'patch_embed.proj.weight'!r} has shape {proj.shape}, "
+                              "expected [D, 1, P, P]")
+    d, patch = proj.shape[0], proj.shape[2]
+    fc1 = get(f"{enc}blocks.0.mlp.fc1.weight")
+    n_pos = get(f"{enc}pos_embed").shape[1] - 1
+    n_mels = 80
+    f = n_mels // patch
+    if n_pos % f:
+        raise CheckpointError(f"{source}: pos_embed has {n_pos} patch positions, not a multiple of {f}")
+    # the official grid is 80x1001 frames; only the number of time columns matters to the model
+    chunk_frames = 1001 if n_pos // f == 1001 // patch else (n_pos // f) * patch
+    kw = dict(embed_dim=int(d), depth=depth, num_heads=max(1, int(d) // 64), mlp_dim=int(fc1.shape[0]),
+              patch=int(patch), chunk_frames=chunk_frames, n_mels=n_mels)
+    if kind != "m2d-encoder":
+        lin0 = get("head.linear.0.weight")
+        out = get("head.tracks.0.3.weight")
+        tracks = 1 + max(int(m.group(1)) for k in sd if (m := re.fullmatch(r"head\.tracks\.(\d+)\..*", k)))
+        in_ch = lin0.shape[1] // (f * d)
+        if lin0.shape[1] != in_ch * f * d or in_ch not in (1, 4) or in_ch != (4 if kind == "tagger-4ch" else 1):
+            raise CheckpointError(f"{source}: key 'head.linear.0.weight' has shape {lin0.shape}, which does "
+                                  f"not fit a {kind} with {f}x{d} encoder features")
+        kw.update(in_channels=int(in_ch), head_dim=int(lin0.shape[0]), num_tracks=tracks,
+                  track_dim=int(out.shape[1]), num_classes=int(out.shape[0]))
+    stats_key = f"{enc}norm_stats"
+    if stats_key in sd:
+        stats = np.asarray(sd[stats_key], dtype=np.float64).reshape(-1)
+        if stats.shape != (2,) or not np.all(np.isfinite(stats)) or stats[1] <= 0:
+            raise CheckpointError(f"{source}: key {stats_key!r} must be [mean, std>0], got {stats}")
+        kw.update(norm_mean=float(stats[0]), norm_std=float(stats[1]))
+    elif kind != "m2d-encoder":
+        raise CheckpointError(f"{source}: missing key {stats_key!r}")
+    try:
+        return M2DConfig(**kw)
+    except ValueError as e:
+        raise CheckpointError(f"{source}: unsupported model dimensions ({e})") from None
+
+
+def convert_tagger_state_dict(state_dict: Mapping[str, np.ndarray], kind: str,
+                              source: str = "checkpoint") -> tuple[dict, dict]:
+    """Official state_dict (Lightning `model.` prefix removed) -> (config dict, variables).
+
+    kind: "tagger-1ch" | "tagger-4ch" -> variables {"params": {encoder, head}, "batch_stats": {head}};
+          "m2d-encoder" -> variables {"params": {"encoder": ...}} (ViTEncoder layout, see module doc).
+    Raises CheckpointError naming `source` and the key on any mismatch.
+    """
+    cfg = _infer_config(state_dict, kind, source)
+    # small concrete examples: abstract_variables traces with them, nothing big is computed
+    example_chunk = np.zeros((1, cfg.n_mels, cfg.chunk_frames), np.float32)
+    if kind == "m2d-encoder":
+        expected = {"params": {"encoder": abstract_variables(ViTEncoder(cfg), example_chunk)["params"]}}
+    else:
+        wav = np.zeros((1, cfg.in_channels, cfg.hop * 16), np.float32)
+        expected = abstract_variables(M2DTagger(cfg), wav)
+    variables, fixed = apply_rules(state_dict, conversion_rules(kind), expected, source)
+    if kind != "m2d-encoder":
+        for name, ours in front_end_buffers(cfg).items():
+            require_fixed(fixed, name, ours, source)
+    return cfg.to_dict(), variables
