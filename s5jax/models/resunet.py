@@ -1,0 +1,421 @@
+"""FiLM-conditioned ResUNet30 label-queried separator (the official DCASE 2026 Task 4 separator).
+
+(mixture [batch, channels=4, samples], query_vector [batch, slots*classes = 54])
+  -> stems [batch, slots=3, samples]  (one mono stem per query slot; a silent slot is exactly zero)
+
+The query vector (three 18-dim one-hot slots) is embedded to a 512-d condition; every residual block
+adds FiLM biases ("betas", Dense 512 -> C) after its BatchNorms. The U-Net maps the 4-channel
+magnitude spectrogram to 3 masks (magnitude, phase real, phase imag) per slot and input channel; the
+masked complex spectra of the 4 channels are mixed to one by `out_conv` and inverted per slot.
+
+Flax layout is NHWC = [batch, time, freq, channels]; PyTorch's is [batch, channels, time, freq].
+BatchNorm runs in inference mode from the `batch_stats` collection. Variable names mirror the
+official module tree (the FiLM betas live inside the block they feed), so the conversion table below
+is a direct, reviewable list.
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+import jax
+import jax.numpy as jnp
+import flax.linen as nn
+import numpy as np
+
+from .. import stft as stft_lib
+from ..conversion import Rule, abstract_variables, apply_rules, require_fixed
+from ..errors import CheckpointError
+
+_PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
+               "default": jax.lax.Precision.DEFAULT}
+MASK_PARTS = 3  # K in the official code: magnitude mask, phase real, phase imag
+
+
+@dataclass(frozen=True)
+class ResUNetConfig:
+    """Sizes of the separator. Defaults = the official ResUNet30 (26.8 M values)."""
+    input_channels: int = 4                       # microphones of the mixture
+    num_slots: int = 3                            # query slots = output stems
+    num_classes: int = 18                         # one-hot size of one slot
+    channels: tuple[int, ...] = (32, 64, 128, 256, 384, 384)   # encoder blocks (channels[0] = base)
+    pools: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2), (2, 2), (2, 2), (1, 2))  # (time, freq)
+    bottleneck_channels: int = 384                # conv_block7a
+    condition_dim: int = 512                      # label embedding width
+    n_fft: int = 1024
+    hop: int = 160
+    precision: str = "highest"                    # of convs / matmuls, so GPU/TPU match CPU
+    bn_eps: float = 1e-5
+    ln_eps: float = 1e-5
+
+    def __post_init__(self):
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "pools", tuple((int(a), int(b)) for a, b in self.pools))
+        if len(self.channels) != len(self.pools) or not self.channels:
+            raise ValueError("channels and pools need one entry per encoder block")
+        if self.precision not in _PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}")
+        if (self.n_fft // 2) % self.freq_ratio:
+            raise ValueError(f"n_fft // 2 = {self.n_fft // 2} is not divisible by the frequency "
+                             f"down-sampling ratio {self.freq_ratio}")
+
+    @property
+    def query_dim(self) -> int:
+        return self.num_slots * self.num_classes
+
+    @property
+    def time_ratio(self) -> int:
+        """Frames are padded to a multiple of this (the encoder's total time pooling)."""
+        return math.prod(p[0] for p in self.pools)
+
+    @property
+    def freq_ratio(self) -> int:
+        return math.prod(p[1] for p in self.pools)
+
+    @property
+    def lax_precision(self):
+        return _PRECISIONS[self.precision]
+
+    def to_dict(self) -> dict:
+        """JSON-serialisable (tuples become lists)."""
+        d = dataclasses.asdict(self)
+        d["channels"] = list(self.channels)
+        d["pools"] = [list(p) for p in self.pools]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> "ResUNetConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ValueError(f"unknown separator config fields: {sorted(unknown)}")
+        d = dict(d)
+        if "channels" in d:
+            d["channels"] = tuple(d["channels"])
+        if "pools" in d:
+            d["pools"] = tuple(tuple(p) for p in d["pools"])
+        return cls(**d)
+
+
+# ------------------------------------------------------------------ building blocks
+def _bn(cfg: ResUNetConfig, name: str) -> nn.BatchNorm:
+    return nn.BatchNorm(use_running_average=True, epsilon=cfg.bn_eps, name=name)
+
+
+def _film(x: jax.Array, beta: jax.Array) -> jax.Array:
+    """Add a per-channel FiLM bias [batch, C] to feature maps [batch, T, F, C]."""
+    return x + beta[:, None, None, :]
+
+
+class LabelEmbedding(nn.Module):
+    """query_vector [batch, 54] -> condition [batch, 512]: (Linear, LayerNorm, ReLU) x 2."""
+    cfg: ResUNetConfig
+
+    @nn.compact
+    def __call__(self, q):
+        c, p = self.cfg, self.cfg.lax_precision
+        x = nn.Dense(c.condition_dim, precision=p, name="linear0")(q)
+        x = nn.relu(nn.LayerNorm(epsilon=c.ln_eps, use_fast_variance=False, name="norm1")(x))
+        x = nn.Dense(c.condition_dim, precision=p, name="linear3")(x)
+        return nn.relu(nn.LayerNorm(epsilon=c.ln_eps, use_fast_variance=False, name="norm4")(x))
+
+
+class ConvBlockRes(nn.Module):
+    """Pre-activation residual block with FiLM betas: [B, T, F, Cin] -> [B, T, F, out]."""
+    cfg: ResUNetConfig
+    out: int
+
+    @nn.compact
+    def __call__(self, x, condition):
+        c, p = self.cfg, self.cfg.lax_precision
+        cin = x.shape[-1]
+        beta1 = nn.Dense(cin, precision=p, name="beta1")(condition)
+        beta2 = nn.Dense(self.out, precision=p, name="beta2")(condition)
+        conv = lambda name: nn.Conv(self.out, (3, 3), padding=((1, 1), (1, 1)), use_bias=False,
+                                    precision=p, name=name)
+        y = conv("conv1")(nn.leaky_relu(_film(_bn(c, "bn1")(x), beta1), 0.01))
+        y = conv("conv2")(nn.leaky_relu(_film(_bn(c, "bn2")(y), beta2), 0.01))
+        if cin != self.out:
+            x = nn.Conv(self.out, (1, 1), precision=p, name="shortcut")(x)
+        return x + y
+
+
+def _avg_pool(x: jax.Array, pool: tuple[int, int]) -> jax.Array:
+    """Average pooling [B, T, F, C] by (time, freq); sizes are multiples by construction."""
+    if pool == (1, 1):
+        return x
+    b, t, f, ch = x.shape
+    return x.reshape(b, t // pool[0], pool[0], f // pool[1], pool[1], ch).mean(axis=(2, 4))
+
+
+class EncoderBlock(nn.Module):
+    """Residual block then average pooling. Returns (pooled, pre-pool skip)."""
+    cfg: ResUNetConfig
+    out: int
+    pool: tuple[int, int]
+
+    @nn.compact
+    def __call__(self, x, condition):
+        skip = ConvBlockRes(self.cfg, self.out, name="conv_block1")(x, condition)
+        return _avg_pool(skip, self.pool), skip
+
+
+class UpConv(nn.Module):
+    """Transposed conv with kernel = stride (no overlap, no bias), written as one einsum:
+    [B, T, F, Cin] -> [B, T*st, F*sf, out]. kernel [st, sf, Cin, out] (PyTorch [Cin, out, st, sf])."""
+    cfg: ResUNetConfig
+    out: int
+    factor: tuple[int, int]
+
+    @nn.compact
+    def __call__(self, x):
+        st, sf = self.factor
+        b, t, f, cin = x.shape
+        k = self.param("kernel", nn.initializers.lecun_normal(), (st, sf, cin, self.out))
+        y = jnp.einsum("btfc,hwco->bthfwo", x, k, precision=self.cfg.lax_precision)
+        return y.reshape(b, t * st, f * sf, self.out)
+
+
+class DecoderBlock(nn.Module):
+    """Up-sample leaky_relu(bn1(x) + beta1), concatenate the skip (up-sampled first), residual block."""
+    cfg: ResUNetConfig
+    out: int
+    factor: tuple[int, int]
+
+    @nn.compact
+    def __call__(self, x, skip, condition):
+        beta1 = nn.Dense(x.shape[-1], precision=self.cfg.lax_precision, name="beta1")(condition)
+        x = UpConv(self.cfg, self.out, self.factor, name="conv1")(
+            nn.leaky_relu(_film(_bn(self.cfg, "bn1")(x), beta1), 0.01))
+        x = jnp.concatenate([x, skip], axis=-1)
+        return ConvBlockRes(self.cfg, self.out, name="conv_block2")(x, condition)
+
+
+class ResUNetBase(nn.Module):
+    """The official `base`: STFT, bn0, U-Net, mask head, out_conv, ISTFT.
+
+    mixture [B, C, L], condition [B, 512] -> (complex stems per slot before the slot mask
+    [B, S, L], intermediates)."""
+    cfg: ResUNetConfig
+
+    @nn.compact
+    def __call__(self, mixture, condition):
+        c, p = self.cfg, self.cfg.lax_precision
+        b, ch, length = mixture.shape
+        re, im = stft_lib.stft(mixture, c.n_fft, c.hop, precision=p)     # [B, C, T, F]
+        mag, cos, sin = stft_lib.magphase(re, im)
+        frames = mag.shape[2]
+
+        x = _bn(c, "bn0")(mag)                        # frequency (last axis) is BatchNorm's channel
+        x = x.transpose(0, 2, 3, 1)                   # -> [B, T, F, C]
+        pad_t = -frames % c.time_ratio
+        x = jnp.pad(x, ((0, 0), (0, pad_t), (0, 0), (0, 0)))[:, :, :-1]   # drop the last bin: F = n_fft/2
+        x = nn.Conv(c.channels[0], (1, 1), precision=p, name="pre_conv")(x)
+
+        skips = []
+        for i, (out, pool) in enumerate(zip(c.channels, c.pools)):
+            x, skip = EncoderBlock(c, out, pool, name=f"encoder_block{i + 1}")(x, condition)
+            skips.append(skip)
+        x, _ = EncoderBlock(c, c.bottleneck_channels, (1, 1), name="conv_block7a")(x, condition)
+        n = len(c.channels)
+        for i in range(n):
+            j = n - 1 - i                             # mirror of encoder block j
+            x = DecoderBlock(c, c.channels[j], c.pools[j], name=f"decoder_block{i + 1}")(
+                x, skips[j], condition)
+
+        x = nn.Conv(ch * MASK_PARTS * c.num_slots, (1, 1), precision=p, name="after_conv")(x)
+        x = jnp.pad(x, ((0, 0), (0, 0), (0, 1), (0, 0)))[:, :frames]     # restore bin n_fft/2, crop time
+        # channel index = ((slot * C) + channel) * K + k, as the official reshape to [B, S, C, K, T, F]
+        x = x.reshape(b, frames, x.shape[2], c.num_slots, ch, MASK_PARTS)
+        mask_mag = jax.nn.sigmoid(x[..., 0])          # [B, T, F, S, C]
+        mask_re, mask_im = jnp.tanh(x[..., 1]), jnp.tanh(x[..., 2])
+        mask_abs = jnp.maximum(jnp.sqrt(mask_re ** 2 + mask_im ** 2), 1e-10)
+        mask_cos, mask_sin = mask_re / mask_abs, mask_im / mask_abs
+
+        to_tfc = lambda a: a.transpose(0, 2, 3, 1)[:, :, :, None, :]      # [B, C, T, F] -> [B, T, F, 1, C]
+        cos_in, sin_in, mag_in = to_tfc(cos), to_tfc(sin), to_tfc(mag)
+        out_cos = cos_in * mask_cos - sin_in * mask_sin   # rotate the mixture phase by the mask phase
+        out_sin = sin_in * mask_cos + cos_in * mask_sin
+        out_mag = nn.relu(mag_in * mask_mag)
+        out_conv = nn.Conv(1, (1, 1), precision=p, name="out_conv")   # mixes the C channels, per slot
+        mix = lambda z: out_conv(z.reshape(b, frames, z.shape[2] * c.num_slots, ch)).reshape(
+            b, frames, -1, c.num_slots).transpose(0, 3, 1, 2)           # -> [B, S, T, F]
+        stem_re, stem_im = mix(out_mag * out_cos), mix(out_mag * out_sin)
+        stems = stft_lib.istft(stem_re, stem_im, length, c.n_fft, c.hop, precision=p)  # [B, S, L]
+        return stems, {"mag": mag, "mask_mag": mask_mag.transpose(0, 3, 4, 1, 2)}
+
+
+class ResUNetSeparator(nn.Module):
+    """mixture [B, C, L], query_vector [B, S*classes] -> (stems [B, S, L], intermediates dict:
+    `mag` [B, C, T, F], `mask_mag` [B, S, C, T, F], `condition` [B, 512], `source_mask` [B, S])."""
+    cfg: ResUNetConfig
+
+    @nn.compact
+    def __call__(self, mixture, query_vector):
+        c = self.cfg
+        mixture = jnp.asarray(mixture, jnp.float32)
+        query_vector = jnp.asarray(query_vector, jnp.float32)
+        condition = LabelEmbedding(c, name="label_embedding")(query_vector)
+        stems, aux = ResUNetBase(c, name="base")(mixture, condition)
+        slots = query_vector.reshape(query_vector.shape[0], c.num_slots, c.num_classes)
+        source_mask = (slots.sum(-1) != 0).astype(stems.dtype)   # an all-zero slot is silence
+        aux = dict(aux, condition=condition, source_mask=source_mask)
+        return stems * source_mask[:, :, None], aux
+
+
+# ------------------------------------------------------------------ official checkpoint -> Flax
+def _bn_rules(torch_prefix: str, flax_prefix: str) -> list[Rule]:
+    return [Rule(rf"{torch_prefix}\.weight", f"params/{flax_prefix}/scale"),
+            Rule(rf"{torch_prefix}\.bias", f"params/{flax_prefix}/bias"),
+            Rule(rf"{torch_prefix}\.running_mean", f"batch_stats/{flax_prefix}/mean"),
+            Rule(rf"{torch_prefix}\.running_var", f"batch_stats/{flax_prefix}/var")]
+
+
+# Keys of the official state_dict with `model.` stripped. `(\w+)` never matches '.' or '->'.
+SEPARATOR_RULES: list[Rule] = [
+    # fixed front-end buffers: checked against ours, not loaded
+    Rule(r"base\.stft\.conv_(real|imag)\.weight", "fixed/stft_{0}"),
+    Rule(r"base\.istft\.conv_(real|imag)\.weight", "fixed/istft_{0}"),
+    Rule(r"base\.istft\.ola_window", "fixed/ola_window"),
+    # present in the official checkpoint but never used in its forward pass:
+    Rule(r".+\.num_batches_tracked", None),                                   # BatchNorm step counters
+    Rule(r"base\.decoder_block\d+\.bn2\.(weight|bias|running_mean|running_var)", None),  # decoder bn2
+    Rule(r"film\.decoder_block\d+->beta2\.(weight|bias)", None),              # its FiLM bias
+    # label embedding: Sequential(Linear, LayerNorm, ReLU, Linear, LayerNorm, ReLU)
+    Rule(r"label_embedding\.([03])\.weight", "params/label_embedding/linear{0}/kernel", "linear"),
+    Rule(r"label_embedding\.([03])\.bias", "params/label_embedding/linear{0}/bias"),
+    Rule(r"label_embedding\.([14])\.weight", "params/label_embedding/norm{0}/scale"),
+    Rule(r"label_embedding\.([14])\.bias", "params/label_embedding/norm{0}/bias"),
+    # front and back 1x1 convs, bn0
+    *_bn_rules(r"base\.bn0", "base/bn0"),
+    Rule(r"base\.(pre_conv|after_conv|out_conv)\.weight", "params/base/{0}/kernel", "conv2d"),
+    Rule(r"base\.(pre_conv|after_conv|out_conv)\.bias", "params/base/{0}/bias"),
+    # residual blocks: encoder_blockN.conv_block1, conv_block7a.conv_block1, decoder_blockN.conv_block2
+    *_bn_rules(r"base\.(\w+)\.(conv_block[12])\.(bn[12])", "base/{0}/{1}/{2}"),
+    Rule(r"base\.(\w+)\.(conv_block[12])\.(conv[12])\.weight", "params/base/{0}/{1}/{2}/kernel", "conv2d"),
+    Rule(r"base\.(\w+)\.(conv_block[12])\.shortcut\.weight", "params/base/{0}/{1}/shortcut/kernel", "conv2d"),
+    Rule(r"base\.(\w+)\.(conv_block[12])\.shortcut\.bias", "params/base/{0}/{1}/shortcut/bias"),
+    # decoder up-sampling: bn1 then ConvTranspose2d
+    *_bn_rules(r"base\.(decoder_block\d+)\.bn1", "base/{0}/bn1"),
+    Rule(r"base\.(decoder_block\d+)\.conv1\.weight", "params/base/{0}/conv1/kernel", "conv_transpose2d"),
+    # FiLM betas ('->' joins the module path of the block they feed)
+    Rule(r"film\.(\w+)->(conv_block[12])->(beta[12])\.weight", "params/base/{0}/{1}/{2}/kernel", "linear"),
+    Rule(r"film\.(\w+)->(conv_block[12])->(beta[12])\.bias", "params/base/{0}/{1}/{2}/bias"),
+    Rule(r"film\.(decoder_block\d+)->beta1\.weight", "params/base/{0}/beta1/kernel", "linear"),
+    Rule(r"film\.(decoder_block\d+)->beta1\.bias", "params/base/{0}/beta1/bias"),
+]
+
+
+def official_keys(cfg: ResUNetConfig) -> list[str]:
+    """Every state_dict key (without `model.`) the official model of this size holds, in order."""
+    bn = lambda p: [f"{p}.{s}" for s in ("weight", "bias", "running_mean", "running_var", "num_batches_tracked")]
+
+    def res(p, cin, cout, film):
+        keys = bn(f"{p}.bn1") + bn(f"{p}.bn2") + [f"{p}.conv1.weight", f"{p}.conv2.weight"]
+        if cin != cout:
+            keys += [f"{p}.shortcut.weight", f"{p}.shortcut.bias"]
+        fk = [f"film.{film}->beta{i}.{s}" for i in (1, 2) for s in ("weight", "bias")]
+        return keys, fk
+
+    base = [f"base.stft.conv_real.weight", "base.stft.conv_imag.weight", "base.istft.ola_window",
+            "base.istft.conv_real.weight", "base.istft.conv_imag.weight", *bn("base.bn0"),
+            "base.pre_conv.weight", "base.pre_conv.bias"]
+    film: list[str] = []
+    cin = c0 = cfg.channels[0]
+    for i, out in enumerate(cfg.channels, 1):
+        k, f = res(f"base.encoder_block{i}.conv_block1", cin, out, f"encoder_block{i}->conv_block1")
+        base += k
+        film += f
+        cin = out
+    k, f = res("base.conv_block7a.conv_block1", cin, cfg.bottleneck_channels, "conv_block7a->conv_block1")
+    base += k
+    film += f
+    cin = cfg.bottleneck_channels
+    for i in range(1, len(cfg.channels) + 1):
+        out = cfg.channels[len(cfg.channels) - i]
+        p = f"base.decoder_block{i}"
+        base += [f"{p}.conv1.weight", *bn(f"{p}.bn1")]
+        k, f = res(f"{p}.conv_block2", 2 * out, out, f"decoder_block{i}->conv_block2")
+        base += k + bn(f"{p}.bn2")
+        film += [f"film.decoder_block{i}->beta{j}.{s}" for j in (1, 2) for s in ("weight", "bias")] + f
+        cin = out
+    del c0
+    base += ["base.after_conv.weight", "base.after_conv.bias", "base.out_conv.weight", "base.out_conv.bias"]
+    emb = [f"label_embedding.{i}.{s}" for i in (0, 1, 3, 4) for s in ("weight", "bias")]
+    return base + emb + film
+
+
+def _shape(sd: Mapping[str, np.ndarray], key: str, ndim: int, source: str) -> tuple[int, ...]:
+    if key not in sd:
+        raise CheckpointError(f"{source}: missing key {key!r} (not a complete separator checkpoint)")
+    shape = tuple(np.shape(sd[key]))
+    if len(shape) != ndim:
+        raise CheckpointError(f"{source}: key {key!r} has shape {shape}, expected {ndim} dimensions")
+    return shape
+
+
+def infer_config(sd: Mapping[str, np.ndarray], source: str = "checkpoint", hop: int = 160) -> ResUNetConfig:
+    """The model size from the shapes of an official state_dict (`model.` stripped). The hop is not
+    stored in the checkpoint; the official one (160) is assumed."""
+    cin = _shape(sd, "base.pre_conv.weight", 4, source)[1]
+    n_enc = len([k for k in sd if re.fullmatch(r"base\.encoder_block\d+\.conv_block1\.conv1\.weight", k)])
+    if n_enc == 0:
+        raise CheckpointError(f"{source}: no key 'base.encoder_block1.conv_block1.conv1.weight'")
+    channels = tuple(_shape(sd, f"base.encoder_block{i}.conv_block1.conv1.weight", 4, source)[0]
+                     for i in range(1, n_enc + 1))
+    # pools are not stored; the decoder's transposed-conv kernel sizes mirror them
+    ups = [_shape(sd, f"base.decoder_block{i}.conv1.weight", 4, source) for i in range(1, n_enc + 1)]
+    pools = tuple(tuple(int(s) for s in ups[n_enc - 1 - j][2:]) for j in range(n_enc))
+    for i, shp in enumerate(ups, 1):
+        if shp[1] != channels[n_enc - i]:
+            raise CheckpointError(f"{source}: key 'base.decoder_block{i}.conv1.weight' has shape {shp}; "
+                                  f"the decoder does not mirror the encoder")
+    after = _shape(sd, "base.after_conv.weight", 4, source)[0]
+    if after % (MASK_PARTS * cin):
+        raise CheckpointError(f"{source}: key 'base.after_conv.weight' has {after} outputs, not a multiple "
+                              f"of {MASK_PARTS} x {cin} input channels")
+    slots = after // (MASK_PARTS * cin)
+    cond, qdim = _shape(sd, "label_embedding.0.weight", 2, source)
+    if qdim % slots:
+        raise CheckpointError(f"{source}: query size {qdim} is not a multiple of {slots} slots")
+    n_fft = _shape(sd, "base.istft.ola_window", 1, source)[0]
+    try:
+        return ResUNetConfig(
+            input_channels=cin, num_slots=slots, num_classes=qdim // slots, channels=channels, pools=pools,
+            bottleneck_channels=_shape(sd, "base.conv_block7a.conv_block1.conv1.weight", 4, source)[0],
+            condition_dim=cond, n_fft=n_fft, hop=hop)
+    except ValueError as e:
+        raise CheckpointError(f"{source}: unsupported separator layout ({e})") from None
+
+
+def abstract_separator_variables(cfg: ResUNetConfig) -> dict:
+    """The variable tree (shapes only) of a separator of this size."""
+    mix = np.zeros((1, cfg.input_channels, cfg.n_fft), np.float32)   # tiny; eval_shape computes nothing
+    q = np.zeros((1, cfg.query_dim), np.float32)
+    return abstract_variables(ResUNetSeparator(cfg), mix, q)
+
+
+def check_front_end(fixed: Mapping[str, np.ndarray], cfg: ResUNetConfig, source: str) -> None:
+    """The checkpoint's STFT / ISTFT buffers must equal the ones our front end computes."""
+    sr, si = stft_lib.stft_conv_kernels(cfg.n_fft)
+    ir, ii = stft_lib.istft_conv_kernels(cfg.n_fft)
+    for name, ours in (("stft_real", sr), ("stft_imag", si), ("istft_real", ir), ("istft_imag", ii),
+                       ("ola_window", stft_lib.ola_window(cfg.n_fft))):
+        require_fixed(fixed, name, ours, source)
+
+
+def convert_separator_state_dict(state_dict: Mapping[str, np.ndarray],
+                                 source: str = "checkpoint") -> tuple[dict, dict]:
+    """Official separator state_dict (keys without `model.`) -> (JSON config dict, Flax variables
+    {'params', 'batch_stats'} as float32 numpy). Raises CheckpointError naming the offending key."""
+    cfg = infer_config(state_dict, source)
+    missing = [k for k in official_keys(cfg) if k not in state_dict]
+    if missing:
+        raise CheckpointError(f"{source}: missing key {missing[0]!r}" +
+                              (f" and {len(missing) - 1} more" if len(missing) > 1 else ""))
+    variables, fixed = apply_rules(state_dict, SEPARATOR_RULES, abstract_separator_variables(cfg), source)
+    check_front_end(fixed, cfg, source)
+    return cfg.to_dict(), variables

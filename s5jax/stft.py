@@ -1,0 +1,163 @@
+"""STFT / ISTFT equal to torchlibrosa's convolution-based ones (as used by the official separator).
+
+torchlibrosa computes the STFT as a strided Conv1d whose kernels are the windowed DFT matrix, and the
+ISTFT as a 1x1 Conv1d (windowed inverse DFT per frame) followed by `F.fold` overlap-add and a division
+by the summed squared window. Here both are matmuls with numpy-precomputed kernels, and framing /
+overlap-add are a few static shifted slices: n_fft and hop are cut into blocks of gcd(n_fft, hop)
+samples, so frame t covers hops t .. t+Q-1 (Q = ceil(n_fft / hop)) and no gather or scatter is needed.
+
+Layouts: signals [..., samples]; spectra [..., frames, n_fft // 2 + 1] (real and imaginary parts).
+With center=True and reflect padding of n_fft // 2: frames = samples // hop + 1.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+HIGHEST = jax.lax.Precision.HIGHEST
+
+
+# ------------------------------------------------------------------ kernels (numpy, float64 -> float32)
+def hann_window(n_fft: int) -> np.ndarray:
+    """Periodic Hann window [n_fft] (librosa get_window('hann', n, fftbins=True)), float64."""
+    n = np.arange(n_fft)
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * n / n_fft)
+
+
+def stft_conv_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """The official `base.stft.conv_real/imag.weight` buffers, each [n_fft//2+1, 1, n_fft] float32."""
+    k = np.arange(n_fft // 2 + 1)[:, None]
+    n = np.arange(n_fft)[None, :]
+    ang = 2.0 * np.pi * ((k * n) % n_fft) / n_fft          # reduce first: exact phase for large k*n
+    win = hann_window(n_fft)[None, :]
+    return ((np.cos(ang) * win)[:, None, :].astype(np.float32),
+            (-np.sin(ang) * win)[:, None, :].astype(np.float32))
+
+
+def istft_conv_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
+    """The official `base.istft.conv_real/imag.weight` buffers, each [n_fft (sample), n_fft (bin), 1]:
+    the windowed inverse DFT over the full (two-sided) spectrum, divided by n_fft."""
+    n = np.arange(n_fft)[:, None]
+    k = np.arange(n_fft)[None, :]
+    ang = 2.0 * np.pi * ((k * n) % n_fft) / n_fft
+    win = hann_window(n_fft)[:, None] / n_fft
+    return ((np.cos(ang) * win)[:, :, None].astype(np.float32),
+            (np.sin(ang) * win)[:, :, None].astype(np.float32))
+
+
+def ola_window(n_fft: int) -> np.ndarray:
+    """The official `base.istft.ola_window` buffer [n_fft]: the squared Hann window."""
+    return (hann_window(n_fft) ** 2).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def _forward_kernel(n_fft: int) -> np.ndarray:
+    """[n_fft, 2 * bins]: frame -> (real | imag) of the windowed DFT (same values as the conv kernels)."""
+    real, imag = stft_conv_kernels(n_fft)
+    return np.concatenate([real[:, 0, :].T, imag[:, 0, :].T], axis=1)
+
+
+@lru_cache(maxsize=8)
+def _inverse_kernel(n_fft: int) -> np.ndarray:
+    """[2 * bins, n_fft]: (real | imag) of a one-sided spectrum -> windowed frame.
+
+    torchlibrosa mirrors the one-sided spectrum to the full one (real even, imaginary odd) and applies
+    the full inverse DFT; folding the mirrored half into the kernel gives the same sum with weight 2 on
+    bins 1 .. n_fft/2 - 1. The imaginary parts of bins 0 and n_fft/2 meet sin = 0 in both forms."""
+    bins = n_fft // 2 + 1
+    k = np.arange(bins)[:, None]
+    n = np.arange(n_fft)[None, :]
+    ang = 2.0 * np.pi * ((k * n) % n_fft) / n_fft
+    weight = np.full((bins, 1), 2.0)
+    weight[0] = weight[-1] = 1.0
+    win = hann_window(n_fft)[None, :] / n_fft
+    real = weight * np.cos(ang) * win
+    imag = -weight * np.sin(ang) * win
+    return np.concatenate([real, imag], axis=0).astype(np.float32)
+
+
+def _geometry(n_fft: int, hop: int) -> tuple[int, int]:
+    """(block, Q): block = gcd(n_fft, hop) samples; a frame spans Q = ceil(n_fft / hop) hops."""
+    return math.gcd(n_fft, hop), -(-n_fft // hop)
+
+
+def num_frames(samples: int, hop: int) -> int:
+    """Frames of a centred STFT of `samples` samples."""
+    return samples // hop + 1
+
+
+# ------------------------------------------------------------------ transforms (JAX, batched, jittable)
+def frame_signal(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
+    """[..., samples] (already padded) -> frames [..., (samples - n_fft) // hop + 1, n_fft]."""
+    samples = x.shape[-1]
+    frames = (samples - n_fft) // hop + 1
+    _, q = _geometry(n_fft, hop)
+    need = (frames + q - 1) * hop          # the hops frame t .. frames-1 touch, q of them each
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, max(0, need - samples))])[..., :need]
+    hops = x.reshape(*x.shape[:-1], frames + q - 1, hop)
+    # frame t = hops t, t+1, ..., t+q-1 laid end to end, cut to n_fft
+    parts = [hops[..., j:j + frames, :] for j in range(q)]
+    return jnp.concatenate(parts, axis=-1)[..., :n_fft]
+
+
+def overlap_add(frames: jax.Array, hop: int) -> jax.Array:
+    """frames [..., T, n_fft] -> [..., (T - 1) * hop + n_fft]: the sum of frame t placed at t * hop."""
+    t, n_fft = frames.shape[-2:]
+    _, q = _geometry(n_fft, hop)
+    lead = frames.shape[:-2]
+    padded = jnp.pad(frames, [(0, 0)] * len(lead) + [(0, 0), (0, q * hop - n_fft)])
+    pieces = padded.reshape(*lead, t, q, hop)          # piece j of frame t lands in output hop t + j
+    out = jnp.zeros((*lead, t + q - 1, hop), frames.dtype)
+    for j in range(q):                                  # q (= 7) static shifted adds, not a loop over frames
+        out = out.at[..., j:j + t, :].add(pieces[..., :, j, :])
+    return out.reshape(*lead, (t + q - 1) * hop)[..., :(t - 1) * hop + n_fft]
+
+
+def stft(x: jax.Array, n_fft: int = 1024, hop: int = 160,
+         precision=HIGHEST) -> tuple[jax.Array, jax.Array]:
+    """Centred STFT (reflect padding n_fft // 2, periodic Hann). x [..., samples] ->
+    (real, imag), each [..., frames, n_fft // 2 + 1] with frames = samples // hop + 1."""
+    pad = n_fft // 2
+    if x.shape[-1] <= pad:
+        raise ValueError(f"signal of {x.shape[-1]} samples is too short for reflect padding of {pad}")
+    x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
+    frames = frame_signal(x, n_fft, hop)
+    spec = jnp.matmul(frames, jnp.asarray(_forward_kernel(n_fft)), precision=precision)
+    bins = n_fft // 2 + 1
+    return spec[..., :bins], spec[..., bins:]
+
+
+@lru_cache(maxsize=64)
+def _window_sum(frames: int, n_fft: int, hop: int) -> np.ndarray:
+    """Overlap-added squared window over `frames` frames, clamped at 1e-11 as torchlibrosa does."""
+    total = np.zeros((frames - 1) * hop + n_fft, np.float64)
+    w = ola_window(n_fft).astype(np.float64)
+    for t in range(frames):  # numpy, once per length (cached), not in the traced graph
+        total[t * hop:t * hop + n_fft] += w
+    return np.maximum(total, 1e-11).astype(np.float32)
+
+
+def istft(real: jax.Array, imag: jax.Array, length: int, n_fft: int = 1024, hop: int = 160,
+          precision=HIGHEST) -> jax.Array:
+    """Inverse of `stft`: (real, imag) [..., frames, n_fft // 2 + 1] -> signal [..., length].
+
+    Inverse DFT per frame (windowed), overlap-add, divide by the summed squared window, drop the
+    centre padding."""
+    frames = real.shape[-2]
+    spec = jnp.concatenate([real, imag], axis=-1)
+    y = jnp.matmul(spec, jnp.asarray(_inverse_kernel(n_fft)), precision=precision)
+    y = overlap_add(y, hop) / jnp.asarray(_window_sum(frames, n_fft, hop))
+    start = n_fft // 2
+    if start + length > y.shape[-1]:
+        raise ValueError(f"{frames} frames cannot give {length} samples")
+    return y[..., start:start + length]
+
+
+def magphase(real: jax.Array, imag: jax.Array, eps: float = 1e-10) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """The separator's spectrogram: mag = sqrt(max(re² + im², eps)), cos = re / mag, sin = im / mag."""
+    mag = jnp.sqrt(jnp.maximum(real ** 2 + imag ** 2, eps))
+    return mag, real / mag, imag / mag
