@@ -148,8 +148,10 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
     if oracle_dir is not None:
         from .evaluate import evaluate_folder, format_summary
 
-        report.scores = evaluate_folder(out_dir, oracle_dir, [r["soundscape"] for r in records],
-                                        out_dir)
+        paths = dict(clips)
+        report.scores = evaluate_folder(out_dir, oracle_dir,
+                                        [(r["soundscape"], paths[r["soundscape"]]) for r in records],
+                                        out_dir, log=log)
         log(format_summary(report.scores))
     if zip_name:
         write_submission_zip(out_dir, zip_name, records)

@@ -1,0 +1,180 @@
+"""`s5jax infer` end to end: synthetic scenes in the official layout, synthetic-weight official
+checkpoints converted by `s5jax convert`, outputs checked against the models and the metric."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import zipfile
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from s5jax import metric
+from s5jax.audio import read_audio
+from s5jax.cli import main
+from s5jax.dataset import reference_files
+from s5jax.demo import write_synthetic_checkpoint
+from s5jax.labels import CLASSES, LABELS, SILENCE
+from s5jax.scenes import SceneConfig, write_scene_set
+
+pytestmark = pytest.mark.slow
+SECONDS = 1.5           # short clips keep the full-size models cheap; any length works
+NAME_RE = re.compile(r"^(synth_\d{4})_([0-2])_([A-Za-z]+)\.wav$")
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("infer")
+    data = root / "data"
+    write_scene_set(data, 5, seed=7, cfg=SceneConfig(seconds=SECONDS, silent_rate=0.2))
+    ckpt = {}
+    for kind in ("tagger-4ch", "tagger-1ch", "separator"):
+        official = write_synthetic_checkpoint(kind, str(root / f"{kind}.ckpt"))
+        assert main(["convert", official, str(root / kind)]) == 0
+        ckpt[kind] = str(root / kind)
+    return root, data, ckpt
+
+
+def _infer(data, out, ckpt, tagger="tagger-4ch", extra=()):
+    return main(["infer", str(data), "--tagger", ckpt[tagger], "--separator", ckpt["separator"],
+                 "--out", str(out), "--batch-size", "2", "--quiet", *extra])
+
+
+def test_infer_outputs_stems_scores_and_zip(setup, capsys):
+    import s5jax
+
+    root, data, ckpt = setup
+    out = root / "out"
+    assert _infer(data, out, ckpt, extra=["--zip", "Doe_Uni_task4_1"]) == 0
+    printed = capsys.readouterr().out
+    assert "CA-SDRi" in printed and "Accuracy (mixture)" in printed
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["nparams"] > 100_000_000
+    names = sorted(p[:-4] for p in os.listdir(data / "soundscape"))
+    assert [r["soundscape"] for r in results["probabilities"]] == names
+
+    tagger = s5jax.Tagger.from_checkpoint(ckpt["tagger-4ch"])
+    separator = s5jax.Separator.from_checkpoint(ckpt["separator"])
+    wavs = [f for f in os.listdir(out) if f.endswith(".wav")]
+    assert all(NAME_RE.match(f) for f in wavs), wavs
+    per_clip = {row.split(",")[0]: row.split(",")[1]
+                for row in (out / "scores" / "per_clip.csv").read_text().splitlines()[1:]}
+    recomputed = []
+    for rec in results["probabilities"]:
+        name = rec["soundscape"]
+        mix = read_audio(data / "soundscape" / f"{name}.wav", channels=4)
+        pred = tagger.predict(mix[None])
+        labels = np.asarray(pred.labels[0])
+        order = sorted(range(3), key=lambda i: (labels[i] == SILENCE, i))   # silence last, stable
+        labels = labels[order]
+        est = [e["filename"] for e in rec["estimate"]]
+        assert est == [f"{name}_{i}_{LABELS[l]}.wav" for i, l in enumerate(labels) if l != SILENCE]
+        for e, p in zip(rec["estimate"], np.asarray(pred.probs[0])[order]):
+            assert e["probability"] == pytest.approx(float(p), rel=1e-5)
+        # the stems are the separator's output for the predicted queries
+        stems = np.asarray(separator(mix[None], labels[None].astype(np.int32)))[0]
+        for i, l in enumerate(labels):
+            if l == SILENCE:
+                assert not (out / f"{name}_{i}_silence.wav").exists()
+                continue
+            written = read_audio(out / f"{name}_{i}_{LABELS[l]}.wav", channels=1)[0]
+            assert np.linalg.norm(written - stems[i]) <= 1e-5 * max(np.linalg.norm(stems[i]), 1e-12)
+        # the reported CA-SDRi equals the metric recomputed from the written files
+        est_wf = np.zeros((3, mix.shape[1]), np.float32)
+        for i, l in enumerate(labels):
+            if l != SILENCE:
+                est_wf[i] = read_audio(out / f"{name}_{i}_{LABELS[l]}.wav")[0]
+        refs = reference_files(str(data / "oracle_target"), name)
+        ref_wf = np.stack([read_audio(p)[0] for p, _ in refs]) if refs else np.zeros((0, mix.shape[1]), np.float32)
+        value = metric.ca_sdri_reference(est_wf, list(labels), ref_wf, [c for _, c in refs], mix[0])
+        if value is None:
+            assert per_clip[name] == ""
+        else:
+            assert float(per_clip[name]) == pytest.approx(value, abs=1e-4)
+            recomputed.append(value)
+    summary = json.loads((out / "scores" / "summary.json").read_text())
+    assert summary["clips"] == len(names)
+    if recomputed:
+        assert summary["ca_sdri"] == pytest.approx(np.mean(recomputed), abs=1e-4)
+    with zipfile.ZipFile(out / "Doe_Uni_task4_1.zip") as z:
+        listed = sorted(z.namelist())
+    assert listed == sorted([f"Doe_Uni_task4_1/{f}" for f in wavs] + ["Doe_Uni_task4_1/Doe_Uni_task4_1.json"])
+
+    # resume: nothing to redo; a clip whose record is gone is redone, the others skipped
+    assert _infer(data, out, ckpt) == 0
+    assert "resuming: 5 clip(s) already done, 0 to go" in capsys.readouterr().out
+    os.unlink(out / ".s5jax" / "clips" / f"{names[0]}.json")
+    assert _infer(data, out, ckpt) == 0
+    assert "resuming: 4 clip(s) already done, 1 to go" in capsys.readouterr().out
+    again = json.loads((out / "results.json").read_text())
+    assert [[e["filename"] for e in c["estimate"]] for c in again["probabilities"]] == \
+           [[e["filename"] for e in c["estimate"]] for c in results["probabilities"]]
+
+
+def test_bad_inputs_are_skipped_with_one_line_each(setup, tmp_path, capsys):
+    root, data, ckpt = setup
+    bad = tmp_path / "bad"
+    (bad / "soundscape").mkdir(parents=True)
+    good = sorted(os.listdir(data / "soundscape"))[:2]
+    for f in good:
+        (bad / "soundscape" / f).write_bytes((data / "soundscape" / f).read_bytes())
+    n = int(SECONDS * 32000)
+    sf.write(str(bad / "soundscape" / "rate.wav"), np.zeros((n, 4), np.float32), 16000, subtype="FLOAT")
+    sf.write(str(bad / "soundscape" / "mono.wav"), np.zeros((n, 1), np.float32), 32000, subtype="FLOAT")
+    x = np.zeros((n, 4), np.float32)
+    x[5, 2] = np.nan
+    sf.write(str(bad / "soundscape" / "nan.wav"), x, 32000, subtype="FLOAT")
+    raw = (data / "soundscape" / good[0]).read_bytes()
+    (bad / "soundscape" / "cut.wav").write_bytes(raw[: len(raw) // 2])
+    out = tmp_path / "out"
+    assert _infer(bad, out, ckpt) == 1
+    err = capsys.readouterr().out
+    for f, why in [("rate.wav", "sample rate 16000 Hz"), ("mono.wav", "1 channel(s), expected 4"),
+                   ("nan.wav", "NaN or Inf"), ("cut.wav", "truncated wav")]:
+        assert any(f in line and why in line for line in err.splitlines()), (f, err)
+    assert "4 clip(s) skipped" in err
+    done = json.loads((out / "results.json").read_text())["probabilities"]
+    assert sorted(r["soundscape"] + ".wav" for r in done) == good
+
+
+def test_empty_and_unwritable_are_one_line_errors(setup, tmp_path, capsys):
+    _, data, ckpt = setup
+    (tmp_path / "empty").mkdir()
+    assert _infer(tmp_path / "empty", tmp_path / "o", ckpt) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no .wav soundscapes" in err[0] and "empty" in err[0]
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    assert _infer(data, blocker / "out", ckpt) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not writable" in err[0] and str(blocker) in err[0]
+
+
+def test_eight_devices_give_the_same_outputs(setup, tmp_path):
+    """Data parallel over 8 forced CPU devices (1-ch tagger) equals the single-device run."""
+    root, data, ckpt = setup
+    outs = {}
+    for devices in (1, 8):
+        out = tmp_path / f"out{devices}"
+        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
+        code = ("import jax, sys; from s5jax.cli import main; "
+                f"assert jax.local_device_count() == {devices}; sys.exit(main(sys.argv[1:]))")
+        r = subprocess.run([sys.executable, "-c", code, "infer", str(data), "--tagger", ckpt["tagger-1ch"],
+                            "--separator", ckpt["separator"], "--out", str(out), "--batch-size", "5",
+                            "--quiet"], env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-2000:]
+        outs[devices] = out
+    r1 = json.loads((outs[1] / "results.json").read_text())
+    r8 = json.loads((outs[8] / "results.json").read_text())
+    assert [[e["filename"] for e in c["estimate"]] for c in r1["probabilities"]] == \
+           [[e["filename"] for e in c["estimate"]] for c in r8["probabilities"]]
+    for c1, c8 in zip(r1["probabilities"], r8["probabilities"]):
+        for e1, e8 in zip(c1["estimate"], c8["estimate"]):
+            assert e1["probability"] == pytest.approx(e8["probability"], rel=1e-5)
+            a, b = (read_audio(o / e1["filename"])[0] for o in (outs[1], outs[8]))
+            assert np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(a), 1e-12)
