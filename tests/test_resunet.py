@@ -1,0 +1,178 @@
+"""Fast tests of the separator: STFT/ISTFT, a small ResUNet, the Separator API and its input errors."""
+from __future__ import annotations
+
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s5jax import checkpoint, stft
+from s5jax.cli import main
+from s5jax.errors import CheckpointError, S5Error
+from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator, official_keys
+from s5jax.separator import Separator, query_vector
+
+SMALL = ResUNetConfig(channels=(4, 8), pools=((2, 2), (1, 2)), bottleneck_channels=8, condition_dim=16)
+
+
+@pytest.fixture(scope="module")
+def small_separator():
+    mix = np.zeros((1, 4, 2048), np.float32)
+    q = np.zeros((1, SMALL.query_dim), np.float32)
+    variables = ResUNetSeparator(SMALL).init(jax.random.PRNGKey(0), mix, q)
+    # non-trivial BatchNorm statistics, so a layout mistake in them would show
+    rng = np.random.default_rng(0)
+    variables = jax.tree.map(lambda a: jnp.asarray(a * rng.uniform(0.5, 1.5, a.shape).astype(np.float32)
+                                                   + rng.uniform(-0.1, 0.1, a.shape).astype(np.float32)),
+                             variables)
+    return Separator(SMALL, variables)
+
+
+def _noise(batch, samples, seed=0):
+    return (0.1 * np.random.default_rng(seed).standard_normal((batch, 4, samples))).astype(np.float32)
+
+
+# ------------------------------------------------------------------ STFT / ISTFT
+def test_stft_matches_numpy_rfft():
+    x = np.random.default_rng(1).standard_normal((2, 5000)).astype(np.float32)
+    re, im = stft.stft(jnp.asarray(x))
+    assert re.shape == (2, 5000 // 160 + 1, 513)
+    padded = np.pad(x.astype(np.float64), ((0, 0), (512, 512)), mode="reflect")
+    frames = np.stack([padded[:, t * 160:t * 160 + 1024] for t in range(re.shape[1])], axis=1)
+    ref = np.fft.rfft(frames * stft.hann_window(1024), axis=-1)
+    err = np.linalg.norm(np.asarray(re) + 1j * np.asarray(im) - ref) / np.linalg.norm(ref)
+    assert err < 1e-6
+
+
+@pytest.mark.parametrize("samples", [513, 1000, 4801, 32000])
+def test_stft_istft_round_trip(samples):
+    x = np.random.default_rng(samples).standard_normal((3, samples)).astype(np.float32)
+    re, im = stft.stft(jnp.asarray(x))
+    y = np.asarray(stft.istft(re, im, samples))
+    assert y.shape == x.shape
+    assert np.abs(y - x).max() < 1e-5
+
+
+def test_overlap_add_equals_naive_sum():
+    frames = np.random.default_rng(2).standard_normal((2, 9, 1024)).astype(np.float32)
+    ref = np.zeros((2, 8 * 160 + 1024), np.float32)
+    for t in range(9):
+        ref[:, t * 160:t * 160 + 1024] += frames[:, t]
+    np.testing.assert_allclose(np.asarray(stft.overlap_add(jnp.asarray(frames), 160)), ref, atol=1e-5)
+
+
+def test_front_end_kernels_equal_official_buffers(golden):
+    fixed = np.load(golden / "resunet" / "fixed.npz")
+    real, imag = stft.stft_conv_kernels(1024)
+    ireal, iimag = stft.istft_conv_kernels(1024)
+    for key, ours in [("stft.conv_real.weight", real), ("stft.conv_imag.weight", imag),
+                      ("istft.conv_real.weight", ireal), ("istft.conv_imag.weight", iimag),
+                      ("istft.ola_window", stft.ola_window(1024))]:
+        np.testing.assert_allclose(ours, fixed[f"model.base.{key}"], atol=1e-6, err_msg=key)
+
+
+def test_official_keys_equal_manifest(golden):
+    manifest = json.loads((golden / "resunet" / "manifest.json").read_text())
+    assert sorted(official_keys(ResUNetConfig())) == sorted(k[len("model."):] for k in manifest)
+    assert len(manifest) == 342
+
+
+# ------------------------------------------------------------------ small model
+@pytest.mark.parametrize("samples", [1001, 4799, 6403])
+def test_shapes_for_odd_lengths(small_separator, samples):
+    mix = _noise(2, samples)
+    stems, aux = small_separator.apply_with_intermediates(mix, query_vector(np.array([[1, 2, 3], [4, 5, 6]])))
+    frames = samples // 160 + 1
+    assert stems.shape == (2, 3, samples) and stems.dtype == jnp.float32
+    assert aux["mag"].shape == (2, 4, frames, 513)
+    assert aux["mask_mag"].shape == (2, 3, 4, frames, 513)
+    assert np.isfinite(np.asarray(stems)).all()
+
+
+def test_silent_slot_is_exactly_zero(small_separator):
+    stems = np.asarray(small_separator(_noise(2, 3200), np.array([[18, 4, 18], [7, 18, 0]])))
+    assert np.all(stems[0, 0] == 0) and np.all(stems[0, 2] == 0) and np.all(stems[1, 1] == 0)
+    assert np.abs(stems[0, 1]).max() > 0 and np.abs(stems[1, 0]).max() > 0 and np.abs(stems[1, 2]).max() > 0
+
+
+def test_batch_equals_per_clip(small_separator):
+    mix = _noise(3, 4000, seed=5)
+    queries = np.array([[3, 15, 18], [15, 15, 0], [1, 2, 3]])
+    batched = np.asarray(small_separator(mix, queries))
+    for i in range(3):
+        single = np.asarray(small_separator(mix[i:i + 1], queries[i:i + 1]))[0]
+        np.testing.assert_allclose(batched[i], single, rtol=1e-5, atol=1e-6)
+
+
+def test_same_class_twice(small_separator):
+    q = np.array([[15, 15, 2]])
+    qv = np.asarray(query_vector(q))
+    assert qv.shape == (1, 54) and qv[0, 15] == 1 and qv[0, 18 + 15] == 1 and qv[0, 36 + 2] == 1 and qv.sum() == 3
+    stems = np.asarray(small_separator(_noise(1, 3000), q))
+    assert all(np.abs(stems[0, s]).max() > 0 for s in range(3))
+    # the slots are separate outputs of the U-Net: same query, different stems
+    assert not np.allclose(stems[0, 0], stems[0, 1])
+
+
+def test_soft_query_vector_and_gradient(small_separator):
+    mix = _noise(1, 2400)
+    hard = small_separator(mix, np.array([[2, 18, 5]]))
+    np.testing.assert_allclose(np.asarray(small_separator.separate_vector(mix, query_vector(np.array([[2, 18, 5]])))),
+                               np.asarray(hard), atol=1e-7)
+    loss = lambda qv: jnp.sum(small_separator.apply_fn(small_separator.variables, mix, qv) ** 2)
+    g = jax.grad(loss)(jnp.full((1, 54), 1 / 18, jnp.float32))
+    assert g.shape == (1, 54) and np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0
+
+
+def test_checkpoint_round_trip(small_separator, tmp_path):
+    checkpoint.save(tmp_path / "sep", "separator", SMALL.to_dict(), small_separator.variables)
+    loaded = Separator.from_checkpoint(tmp_path / "sep")
+    assert loaded.config == SMALL
+    mix, q = _noise(1, 2000), np.array([[0, 9, 18]])
+    np.testing.assert_array_equal(np.asarray(loaded(mix, q)), np.asarray(small_separator(mix, q)))
+
+
+# ------------------------------------------------------------------ bad input
+@pytest.mark.parametrize("mix, queries, message", [
+    (np.zeros((1, 2, 4000), np.float32), [[1, 2, 3]], "2 channels"),
+    (np.zeros((4, 4000), np.float32), [[1, 2, 3]], "[batch, 4 channels, samples]"),
+    (np.zeros((1, 4, 300), np.float32), [[1, 2, 3]], "too short"),
+    (np.full((1, 4, 4000), np.nan, np.float32), [[1, 2, 3]], "NaN"),
+    (np.zeros((1, 4, 4000), np.int16), [[1, 2, 3]], "floating point"),
+    (np.zeros((1, 4, 4000), np.float32), [[1, 2, 19]], "0..18"),
+    (np.zeros((1, 4, 4000), np.float32), [[-1, 2, 3]], "0..18"),
+    (np.zeros((1, 4, 4000), np.float32), [[1, 2]], "3 slots"),
+    (np.zeros((2, 4, 4000), np.float32), [[1, 2, 3]], "batch=2"),
+    (np.zeros((1, 4, 4000), np.float32), [[1.0, 2.0, 3.0]], "integer"),
+])
+def test_bad_input_is_a_one_line_error(small_separator, mix, queries, message):
+    with pytest.raises(S5Error) as e:
+        small_separator(mix, np.asarray(queries))
+    assert message in str(e.value) and "\n" not in str(e.value)
+
+
+def test_bad_query_vector(small_separator):
+    with pytest.raises(S5Error, match="query vector must be"):
+        small_separator.separate_vector(_noise(1, 2000), np.zeros((1, 18), np.float32))
+    with pytest.raises(S5Error, match="NaN"):
+        small_separator.separate_vector(_noise(1, 2000), np.full((1, 54), np.nan, np.float32))
+
+
+def test_tagger_checkpoint_is_not_a_separator(tmp_path):
+    checkpoint.save(tmp_path / "tagger", "tagger-1ch", {"anything": 1}, {"params": {"w": np.zeros(2, np.float32)}})
+    with pytest.raises(CheckpointError, match="holds a tagger-1ch checkpoint, expected separator"):
+        Separator.from_checkpoint(tmp_path / "tagger")
+
+
+def test_convert_tagger_keys_as_separator_fails(tmp_path, capsys):
+    from conftest import write_lightning_ckpt
+
+    sd = {"model.backbone.blocks.0.attn.qkv.weight": np.zeros((6, 2), np.float32),
+          "model.head.weight": np.zeros((3, 2), np.float32)}
+    path = write_lightning_ckpt(sd, tmp_path / "tagger.ckpt", extra=False)
+    assert main(["convert", path, str(tmp_path / "out"), "--kind", "separator"]) == 2
+    err = capsys.readouterr().err
+    assert "not a separator" in err and err.count("\n") == 1
+    assert not (tmp_path / "out").exists()
