@@ -393,6 +393,27 @@ def conversion_rules(kind: str) -> list[Rule]:
     raise ValueError(f"unknown M2D checkpoint kind {kind!r}")
 
 
+def official_keys(cfg: M2DConfig, kind: str) -> list[str]:
+    """Every key the official state_dict of `kind` holds for `cfg` (Lightning `model.` prefix removed).
+    Used to name a missing key in torch terms; for m2d-encoder `norm_stats` is optional, so not listed."""
+    enc = {"tagger-1ch": "backbone.", "tagger-4ch": "m2d.backbone.", "m2d-encoder": ""}[kind]
+    keys = [f"{enc}cls_token", f"{enc}pos_embed"] + ([f"{enc}norm_stats"] if kind != "m2d-encoder" else [])
+    keys += [f"{enc}patch_embed.proj.{w}" for w in ("weight", "bias")]
+    for i in range(cfg.depth):
+        keys += [f"{enc}blocks.{i}.{m}.{w}" for m in ("norm1", "attn.qkv", "attn.proj", "norm2", "mlp.fc1",
+                                                      "mlp.fc2") for w in ("weight", "bias")]
+    keys += [f"{enc}norm.{w}" for w in ("weight", "bias")]
+    if kind == "m2d-encoder":
+        return keys
+    bn = ("running_mean", "running_var", "num_batches_tracked")
+    rt = "m2d." if kind == "tagger-4ch" else ""
+    keys += [f"{rt}head_norm.{b}" for b in bn] + [f"head.m2d_out_norm.{b}" for b in bn]
+    keys += [f"head.linear.{j}.{w}" for j in (0, 1) for w in ("weight", "bias")]
+    keys += [f"head.tracks.{t}.{j}.{w}" for t in range(cfg.num_tracks) for j in (0, 1, 3) for w in ("weight", "bias")]
+    keys += [f"{rt}to_spec.mel_basis"] + [f"{rt}to_spec.stft.{b}" for b in ("wsin", "wcos", "window_mask")]
+    return keys
+
+
 def _infer_config(sd: Mapping[str, np.ndarray], kind: str, source: str) -> M2DConfig:
     enc = {"tagger-1ch": "backbone.", "tagger-4ch": "m2d.backbone.", "m2d-encoder": ""}[kind]
 
@@ -453,6 +474,10 @@ def convert_tagger_state_dict(state_dict: Mapping[str, np.ndarray], kind: str,
     Raises CheckpointError naming `source` and the key on any mismatch.
     """
     cfg = _infer_config(state_dict, kind, source)
+    missing = [k for k in official_keys(cfg, kind) if k not in state_dict]
+    if missing:
+        raise CheckpointError(f"{source}: missing key {missing[0]!r}" + (f" and {len(missing) - 1} more"
+                              if len(missing) > 1 else "") + f" (not a complete {kind} checkpoint)")
     # small concrete examples: abstract_variables traces with them, nothing big is computed
     example_chunk = np.zeros((1, cfg.n_mels, cfg.chunk_frames), np.float32)
     if kind == "m2d-encoder":
