@@ -95,6 +95,10 @@ def _rebuild_tensor(storage, offset, size, stride, *_):
     if not size:
         return storage[offset:offset + 1].reshape(()).copy()
     itemsize = storage.dtype.itemsize
+    # a damaged or hostile file must not make as_strided read past its storage
+    if offset < 0 or any(n < 0 for n in size) or any(st < 0 for st in stride) or (
+            all(n > 0 for n in size) and offset + sum((n - 1) * st for n, st in zip(size, stride)) >= storage.size):
+        raise ValueError(f"tensor of size {tuple(size)} does not fit its storage of {storage.size} elements")
     view = np.lib.stride_tricks.as_strided(storage[offset:], shape=tuple(size),
                                            strides=tuple(s * itemsize for s in stride))
     return np.ascontiguousarray(view)
