@@ -1,0 +1,197 @@
+"""Bad checkpoints give one clear line (CLI: `s5jax: error: ...`, exit 2); torch-file interop both ways."""
+from __future__ import annotations
+
+import collections
+import io
+import pickle
+import zipfile
+
+import numpy as np
+import pytest
+
+from conftest import golden_state_dict, write_lightning_ckpt
+from s5jax.cli import main
+from s5jax.conversion import convert_checkpoint
+from s5jax.errors import CheckpointError
+from s5jax.torchfile import load_torch_file, save_torch_file
+
+
+@pytest.fixture(scope="module")
+def sd_1c():
+    return golden_state_dict("m2d", "manifest_1c.json", "fixed_1c.npz")
+
+
+def cli_error(argv, capsys) -> str:
+    """Run the CLI, expect exit 2 and a single `s5jax: error:` line; return it."""
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("s5jax: error: ") and "\n" not in err, err
+    return err
+
+
+def test_separator_checkpoint_as_tagger(tmp_path, capsys):
+    sd = {"model.base.conv.weight": np.zeros((4, 2, 3, 3), np.float32),
+          "model.film.gamma.weight": np.zeros((8, 19), np.float32)}
+    ckpt = write_lightning_ckpt(sd, tmp_path / "sep.ckpt")
+    err = cli_error(["convert", ckpt, str(tmp_path / "out"), "--kind", "tagger-1ch"], capsys)
+    assert ckpt in err and "separator" in err and "tagger-1ch" in err
+    assert not (tmp_path / "out").exists()
+
+
+def test_converted_separator_folder_is_not_a_tagger(tmp_path):
+    from s5jax import checkpoint
+    from s5jax.tagger import Tagger
+
+    checkpoint.save(tmp_path / "sep", "separator", {"x": 1}, {"params": {"w": np.zeros(2, np.float32)}})
+    with pytest.raises(CheckpointError, match="holds a separator checkpoint"):
+        Tagger.from_checkpoint(tmp_path / "sep")
+
+
+def test_truncated_checkpoint(tmp_path, capsys):
+    sd = {"model.backbone.pos_embed": np.ones((1, 11, 8), np.float32)}
+    ckpt = write_lightning_ckpt(sd, tmp_path / "full.ckpt")
+    data = open(ckpt, "rb").read()
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError) as e:
+        load_torch_file(cut)
+    assert str(cut) in str(e.value) and "\n" not in str(e.value)
+    err = cli_error(["convert", str(cut), str(tmp_path / "out")], capsys)
+    assert str(cut) in err
+
+
+def test_key_removed(tmp_path, sd_1c, capsys):
+    sd = dict(sd_1c)
+    del sd["model.head.tracks.1.3.bias"]
+    ckpt = write_lightning_ckpt(sd, tmp_path / "removed.ckpt", extra=False)
+    err = cli_error(["convert", ckpt, str(tmp_path / "out")], capsys)
+    assert "head.tracks.1.3.bias" in err and ckpt in err
+
+
+def test_shape_changed(tmp_path, sd_1c, capsys):
+    sd = dict(sd_1c)
+    sd["model.backbone.blocks.3.attn.qkv.weight"] = np.zeros((2304, 760), np.float32)
+    ckpt = write_lightning_ckpt(sd, tmp_path / "shape.ckpt", extra=False)
+    err = cli_error(["convert", ckpt, str(tmp_path / "out")], capsys)
+    assert "backbone.blocks.3.attn.qkv.weight" in err and "(2304, 760)" in err
+
+
+def test_unexpected_key(tmp_path, sd_1c, capsys):
+    sd = dict(sd_1c)
+    sd["model.head.extra.weight"] = np.zeros((3, 3), np.float32)
+    ckpt = write_lightning_ckpt(sd, tmp_path / "extra.ckpt", extra=False)
+    err = cli_error(["convert", ckpt, str(tmp_path / "out")], capsys)
+    assert "head.extra.weight" in err
+
+
+def test_wrong_front_end_buffer(tmp_path, sd_1c, capsys):
+    sd = dict(sd_1c)
+    sd["model.to_spec.mel_basis"] = sd["model.to_spec.mel_basis"][::-1].copy()   # e.g. another fmin/fmax
+    ckpt = write_lightning_ckpt(sd, tmp_path / "mel.ckpt", extra=False)
+    err = cli_error(["convert", ckpt, str(tmp_path / "out")], capsys)
+    assert "mel_basis" in err
+
+
+def test_m2d_encoder_file(tmp_path, sd_1c):
+    """The M2D pretrained encoder .pth: bare encoder keys under module.ar.runtime.backbone."""
+    from s5jax import checkpoint
+
+    enc = {k[len("model.backbone."):]: v for k, v in sd_1c.items() if k.startswith("model.backbone.")}
+    stats = enc.pop("norm_stats")
+    path = tmp_path / "weights_ep69it3124-0.47998.pth"
+    save_torch_file({"module.ar.runtime.backbone." + k: v for k, v in enc.items()}, path)
+    assert convert_checkpoint(str(path), str(tmp_path / "enc")) == "m2d-encoder"
+    kind, cfg, var = checkpoint.load(tmp_path / "enc")
+    assert kind == "m2d-encoder" and list(var) == ["params"] and list(var["params"]) == ["encoder"]
+    assert (cfg["norm_mean"], cfg["norm_std"]) == (-7.1, 4.2)         # defaults: no norm_stats in file
+    assert cfg["depth"] == 12 and cfg["embed_dim"] == 768
+    np.testing.assert_array_equal(var["params"]["encoder"]["blocks_5"]["attn"]["qkv"]["kernel"],
+                                  enc["blocks.5.attn.qkv.weight"].T)
+    # with norm_stats they go to the config; a decoder key of a pre-training file is refused by name
+    save_torch_file({**enc, "norm_stats": stats * 2}, path)
+    convert_checkpoint(str(path), str(tmp_path / "enc"))
+    assert abs(checkpoint.load(tmp_path / "enc")[1]["norm_std"] - 8.4) < 1e-5
+    save_torch_file({**enc, "decoder_blocks.0.mlp.fc1.weight": np.zeros((4, 4), np.float32)}, path)
+    with pytest.raises(CheckpointError, match="decoder_blocks.0.mlp.fc1.weight"):
+        convert_checkpoint(str(path), str(tmp_path / "enc"))
+
+
+class _RunsCode:
+    def __init__(self, func, arg):
+        self.func, self.arg = func, arg
+
+    def __reduce__(self):
+        return (self.func, (self.arg,))
+
+
+@pytest.mark.parametrize("how", ["os.system", "builtins.exec", "eval-in-tuple"])
+def test_pickle_that_runs_code_is_refused(tmp_path, capsys, how):
+    import builtins
+    import os
+
+    marker = tmp_path / "pwned"
+    cmd = f"touch {marker}"
+    payload = {"os.system": _RunsCode(os.system, cmd),
+               "builtins.exec": _RunsCode(builtins.exec, f"open({str(marker)!r}, 'w').close()"),
+               "eval-in-tuple": (1, _RunsCode(builtins.eval, f"open({str(marker)!r}, 'w')"))}[how]
+    obj = {"state_dict": collections.OrderedDict(), "hyper_parameters": payload}
+    path = tmp_path / "evil.ckpt"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr("archive/data.pkl", pickle.dumps(obj, protocol=2))
+        z.writestr("archive/version", "3\n")
+    with pytest.raises(CheckpointError, match="refused") as e:
+        load_torch_file(path)
+    assert str(path) in str(e.value) and "\n" not in str(e.value)
+    err = cli_error(["convert", str(path), str(tmp_path / "out")], capsys)
+    assert "refused" in err
+    assert not marker.exists()
+
+
+def test_tensor_outside_its_storage_is_refused(tmp_path):
+    """A crafted size/stride must not read memory past the storage."""
+    save_torch_file({"w": np.zeros(4, np.float32)}, tmp_path / "ok.ckpt")
+    with zipfile.ZipFile(tmp_path / "ok.ckpt") as z:
+        files = {n: z.read(n) for n in z.namelist()}
+    pkl = files["archive/data.pkl"]
+    # the pickled size tuple (4,) and stride (1,) as BININT1 4 / BININT1 1: make the size 4096
+    assert pkl.count(b"K\x04\x85") == 1
+    files["archive/data.pkl"] = pkl.replace(b"K\x04\x85", b"M\x00\x10\x85")
+    with zipfile.ZipFile(tmp_path / "bad.ckpt", "w") as z:
+        for n, b in files.items():
+            z.writestr(n, b)
+    with pytest.raises(CheckpointError, match="does not fit its storage"):
+        load_torch_file(tmp_path / "bad.ckpt")
+
+
+def test_real_torch_files_both_ways(tmp_path):
+    torch = pytest.importorskip("torch")
+    rng = np.random.default_rng(0)
+    arrays = {
+        "model.backbone.pos_embed": rng.standard_normal((1, 11, 8)).astype(np.float32),
+        "model.head.linear.0.weight": rng.standard_normal((6, 5)).astype(np.float32),
+        "model.half": rng.standard_normal((3, 2)).astype(np.float16),
+        "model.head.m2d_out_norm.num_batches_tracked": np.array(7, np.int64),
+        "model.mask": np.array([True, False, True]),
+    }
+    sd = collections.OrderedDict((k, torch.from_numpy(v.copy())) for k, v in arrays.items())
+    sd["model.transposed"] = torch.from_numpy(arrays["model.head.linear.0.weight"].copy()).t()  # strided view
+    sd["model.slice"] = sd["model.backbone.pos_embed"][0, 2:5]                                 # offset view
+    obj = {"state_dict": sd, "epoch": 3, "global_step": 10, "pytorch-lightning_version": "2.4.0",
+           "hyper_parameters": {"lr": 1e-3, "betas": (0.9, 0.999)}}
+    path = tmp_path / "torch.ckpt"
+    torch.save(obj, path)
+
+    got = load_torch_file(path)
+    assert got["epoch"] == 3 and got["hyper_parameters"]["betas"] == (0.9, 0.999)
+    for k, v in sd.items():
+        a = got["state_dict"][k]
+        assert a.dtype == v.numpy().dtype and a.shape == tuple(v.shape), k
+        np.testing.assert_array_equal(a, v.numpy())
+
+    ours = tmp_path / "ours.ckpt"
+    save_torch_file({"state_dict": {k: v.numpy().copy() for k, v in sd.items()}, "epoch": 3}, ours)
+    back = torch.load(ours, weights_only=True)
+    assert back["epoch"] == 3
+    for k, v in sd.items():
+        assert back["state_dict"][k].dtype == v.dtype, k
+        assert torch.equal(back["state_dict"][k], v.contiguous()), k
