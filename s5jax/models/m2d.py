@@ -456,7 +456,8 @@ def _infer_config(sd: Mapping[str, np.ndarray], kind: str, source: str) -> M2DCo
         stats = np.asarray(sd[stats_key], dtype=np.float64).reshape(-1)
         if stats.shape != (2,) or not np.all(np.isfinite(stats)) or stats[1] <= 0:
             raise CheckpointError(f"{source}: key {stats_key!r} must be [mean, std>0], got {stats}")
-        kw.update(norm_mean=float(stats[0]), norm_std=float(stats[1]))
+        # shortest decimal of the float32 value (-7.1, not -7.0999999): same float32 when applied
+        kw.update(norm_mean=float(str(np.float32(stats[0]))), norm_std=float(str(np.float32(stats[1]))))
     elif kind != "m2d-encoder":
         raise CheckpointError(f"{source}: missing key {stats_key!r}")
     try:
