@@ -136,8 +136,8 @@ def _window_sum(frames: int, n_fft: int, hop: int) -> np.ndarray:
     """Overlap-added squared window over `frames` frames, clamped at 1e-11 as torchlibrosa does."""
     total = np.zeros((frames - 1) * hop + n_fft, np.float64)
     w = ola_window(n_fft).astype(np.float64)
-    for t in range(frames):  # numpy, once per length (cached), not in the traced graph
-        total[t * hop:t * hop + n_fft] += w
+    starts = np.arange(frames)[:, None] * hop            # numpy, once per frame count (cached)
+    np.add.at(total, (starts + np.arange(n_fft)).ravel(), np.tile(w, frames))
     return np.maximum(total, 1e-11).astype(np.float32)
 
 
