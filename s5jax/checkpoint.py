@@ -98,3 +98,10 @@ def _to_numpy(tree):
     if isinstance(tree, Mapping):
         return {k: _to_numpy(v) for k, v in tree.items()}
     return np.asarray(tree)
+
+
+def num_params(variables: Mapping) -> int:
+    """Learned parameters of a variable tree (the `params` collection; BatchNorm statistics excluded)."""
+    import jax
+
+    return int(sum(np.prod(np.shape(x)) for x in jax.tree_util.tree_leaves(variables.get("params", {}))))

@@ -62,6 +62,11 @@ class Separator:
             return module.apply(variables, mixture, query_vector)[0]
         return apply
 
+    @property
+    def num_params(self) -> int:
+        """Learned parameters (BatchNorm running statistics not counted)."""
+        return checkpoint.num_params(self.variables)
+
     def apply_with_intermediates(self, mixture, query_vector):
         """(stems [b, S, n], intermediates: mag [b, C, T, F], mask_mag, condition, source_mask)."""
         self._check_mixture(mixture)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from . import checkpoint
 from .errors import AudioError
 from .models.m2d import M2DConfig, M2DTagger
 
@@ -89,7 +90,7 @@ class Tagger:
     @property
     def num_params(self) -> int:
         """Learned parameters (BatchNorm running statistics not counted)."""
-        return int(sum(np.prod(x.shape) for x in jax.tree_util.tree_leaves(self.variables.get("params", {}))))
+        return checkpoint.num_params(self.variables)
 
     @property
     def min_samples(self) -> int:
