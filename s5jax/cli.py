@@ -58,7 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="output folder for stems, results.json, labels.csv, scores")
     i.add_argument("--oracle", default=None,
                    help="oracle_target folder (default: INPUT/oracle_target when present) -> scores")
-    i.add_argument("--batch-size", type=int, default=4, help="clips per batch (split over all devices)")
+    i.add_argument("--batch-size", type=int, default=None,
+                   help="clips per batch, split over all local devices (default: 1 per device on CPU, "
+                        "where bigger batches are slower per clip; 4 per accelerator)")
     i.add_argument("--zip", default=None, metavar="NAME",
                    help="also write OUT/NAME.zip in the DCASE submission layout (NAME like Doe_Uni_task4_1)")
     i.add_argument("--quiet", action="store_true", help="no progress bar")

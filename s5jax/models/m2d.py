@@ -30,6 +30,7 @@ import numpy as np
 
 from ..conversion import Rule, abstract_variables, apply_rules, require_fixed
 from ..errors import CheckpointError
+from ..stft import hann_window  # periodic Hann, shared with the separator front end
 
 _EPS = float(np.finfo(np.float32).eps)  # the official log offset: float32 machine epsilon
 _PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
@@ -102,11 +103,6 @@ class M2DConfig:
 
 
 # ------------------------------------------------------------------------------ front end (numpy)
-def hann_window(n: int) -> np.ndarray:
-    """Periodic Hann [n] (scipy get_window('hann', n, fftbins=True)), float64."""
-    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
-
-
 def stft_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The nnAudio STFT buffers: wsin, wcos [n_fft//2+1, 1, n_fft] (windowed), window_mask [1, n_fft, 1]."""
     win = hann_window(n_fft)
