@@ -17,6 +17,7 @@ checkpoints from numpy weights.
 """
 from __future__ import annotations
 
+import _compat_pickle
 import collections
 import io
 import os
@@ -51,22 +52,35 @@ except ImportError:  # pragma: no cover
 # Modules whose globals can execute code or touch the system: a checkpoint naming one is refused.
 _FORBIDDEN_MODULES = {
     "os", "posix", "nt", "subprocess", "sys", "shutil", "socket", "importlib", "runpy", "code",
-    "codeop", "pty", "ctypes", "pickle", "_pickle", "marshal", "types", "functools", "operator",
-    "webbrowser", "asyncio", "multiprocessing", "threading", "signal", "tempfile", "io", "pathlib",
+    "codeop", "pty", "ctypes", "pickle", "_pickle", "marshal", "types", "operator",
+    "webbrowser", "asyncio", "multiprocessing", "threading", "signal", "tempfile", "io",
     "glob", "inspect", "builtins", "__builtin__", "exec", "eval", "torch.hub", "numpy.testing",
 }
+# Not listed on purpose: pathlib, functools, ... appear in real Lightning hyper-parameters and are
+# harmless here, as nothing a pickle names is ever called; they load as Opaque records.
 _SAFE_BUILTINS = {"set", "frozenset", "slice", "range", "complex", "bytearray", "dict", "list",
                   "tuple", "int", "float", "str", "bool", "bytes"}
 
 
-class Opaque:
-    """An object of a class we do not rebuild (hyper-parameters, callback states, ...): kept inert."""
+class Opaque(dict):
+    """An object of a class we do not rebuild (hyper-parameters, callback states, ...): kept inert.
+
+    It absorbs whatever the pickle puts into it (items, appended elements, state) so that container
+    types we do not know (defaultdict, DictConfig, ...) load as plain records.
+    """
 
     def __init__(self, name: str, args: tuple = ()):
-        self.name, self.args, self.state = name, args, None
+        super().__init__()
+        self.name, self.args, self.state, self.items_appended = name, args, None, []
 
     def __setstate__(self, state):
         self.state = state
+
+    def append(self, item):
+        self.items_appended.append(item)
+
+    def extend(self, items):
+        self.items_appended.extend(items)
 
     def __repr__(self):
         return f"Opaque({self.name})"
@@ -108,6 +122,11 @@ def _rebuild_parameter(data, *_):
     return data
 
 
+def _rebuild_from_type(func, new_type, args, state):
+    """torch._tensor._rebuild_from_type_v2 (tensor subclasses): keep the tensor, drop the type."""
+    return func(*args)
+
+
 class _Unpickler(pickle.Unpickler):
     def __init__(self, file, archive: zipfile.ZipFile, root: str, path: str):
         super().__init__(file)
@@ -115,11 +134,17 @@ class _Unpickler(pickle.Unpickler):
         self._storages: dict[str, np.ndarray] = {}
 
     def find_class(self, module, name):
+        # protocol-2 pickles name python-2 globals (__builtin__.long, ...); map them as pickle does
+        if (module, name) in _compat_pickle.NAME_MAPPING:
+            module, name = _compat_pickle.NAME_MAPPING[(module, name)]
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         full = f"{module}.{name}"
         if module in ("torch._utils",) and name in ("_rebuild_tensor_v2", "_rebuild_tensor"):
             return _rebuild_tensor
         if module == "torch._utils" and name in ("_rebuild_parameter", "_rebuild_parameter_with_state"):
             return _rebuild_parameter
+        if module == "torch._tensor" and name == "_rebuild_from_type_v2":
+            return _rebuild_from_type
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(_STORAGE_DTYPES[name])
         if module == "torch" and name in _TORCH_DTYPES:

@@ -1,0 +1,35 @@
+"""The torch-free reader on what real Lightning/M2D files hold besides tensors."""
+import collections
+import pathlib
+
+import numpy as np
+import pytest
+
+from s5jax.conversion import read_state_dict
+from s5jax.torchfile import Opaque, load_torch_file
+
+
+def test_real_lightning_extras_load_inert(tmp_path):
+    torch = pytest.importorskip("torch")
+    w = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    obj = {
+        "state_dict": collections.OrderedDict([("model.w", w), ("model.n", torch.tensor(3))]),
+        "hyper_parameters": {"root": pathlib.PurePosixPath("/data/dev_set"),
+                             "counts": collections.defaultdict(int, {"a": 1}),
+                             "size": torch.Size([2, 3]), "dev": torch.device("cpu")},
+        "loops": {"x": [1, 2, {"y": torch.zeros(2, dtype=torch.float16)}]},
+        "param": torch.nn.Parameter(torch.ones(2, 2)),                      # a tensor subclass
+        "bf16": torch.ones(3, dtype=torch.bfloat16),
+    }
+    path = tmp_path / "real.ckpt"
+    torch.save(obj, path)
+    got = load_torch_file(path)
+    np.testing.assert_array_equal(got["state_dict"]["model.w"], w.numpy())
+    assert got["state_dict"]["model.n"].shape == () and int(got["state_dict"]["model.n"]) == 3
+    hp = got["hyper_parameters"]
+    assert isinstance(hp["root"], Opaque) and hp["root"].name.endswith("PurePosixPath")
+    assert isinstance(hp["counts"], Opaque) and hp["counts"]["a"] == 1      # items absorbed, nothing run
+    np.testing.assert_array_equal(got["param"], np.ones((2, 2), np.float32))
+    assert got["loops"]["x"][2]["y"].dtype == np.float16
+    assert float(np.asarray(got["bf16"], np.float32).sum()) == 3.0
+    assert read_state_dict(str(path)).keys() == {"model.w", "model.n"}
