@@ -14,7 +14,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .labels import NUM_CLASSES, NUM_SLOTS, SILENCE
+from .labels import NUM_SLOTS, SILENCE
+from .separator import query_vector  # slot class ids -> the 54-dim query (silence = zeros)
 
 
 class S5Output(NamedTuple):
@@ -37,12 +38,6 @@ def silence_last(labels: jax.Array, *per_slot: jax.Array):
         idx = order.reshape(order.shape + (1,) * (a.ndim - 2))
         out.append(jnp.take_along_axis(a, idx, axis=1))
     return tuple(out)
-
-
-def query_vector(labels: jax.Array) -> jax.Array:
-    """Slot class ids [batch, 3] (18 = silence) -> separator query [batch, 54]: three one-hot
-    18-vectors concatenated; a silent slot is all zeros (one_hot of index 18 over 18 classes)."""
-    return jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32).reshape(labels.shape[0], -1)
 
 
 def make_baseline(tagger_apply: Callable, separator_apply: Callable) -> Callable:
