@@ -110,6 +110,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
     system = sharded_baseline(tagger.apply_fn, tagger.variables, separator.apply_fn, separator.variables)
     if batch_size is None:
         batch_size = default_batch_size()
+    min_samples = max(tagger.min_samples, separator.min_samples)
 
     report = InferReport()
     todo = []
@@ -135,6 +136,9 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
     for name, path in todo:
         try:
             wav = read_audio(path, channels=4)
+            if wav.shape[-1] < min_samples:
+                raise S5Error(f"{path}: {wav.shape[-1]} samples is too short for the models "
+                              f"(at least {min_samples})")
         except S5Error as e:
             report.skipped[name] = str(e)
             log(f"skipped: {e}")

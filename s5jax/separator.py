@@ -63,6 +63,11 @@ class Separator:
         return apply
 
     @property
+    def min_samples(self) -> int:
+        """Shortest input: the reflect padding of the STFT needs more than n_fft/2 samples."""
+        return self.config.n_fft // 2 + 1
+
+    @property
     def num_params(self) -> int:
         """Learned parameters (BatchNorm running statistics not counted)."""
         return checkpoint.num_params(self.variables)
@@ -100,7 +105,7 @@ class Separator:
         if shape[1] != c.input_channels:
             raise S5Error(f"mixture has {shape[1]} channels, the separator expects {c.input_channels} "
                           f"(shape [batch, channels, samples], got {shape})")
-        if shape[2] <= c.n_fft // 2:
+        if shape[2] < self.min_samples:
             raise S5Error(f"mixture of {shape[2]} samples is too short: the separator needs more than "
                           f"{c.n_fft // 2}")
         dtype = mixture.dtype if hasattr(mixture, "dtype") else np.asarray(mixture).dtype

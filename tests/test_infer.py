@@ -129,15 +129,16 @@ def test_bad_inputs_are_skipped_with_one_line_each(setup, tmp_path, capsys):
     x = np.zeros((n, 4), np.float32)
     x[5, 2] = np.nan
     sf.write(str(bad / "soundscape" / "nan.wav"), x, 32000, subtype="FLOAT")
+    sf.write(str(bad / "soundscape" / "short.wav"), np.zeros((300, 4), np.float32), 32000, subtype="FLOAT")
     raw = (data / "soundscape" / good[0]).read_bytes()
     (bad / "soundscape" / "cut.wav").write_bytes(raw[: len(raw) // 2])
     out = tmp_path / "out"
     assert _infer(bad, out, ckpt) == 1
     err = capsys.readouterr().out
     for f, why in [("rate.wav", "sample rate 16000 Hz"), ("mono.wav", "1 channel(s), expected 4"),
-                   ("nan.wav", "NaN or Inf"), ("cut.wav", "truncated wav")]:
+                   ("nan.wav", "NaN or Inf"), ("cut.wav", "truncated wav"), ("short.wav", "too short")]:
         assert any(f in line and why in line for line in err.splitlines()), (f, err)
-    assert "4 clip(s) skipped" in err
+    assert "5 clip(s) skipped" in err
     done = json.loads((out / "results.json").read_text())["probabilities"]
     assert sorted(r["soundscape"] + ".wav" for r in done) == good
 
