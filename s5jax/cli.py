@@ -30,7 +30,8 @@ def _cmd_infer(args) -> int:
                        batch_size=args.batch_size, zip_name=args.zip, progress=not args.quiet)
     print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
           f"{len(report.skipped)} skipped; outputs in {args.out}")
-    return 1 if report.skipped else 0
+    unscored = report.scores["skipped"] if report.scores else {}
+    return 1 if report.skipped or unscored else 0
 
 
 def _cmd_demo(args) -> int:

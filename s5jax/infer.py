@@ -51,8 +51,14 @@ def _load_record(out_dir: str, name: str) -> dict | None:
 
 
 def _check_writable(out_dir: str) -> None:
+    """Create the output folders, prove they are writable, and drop temporary files that a killed
+    earlier run left behind (finished files are only ever renamed into place)."""
     try:
         os.makedirs(os.path.join(out_dir, ".s5jax", "clips"), exist_ok=True)
+        for folder in (out_dir, os.path.join(out_dir, ".s5jax", "clips")):
+            for f in os.listdir(folder):
+                if f.startswith(".part-"):
+                    os.unlink(os.path.join(folder, f))
         probe = os.path.join(out_dir, ".s5jax", ".write-test")
         with open(probe, "w") as f:
             f.write("ok")
@@ -184,7 +190,7 @@ def write_submission_zip(out_dir: str, zip_name: str, records: list[dict]) -> st
     """`<out>/<zip_name>.zip` holding `<zip_name>/` (e.g. Doe_Uni_task4_1/): the estimate wavs and the
     probabilities JSON, as the DCASE submission expects. Written atomically."""
     path = os.path.join(out_dir, f"{zip_name}.zip")
-    tmp = path + ".part"
+    tmp = os.path.join(out_dir, f".part-{zip_name}.zip")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for r in records:
             for e in r["estimate"]:

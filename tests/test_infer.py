@@ -109,7 +109,9 @@ def test_infer_outputs_stems_scores_and_zip(setup, capsys):
     assert _infer(data, out, ckpt) == 0
     assert "resuming: 5 clip(s) already done, 0 to go" in capsys.readouterr().out
     os.unlink(out / ".s5jax" / "clips" / f"{names[0]}.json")
+    (out / ".part-killed.wav").write_bytes(b"half a wav")      # what a killed run leaves behind
     assert _infer(data, out, ckpt) == 0
+    assert not (out / ".part-killed.wav").exists()
     assert "resuming: 4 clip(s) already done, 1 to go" in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
     assert [[e["filename"] for e in c["estimate"]] for c in again["probabilities"]] == \
@@ -179,3 +181,18 @@ def test_eight_devices_give_the_same_outputs(setup, tmp_path):
             assert e1["probability"] == pytest.approx(e8["probability"], rel=1e-5)
             a, b = (read_audio(o / e1["filename"])[0] for o in (outs[1], outs[8]))
             assert np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(a), 1e-12)
+
+
+def test_unreadable_oracle_target_is_reported_and_fails_the_run(setup, tmp_path, capsys):
+    import shutil
+
+    _, data, ckpt = setup
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    target = sorted((copy / "oracle_target").iterdir())[0]
+    sf.write(str(target), np.zeros((int(SECONDS * 32000), 1), np.float32), 16000, subtype="FLOAT")
+    assert _infer(copy, tmp_path / "out", ckpt) == 1
+    out = capsys.readouterr().out
+    assert any("not scored" in l and str(target) in l and "sample rate 16000" in l for l in out.splitlines())
+    summary = json.loads((tmp_path / "out" / "scores" / "summary.json").read_text())
+    assert len(summary["skipped"]) == 1 and summary["clips"] == 4
