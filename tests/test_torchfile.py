@@ -33,3 +33,18 @@ def test_real_lightning_extras_load_inert(tmp_path):
     assert got["loops"]["x"][2]["y"].dtype == np.float16
     assert float(np.asarray(got["bf16"], np.float32).sum()) == 3.0
     assert read_state_dict(str(path)).keys() == {"model.w", "model.n"}
+
+
+def test_conversion_never_imports_torch(tmp_path):
+    """`s5jax convert` reads and converts an official checkpoint without torch (not even imported)."""
+    import subprocess
+    import sys
+
+    from s5jax.demo import write_synthetic_checkpoint
+
+    ckpt = write_synthetic_checkpoint("separator", str(tmp_path / "sep.ckpt"))
+    code = ("import sys; from s5jax.cli import main; rc = main(['convert', sys.argv[1], sys.argv[2]]); "
+            "assert 'torch' not in sys.modules, 'torch was imported'; sys.exit(rc)")
+    r = subprocess.run([sys.executable, "-c", code, ckpt, str(tmp_path / "out")], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-1000:]
+    assert (tmp_path / "out" / "config.json").is_file()
