@@ -30,11 +30,10 @@ import numpy as np
 
 from ..conversion import Rule, abstract_variables, apply_rules, require_fixed
 from ..errors import CheckpointError
+from .common import PRECISIONS, known_fields
 from ..stft import hann_window  # periodic Hann, shared with the separator front end
 
 _EPS = float(np.finfo(np.float32).eps)  # the official log offset: float32 machine epsilon
-_PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
-               "default": jax.lax.Precision.DEFAULT}
 
 
 @dataclass(frozen=True)
@@ -66,8 +65,8 @@ class M2DConfig:
             raise ValueError(f"in_channels must be 1 or 4, got {self.in_channels}")
         if self.n_mels % self.patch or self.head_dim % self.num_tracks or self.embed_dim % self.num_heads:
             raise ValueError("n_mels % patch, head_dim % num_tracks and embed_dim % num_heads must be 0")
-        if self.precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}")
 
     @property
     def freq_patches(self) -> int:
@@ -85,7 +84,7 @@ class M2DConfig:
 
     @property
     def lax_precision(self):
-        return _PRECISIONS[self.precision]
+        return PRECISIONS[self.precision]
 
     def num_frames(self, samples: int) -> int:
         return 1 + samples // self.hop
@@ -95,11 +94,7 @@ class M2DConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "M2DConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown M2DConfig fields {sorted(unknown)}")
-        return cls(**dict(d))
+        return cls(**known_fields(cls, d, "tagger"))
 
 
 # ------------------------------------------------------------------------------ front end (numpy)

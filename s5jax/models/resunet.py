@@ -29,9 +29,8 @@ import numpy as np
 from .. import stft as stft_lib
 from ..conversion import Rule, abstract_variables, apply_rules, require_fixed
 from ..errors import CheckpointError
+from .common import PRECISIONS, known_fields
 
-_PRECISIONS = {"highest": jax.lax.Precision.HIGHEST, "high": jax.lax.Precision.HIGH,
-               "default": jax.lax.Precision.DEFAULT}
 MASK_PARTS = 3  # K in the official code: magnitude mask, phase real, phase imag
 
 
@@ -56,8 +55,8 @@ class ResUNetConfig:
         object.__setattr__(self, "pools", tuple((int(a), int(b)) for a, b in self.pools))
         if len(self.channels) != len(self.pools) or not self.channels:
             raise ValueError("channels and pools need one entry per encoder block")
-        if self.precision not in _PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(_PRECISIONS)}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}")
         if (self.n_fft // 2) % self.freq_ratio:
             raise ValueError(f"n_fft // 2 = {self.n_fft // 2} is not divisible by the frequency "
                              f"down-sampling ratio {self.freq_ratio}")
@@ -77,7 +76,7 @@ class ResUNetConfig:
 
     @property
     def lax_precision(self):
-        return _PRECISIONS[self.precision]
+        return PRECISIONS[self.precision]
 
     def to_dict(self) -> dict:
         """JSON-serialisable (tuples become lists)."""
@@ -88,11 +87,7 @@ class ResUNetConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ResUNetConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ValueError(f"unknown separator config fields: {sorted(unknown)}")
-        d = dict(d)
+        d = known_fields(cls, d, "separator")
         if "channels" in d:
             d["channels"] = tuple(d["channels"])
         if "pools" in d:
