@@ -57,6 +57,10 @@ def clip_inputs(est_dir: str, oracle_dir: str, name: str, mixture_path: str,
     return est_labels, stems, ref_labels, refs, mix0
 
 
+def _label_names(labels) -> str:
+    return " ".join(LABELS[int(x)] for x in labels if int(x) != SILENCE)
+
+
 def evaluate_folder(est_dir: str, oracle_dir: str, clips: list[tuple[str, str]], out_dir: str,
                     log=print) -> dict:
     """Score the estimates in `est_dir` of `clips` [(name, mixture path)] against `oracle_dir`.
@@ -83,9 +87,8 @@ def evaluate_folder(est_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
         counts = metric.label_counts(est_labels, ref_labels)
         total = metric.merge_totals(total, metric.totals(detail, counts))
         score = float(detail.score) if bool(detail.valid) else None
-        names = lambda ls: " ".join(LABELS[int(x)] for x in ls if int(x) != SILENCE)
-        rows.append(f"{name},{'' if score is None else f'{score:.6f}'},{names(est_labels)},"
-                    f"{names(ref_labels)},{counts.tp},{counts.fp},{counts.fn},{int(counts.correct)}")
+        rows.append(f"{name},{'' if score is None else f'{score:.6f}'},{_label_names(est_labels)},"
+                    f"{_label_names(ref_labels)},{counts.tp},{counts.fp},{counts.fn},{int(counts.correct)}")
         for k, v in (("names", name), ("S", S), ("M", M), ("est_labels", est_labels),
                      ("ref_labels", ref_labels)):
             mats[k].append(np.asarray(v))

@@ -119,9 +119,11 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
     min_samples = max(tagger.min_samples, separator.min_samples)
 
     report = InferReport()
+    done: dict[str, dict] = {}   # name -> record of every complete clip (resumed or written now)
     todo = []
     for name, path in clips:
-        if _load_record(out_dir, name) is not None:
+        if (rec := _load_record(out_dir, name)) is not None:
+            done[name] = rec
             report.resumed.append(name)
         else:
             todo.append((name, path))
@@ -133,7 +135,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
     def run(group: list[tuple[str, np.ndarray]]):
         out = system(np.stack([w for _, w in group]), pad_to=batch_size)
         for k, (name, _) in enumerate(group):
-            _write_clip(out_dir, name, out.labels[k], out.probs[k], out.stems[k])
+            done[name] = _write_clip(out_dir, name, out.labels[k], out.probs[k], out.stems[k])
             report.processed.append(name)
         bar.update(len(group))
         group.clear()
@@ -159,7 +161,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
             run(group)
     bar.close()
 
-    records = [r for name, _ in clips if (r := _load_record(out_dir, name)) is not None]
+    records = [done[name] for name, _ in clips if name in done]
     nparams = int(tagger.num_params + separator.num_params)
     results = {"nparams": nparams,
                "probabilities": [{"soundscape": r["soundscape"], "estimate": r["estimate"]} for r in records]}

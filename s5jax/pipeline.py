@@ -15,7 +15,8 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .labels import NUM_SLOTS, SILENCE
-from .separator import query_vector  # slot class ids -> the 54-dim query (silence = zeros)
+from .separator import query_vector
+from .tagger import predict_from_logits  # per-track argmax, its probability, the softmax  # slot class ids -> the 54-dim query (silence = zeros)
 
 
 class S5Output(NamedTuple):
@@ -49,10 +50,7 @@ def make_baseline(tagger_apply: Callable, separator_apply: Callable) -> Callable
     """
     def baseline(tagger_vars, separator_vars, mixture):
         logits = tagger_apply(tagger_vars, mixture)
-        softmax = jax.nn.softmax(logits, axis=-1)
-        labels = jnp.argmax(softmax, axis=-1).astype(jnp.int32)
-        probs = jnp.max(softmax, axis=-1)
-        labels, probs, softmax = silence_last(labels, probs, softmax)
+        labels, probs, softmax = silence_last(*predict_from_logits(logits))
         stems = separator_apply(separator_vars, mixture, query_vector(labels))
         return S5Output(labels, probs, softmax, stems)
 

@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import checkpoint
-from .errors import AudioError
+from .errors import AudioError, CheckpointError
 from .models.m2d import M2DConfig, M2DTagger
 
 
@@ -75,10 +75,7 @@ class Tagger:
     @classmethod
     def from_checkpoint(cls, ckpt_dir: str | os.PathLike) -> "Tagger":
         """Load an s5jax checkpoint folder written by `s5jax convert` (CheckpointError if it is not a tagger)."""
-        from .checkpoint import load
-        from .errors import CheckpointError
-
-        kind, config, variables = load(ckpt_dir, kinds=cls.KINDS)
+        kind, config, variables = checkpoint.load(ckpt_dir, kinds=cls.KINDS)
         try:
             cfg = M2DConfig.from_dict(config)
         except (TypeError, ValueError) as e:
