@@ -3,15 +3,15 @@
 torchlibrosa computes the STFT as a strided Conv1d whose kernels are the windowed DFT matrix, and the
 ISTFT as a 1x1 Conv1d (windowed inverse DFT per frame) followed by `F.fold` overlap-add and a division
 by the summed squared window. Here both are matmuls with numpy-precomputed kernels, and framing /
-overlap-add are a few static shifted slices: n_fft and hop are cut into blocks of gcd(n_fft, hop)
-samples, so frame t covers hops t .. t+Q-1 (Q = ceil(n_fft / hop)) and no gather or scatter is needed.
+overlap-add are a few static shifted slices over the signal cut into hops: frame t covers hops
+t .. t+Q-1 (Q = ceil(n_fft / hop)), so no gather or scatter is needed. The M2D tagger's log-mel front
+end uses the same `stft`.
 
 Layouts: signals [..., samples]; spectra [..., frames, n_fft // 2 + 1] (real and imaginary parts).
 With center=True and reflect padding of n_fft // 2: frames = samples // hop + 1.
 """
 from __future__ import annotations
 
-import math
 from functools import lru_cache
 
 import jax
@@ -80,9 +80,9 @@ def _inverse_kernel(n_fft: int) -> np.ndarray:
     return np.concatenate([real, imag], axis=0).astype(np.float32)
 
 
-def _geometry(n_fft: int, hop: int) -> tuple[int, int]:
-    """(block, Q): block = gcd(n_fft, hop) samples; a frame spans Q = ceil(n_fft / hop) hops."""
-    return math.gcd(n_fft, hop), -(-n_fft // hop)
+def _hops_per_frame(n_fft: int, hop: int) -> int:
+    """A frame spans ceil(n_fft / hop) hops."""
+    return -(-n_fft // hop)
 
 
 def num_frames(samples: int, hop: int) -> int:
@@ -95,7 +95,7 @@ def frame_signal(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
     """[..., samples] (already padded) -> frames [..., (samples - n_fft) // hop + 1, n_fft]."""
     samples = x.shape[-1]
     frames = (samples - n_fft) // hop + 1
-    _, q = _geometry(n_fft, hop)
+    q = _hops_per_frame(n_fft, hop)
     need = (frames + q - 1) * hop          # the hops frame t .. frames-1 touch, q of them each
     x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, max(0, need - samples))])[..., :need]
     hops = x.reshape(*x.shape[:-1], frames + q - 1, hop)
@@ -107,7 +107,7 @@ def frame_signal(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
 def overlap_add(frames: jax.Array, hop: int) -> jax.Array:
     """frames [..., T, n_fft] -> [..., (T - 1) * hop + n_fft]: the sum of frame t placed at t * hop."""
     t, n_fft = frames.shape[-2:]
-    _, q = _geometry(n_fft, hop)
+    q = _hops_per_frame(n_fft, hop)
     lead = frames.shape[:-2]
     padded = jnp.pad(frames, [(0, 0)] * len(lead) + [(0, 0), (0, q * hop - n_fft)])
     pieces = padded.reshape(*lead, t, q, hop)          # piece j of frame t lands in output hop t + j

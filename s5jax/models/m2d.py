@@ -31,7 +31,7 @@ import numpy as np
 from ..conversion import Rule, abstract_variables, apply_rules, require_fixed
 from ..errors import CheckpointError
 from .common import PRECISIONS, known_fields
-from ..stft import hann_window  # periodic Hann, shared with the separator front end
+from ..stft import hann_window, stft  # shared with the separator front end
 
 _EPS = float(np.finfo(np.float32).eps)  # the official log offset: float32 machine epsilon
 
@@ -150,16 +150,10 @@ def log_mel(waveform: jax.Array, cfg: M2DConfig) -> jax.Array:
     """Normalised log-mel spectrogram: waveform [batch, samples] -> [batch, n_mels, frames],
     frames = 1 + samples // hop. Needs samples > n_fft // 2 (reflect padding)."""
     n_fft, hop = cfg.n_fft, cfg.hop
-    x = jnp.pad(waveform.astype(jnp.float32), ((0, 0), (n_fft // 2, n_fft // 2)), mode="reflect")
-    frames = cfg.num_frames(waveform.shape[-1])
-    # frames by one gather, then the windowed DFT as one matmul with [n_fft, 2*bins] (cos | sin)
-    idx = np.arange(frames)[:, None] * hop + np.arange(n_fft)[None, :]
-    framed = x[:, idx]                                                    # [batch, frames, n_fft]
-    wsin, wcos, _ = stft_kernels(n_fft)
-    bins = n_fft // 2 + 1
-    kernel = np.concatenate([wcos[:, 0, :], wsin[:, 0, :]], axis=0).T      # [n_fft, 2*bins]
-    spec = jnp.matmul(framed, jnp.asarray(kernel), precision=cfg.lax_precision)
-    power = spec[..., :bins] ** 2 + spec[..., bins:] ** 2                  # [batch, frames, bins]
+    # the same centred, reflect-padded, periodic-Hann STFT as the separator's front end (the DFT sign
+    # convention differs from nnAudio's wsin, which the power spectrum does not see)
+    real, imag = stft(waveform.astype(jnp.float32), n_fft, hop, precision=cfg.lax_precision)
+    power = real ** 2 + imag ** 2                                          # [batch, frames, bins]
     mel_basis = mel_filterbank(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
     mel = jnp.einsum("mk,bfk->bmf", jnp.asarray(mel_basis), power, precision=cfg.lax_precision)
     lms = jnp.log(mel + _EPS)
