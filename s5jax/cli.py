@@ -25,11 +25,20 @@ def _cmd_convert(args) -> int:
     return 0
 
 
-def _cmd_infer(args) -> int:
-    from .infer import run_infer
+def _compile_cache(args) -> None:
+    if not args.no_compile_cache:
+        from . import compile_cache
 
-    report = run_infer(args.input, args.out, args.tagger, args.separator, oracle_dir=args.oracle,
-                       batch_size=args.batch_size, zip_name=args.zip, progress=not args.quiet)
+        compile_cache.enable()
+
+
+def _cmd_infer(args) -> int:
+    from .infer import baseline_engine, run_infer
+
+    _compile_cache(args)
+    engine = lambda batch_size: baseline_engine(args.tagger, args.separator, batch_size, args.precision)
+    report = run_infer(args.input, args.out, oracle_dir=args.oracle, batch_size=args.batch_size,
+                       zip_name=args.zip, progress=not args.quiet, engine=engine)
     print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
           f"{len(report.skipped)} skipped; outputs in {args.out}")
     unscored = report.scores["skipped"] if report.scores else {}
@@ -39,6 +48,7 @@ def _cmd_infer(args) -> int:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
+    _compile_cache(args)
     return run_demo(args.out, clips=args.clips, batch_size=args.batch_size)
 
 
@@ -50,6 +60,12 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _cache_option(p) -> None:
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use the persistent compilation cache ($S5JAX_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/s5jax/jax, else ~/.cache/s5jax/jax; safe to delete)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -80,12 +96,18 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--zip", default=None, metavar="NAME",
                    help="also write OUT/NAME.zip in the DCASE submission layout (NAME like Doe_Uni_task4_1)")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
+    i.add_argument("--precision", choices=("highest", "high", "default"), default=None,
+                   help="matmul/conv precision of both models (default: the checkpoints' own, 'highest': "
+                        "float32-exact everywhere; 'high'/'default' allow TF32/bf16 passes on GPU/TPU; "
+                        "no effect on CPU). Recorded with the results")
+    _cache_option(i)
     i.set_defaults(func=_cmd_infer)
 
     d = sub.add_parser("demo", help="generate scenes + synthetic-weight official checkpoints, convert, infer, score")
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
     d.add_argument("--clips", type=int, default=6, help="number of generated soundscapes")
     d.add_argument("--batch-size", type=_positive_int, default=2)
+    _cache_option(d)
     d.set_defaults(func=_cmd_demo)
     return p
 

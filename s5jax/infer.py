@@ -211,13 +211,15 @@ def default_batch_size() -> int:
     return per_device * jax.local_device_count()
 
 
-def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int) -> Engine:
-    """The official baseline (tagger -> silence last -> separator), data-parallel over local devices."""
+def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int,
+                    precision: str | None = None) -> Engine:
+    """The official baseline (tagger -> silence last -> separator), data-parallel over local devices.
+    `precision` overrides both models' matmul precision (None: the checkpoints' own)."""
     from . import Separator, Tagger
     from .pipeline import sharded_baseline
 
-    tagger = Tagger.from_checkpoint(tagger_dir)
-    separator = Separator.from_checkpoint(separator_dir)
+    tagger = Tagger.from_checkpoint(tagger_dir, precision=precision)
+    separator = Separator.from_checkpoint(separator_dir, precision=precision)
     system = sharded_baseline(tagger.apply_fn, tagger.variables, separator.apply_fn, separator.variables)
 
     def compute(mixture: np.ndarray):

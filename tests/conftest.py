@@ -48,6 +48,18 @@ def write_lightning_ckpt(state_dict: dict, path, extra: bool = True) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache_in_tmp(tmp_path_factory):
+    """CLI runs in tests use a session-private compilation cache, never the user's ~/.cache."""
+    old = os.environ.get("S5JAX_CACHE_DIR")
+    os.environ["S5JAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("compile_cache"))
+    yield
+    if old is None:
+        os.environ.pop("S5JAX_CACHE_DIR", None)
+    else:
+        os.environ["S5JAX_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def golden():
     if not GOLDEN.is_dir():
