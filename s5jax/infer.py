@@ -292,8 +292,13 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
                            "out of range?); nothing written for this clip")
                 continue
             try:
-                done[name] = _write_clip(out_dir, name, labels[k], probs[k], stems[k], eng.settings,
-                                         existing.get(name))
+                # read again: a concurrent run with the same settings may have claimed it meanwhile
+                current = _read_record(out_dir, name)
+                diff = settings_difference((current or {}).get("made_by") or eng.settings, eng.settings)
+                if diff:
+                    raise S5Error(f"{out_dir}: another run with other settings wrote {name} meanwhile "
+                                  f"({diff}); not touching it")
+                done[name] = _write_clip(out_dir, name, labels[k], probs[k], stems[k], eng.settings, current)
                 report.processed.append(name)
             except S5Error as e:
                 fail(name, str(e))
