@@ -152,7 +152,7 @@ def log_mel(waveform: jax.Array, cfg: M2DConfig) -> jax.Array:
     n_fft, hop = cfg.n_fft, cfg.hop
     # the same centred, reflect-padded, periodic-Hann STFT as the separator's front end (the DFT sign
     # convention differs from nnAudio's wsin, which the power spectrum does not see)
-    real, imag = stft(waveform.astype(jnp.float32), n_fft, hop, precision=cfg.lax_precision)
+    real, imag = stft(waveform.astype(jnp.float32), n_fft, hop)
     power = real ** 2 + imag ** 2                                          # [batch, frames, bins]
     mel_basis = mel_filterbank(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
     mel = jnp.einsum("mk,bfk->bmf", jnp.asarray(mel_basis), power, precision=cfg.lax_precision)
