@@ -171,12 +171,14 @@ class Attention(nn.Module):
         b, n, d = x.shape
         h = cfg.num_heads
         qkv = nn.Dense(3 * d, precision=cfg.lax_precision, name="qkv")(x)
-        qkv = qkv.reshape(b, n, 3, h, d // h)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                # [batch, tokens, heads, hd]
+        # heads to a batch axis once, so both products are plain batched matmuls (no per-product
+        # transposes inside the dots)
+        q, k, v = qkv.reshape(b, n, 3, h, d // h).transpose(2, 0, 3, 1, 4)  # each [batch, heads, tokens, hd]
         q = q * (d // h) ** -0.5
-        att = jnp.einsum("bqhc,bkhc->bhqk", q, k, precision=cfg.lax_precision)
+        att = jnp.matmul(q, k.swapaxes(-1, -2), precision=cfg.lax_precision)   # [batch, heads, q, k]
         att = jax.nn.softmax(att, axis=-1)
-        out = jnp.einsum("bhqk,bkhc->bqhc", att, v, precision=cfg.lax_precision).reshape(b, n, d)
+        out = jnp.matmul(att, v, precision=cfg.lax_precision)                 # [batch, heads, q, hd]
+        out = out.transpose(0, 2, 1, 3).reshape(b, n, d)
         return nn.Dense(d, precision=cfg.lax_precision, name="proj")(out)
 
 
