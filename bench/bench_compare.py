@@ -12,7 +12,8 @@ of the full-size official model (`s5jax.demo.synthetic_state_dict`, the real con
 plain forward pass (`system` = 4-ch tagger -> silence last -> separator, `pipeline.make_baseline`),
 compiles and warms up once, then times `--runs` calls: wall (perf_counter), CPU (process_time, all
 threads) and minor page faults per call. The process is set up as the `s5jax` CLI sets it up
-(`s5jax.runtime.configure_from_env()` when the tree has it).
+(`s5jax.runtime.configure_from_env()` when the tree has it), or, with `--malloc keep|default`, with
+the same glibc malloc behaviour for every tree (to measure code changes alone).
 
 Printed: per tree, median and spread (min-max over all timed calls of all rounds) of wall s/clip and
 CPU s/clip, faults per call, compile s, peak RSS; and each tree's ratio to the first tree (median over
@@ -114,10 +115,23 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
 
 
 # ------------------------------------------------------------------ driver
-def _run_worker(tree: pathlib.Path, args: list[str]) -> dict:
-    env = dict(os.environ, PYTHONPATH=str(tree))
+# --malloc: "cli" = each tree as its own CLI sets the process up; "keep" / "default" = the same glibc
+# malloc behaviour for every tree (set through glibc's environment variables before the process starts),
+# so a comparison measures the code alone
+MALLOC_ENV = {"cli": {},
+              "keep": {"S5JAX_MALLOC": "default", "MALLOC_MMAP_MAX_": "0", "MALLOC_ARENA_MAX": "1",
+                       "MALLOC_TRIM_THRESHOLD_": str(2 ** 31 - 1)},
+              "default": {"S5JAX_MALLOC": "default"}}
+
+
+def worker_env(tree: pathlib.Path, malloc: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    return dict(env, PYTHONPATH=str(tree), **MALLOC_ENV[malloc])
+
+
+def _run_worker(tree: pathlib.Path, args: list[str], malloc: str = "cli") -> dict:
     r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", *args],
-                       cwd=tree, env=env, capture_output=True, text=True)
+                       cwd=tree, env=worker_env(tree, malloc), capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"worker {args} in {tree} failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -131,7 +145,7 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, seconds) -> None:
+def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, seconds, malloc) -> None:
     results: dict[tuple, list[dict]] = {}
     for rnd in range(rounds):
         order = list(trees) if rnd % 2 == 0 else list(reversed(trees))
@@ -140,11 +154,11 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
                 for name in order:
                     print(f"  round {rnd + 1}: {model} b{batch} {name} (load {_load()})", file=sys.stderr)
                     r = _run_worker(trees[name], [model, str(batch), "--runs", str(runs),
-                                                  "--seconds", str(seconds)])
+                                                  "--seconds", str(seconds)], malloc)
                     results.setdefault((model, batch, name), []).append(r)
     first = next(iter(trees))
     print(f"\n{seconds:g} s 4-channel clips, {os.cpu_count()} cores, {rounds} rounds x {runs} timed calls "
-          f"per tree (alternating processes), load average at the end {_load()}")
+          f"per tree (alternating processes), malloc: {malloc}, load average at the end {_load()}")
     print(f"{'model':<11} {'b':>2} {'tree':<8} {'wall s/clip med (min-max)':>26} {'CPU s/clip med (min-max)':>26} "
           f"{'faults/call':>11} {'compile s':>9} {'peak GB':>7} {'x wall':>6} {'x CPU':>6}")
     for model in models:
@@ -164,7 +178,7 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
                       f"{bc / statistics.median(cpu):>6.2f}")
 
 
-def startup(trees: dict[str, pathlib.Path], rounds: int) -> None:
+def startup(trees: dict[str, pathlib.Path], rounds: int, malloc: str) -> None:
     rows = {}
     for rnd in range(rounds):
         for name in (list(trees) if rnd % 2 == 0 else list(reversed(trees))):
@@ -172,7 +186,7 @@ def startup(trees: dict[str, pathlib.Path], rounds: int) -> None:
                 for state in ("cold", "warm"):
                     print(f"  round {rnd + 1}: startup {name} {state} (load {_load()})", file=sys.stderr)
                     r = _run_worker(trees[name], ["separator", "1", "--runs", "1", "--seconds", "1",
-                                                  "--cache-dir", cache])
+                                                  "--cache-dir", cache], malloc)
                     rows.setdefault((name, state), []).append(r)
     print(f"\nstart-up of the separator on a 1 s clip with a JAX persistent compilation cache, {rounds} "
           f"rounds, load average at the end {_load()}")
@@ -193,6 +207,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=3, help="timed calls per process")
     p.add_argument("--rounds", type=int, default=2, help="processes per (model, batch, tree)")
     p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--malloc", choices=sorted(MALLOC_ENV), default="cli",
+                   help="cli: each tree as its CLI sets it up (default); keep/default: the same for all trees")
     p.add_argument("--startup", action="store_true", help="measure cold vs warm start instead")
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
@@ -208,9 +224,9 @@ def main(argv=None) -> int:
             p.error(f"--tree {spec}: {tree} holds no s5jax package")
         trees[name if path else tree.name] = tree
     if args.startup:
-        startup(trees, args.rounds)
+        startup(trees, args.rounds, args.malloc)
     else:
-        compare(trees, args.models, args.batches, args.runs, args.rounds, args.seconds)
+        compare(trees, args.models, args.batches, args.runs, args.rounds, args.seconds, args.malloc)
     return 0
 
 

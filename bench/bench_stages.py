@@ -24,7 +24,7 @@ import statistics
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_compare import _load  # noqa: E402  (same folder)
+from bench_compare import MALLOC_ENV, _load, worker_env  # noqa: E402  (same folder)
 
 
 def _timed(fn, args, reps: int) -> dict:
@@ -162,11 +162,6 @@ def separator_stages(batch: int, reps: int) -> list:
 
 
 def worker(model: str, batch: int, reps: int) -> list:
-    try:
-        from s5jax import runtime
-        runtime.configure_from_env()
-    except ImportError:
-        pass
     stages = tagger_stages if model == "tagger" else separator_stages
     return [{"stage": n, "count": k, **r} for n, k, r in stages(batch, reps)]
 
@@ -177,6 +172,8 @@ def main(argv=None) -> int:
     p.add_argument("--models", nargs="+", default=["tagger", "separator"], choices=["tagger", "separator"])
     p.add_argument("--batch", type=int, default=1)
     p.add_argument("--reps", type=int, default=3)
+    p.add_argument("--malloc", choices=sorted(MALLOC_ENV), default="keep",
+                   help="glibc malloc for every tree (see bench_compare.py); default keep")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
@@ -190,9 +187,9 @@ def main(argv=None) -> int:
         res = {}
         for i, name in enumerate(trees if args.models.index(model) % 2 == 0 else reversed(trees)):
             print(f"  {model} {name} (load {_load()})", file=sys.stderr)
-            res[name] = _run_worker_stages(trees[name], model, args.batch, args.reps)
+            res[name] = _run_worker_stages(trees[name], model, args.batch, args.reps, args.malloc)
         print(f"\n{model}, 10 s 4-channel clip(s), batch {args.batch}, median of {args.reps} calls per stage, "
-              f"{os.cpu_count()} cores, load average {_load()}")
+              f"{os.cpu_count()} cores, malloc: {args.malloc}, load average {_load()}")
         head = f"{'stage':<34} {'x':>3}"
         for name in trees:
             head += f" | {name + ' CPU s':>12} {'wall s':>7} {'GFLOP':>7} {'GF/s wall':>9} {'GF/CPU s':>8}"
@@ -208,13 +205,12 @@ def main(argv=None) -> int:
     return 0
 
 
-def _run_worker_stages(tree: pathlib.Path, model: str, batch: int, reps: int) -> list:
+def _run_worker_stages(tree: pathlib.Path, model: str, batch: int, reps: int, malloc: str) -> list:
     import subprocess
 
-    env = dict(os.environ, PYTHONPATH=str(tree))
     r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", model,
-                        "--batch", str(batch), "--reps", str(reps)], cwd=tree, env=env, capture_output=True,
-                       text=True)
+                        "--batch", str(batch), "--reps", str(reps)], cwd=tree, env=worker_env(tree, malloc),
+                       capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"stage worker {model} in {tree} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
