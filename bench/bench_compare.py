@@ -145,7 +145,7 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, seconds, malloc) -> None:
+def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, seconds, mallocs) -> None:
     results: dict[tuple, list[dict]] = {}
     for rnd in range(rounds):
         order = list(trees) if rnd % 2 == 0 else list(reversed(trees))
@@ -154,13 +154,13 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
                 for name in order:
                     print(f"  round {rnd + 1}: {model} b{batch} {name} (load {_load()})", file=sys.stderr)
                     r = _run_worker(trees[name], [model, str(batch), "--runs", str(runs),
-                                                  "--seconds", str(seconds)], malloc)
+                                                  "--seconds", str(seconds)], mallocs[name])
                     results.setdefault((model, batch, name), []).append(r)
     first = next(iter(trees))
     print(f"\n{seconds:g} s 4-channel clips, {os.cpu_count()} cores, {rounds} rounds x {runs} timed calls "
-          f"per tree (alternating processes), malloc: {malloc}, load average at the end {_load()}")
+          f"per tree (alternating processes), load average at the end {_load()}")
     print(f"{'model':<11} {'b':>2} {'tree':<8} {'wall s/clip med (min-max)':>26} {'CPU s/clip med (min-max)':>26} "
-          f"{'faults/call':>11} {'compile s':>9} {'peak GB':>7} {'x wall':>6} {'x CPU':>6}")
+          f"{'faults/call':>11} {'compile s':>9} {'peak GB':>7} {'x wall':>6} {'x CPU':>6} malloc")
     for model in models:
         for batch in batches:
             base = results[(model, batch, first)]
@@ -175,10 +175,10 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
                 peak = max(r["peak_rss_gb"] for r in rs)
                 print(f"{model:<11} {batch:>2} {name:<8} {_spread(wall):>26} {_spread(cpu):>26} "
                       f"{faults:>11.0f} {comp:>9.1f} {peak:>7.2f} {bw / statistics.median(wall):>6.2f} "
-                      f"{bc / statistics.median(cpu):>6.2f}")
+                      f"{bc / statistics.median(cpu):>6.2f} {mallocs[name]}")
 
 
-def startup(trees: dict[str, pathlib.Path], rounds: int, malloc: str) -> None:
+def startup(trees: dict[str, pathlib.Path], rounds: int, mallocs: dict) -> None:
     rows = {}
     for rnd in range(rounds):
         for name in (list(trees) if rnd % 2 == 0 else list(reversed(trees))):
@@ -186,7 +186,7 @@ def startup(trees: dict[str, pathlib.Path], rounds: int, malloc: str) -> None:
                 for state in ("cold", "warm"):
                     print(f"  round {rnd + 1}: startup {name} {state} (load {_load()})", file=sys.stderr)
                     r = _run_worker(trees[name], ["separator", "1", "--runs", "1", "--seconds", "1",
-                                                  "--cache-dir", cache], malloc)
+                                                  "--cache-dir", cache], mallocs[name])
                     rows.setdefault((name, state), []).append(r)
     print(f"\nstart-up of the separator on a 1 s clip with a JAX persistent compilation cache, {rounds} "
           f"rounds, load average at the end {_load()}")
@@ -200,8 +200,9 @@ def startup(trees: dict[str, pathlib.Path], rounds: int, malloc: str) -> None:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
-                   help="a source tree to measure (repeat; the first is the reference of the ratios)")
+    p.add_argument("--tree", action="append", default=[], metavar="NAME=DIR[@MALLOC]",
+                   help="a source tree to measure (repeat; the first is the reference of the ratios); "
+                        "@keep / @default / @cli overrides --malloc for it (one tree twice: malloc alone)")
     p.add_argument("--models", nargs="+", default=["tagger-4ch", "separator", "system"], choices=MODELS)
     p.add_argument("--batches", type=int, nargs="+", default=[1])
     p.add_argument("--runs", type=int, default=3, help="timed calls per process")
@@ -216,17 +217,21 @@ def main(argv=None) -> int:
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.runs, args.seconds, args.cache_dir)))
         return 0
-    trees = {}
+    trees, mallocs = {}, {}
     for spec in args.tree or ["new=."]:
+        spec, _, malloc = spec.partition("@")
         name, _, path = spec.partition("=")
         tree = pathlib.Path(path or name).resolve()
         if not (tree / "s5jax" / "__init__.py").is_file():
             p.error(f"--tree {spec}: {tree} holds no s5jax package")
-        trees[name if path else tree.name] = tree
+        if malloc and malloc not in MALLOC_ENV:
+            p.error(f"--tree {spec}@{malloc}: malloc must be one of {', '.join(MALLOC_ENV)}")
+        name = name if path else tree.name
+        trees[name], mallocs[name] = tree, malloc or args.malloc
     if args.startup:
-        startup(trees, args.rounds, args.malloc)
+        startup(trees, args.rounds, mallocs)
     else:
-        compare(trees, args.models, args.batches, args.runs, args.rounds, args.seconds, args.malloc)
+        compare(trees, args.models, args.batches, args.runs, args.rounds, args.seconds, mallocs)
     return 0
 
 
