@@ -120,7 +120,7 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
 # so a comparison measures the code alone
 MALLOC_ENV = {"cli": {},
               "keep": {"S5JAX_MALLOC": "default", "MALLOC_MMAP_MAX_": "0", "MALLOC_ARENA_MAX": "1",
-                       "MALLOC_TRIM_THRESHOLD_": str(2 ** 31 - 1)},
+                       "MALLOC_TRIM_THRESHOLD_": str(2 ** 64 - 1)},
               "default": {"S5JAX_MALLOC": "default"}}
 
 

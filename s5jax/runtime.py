@@ -8,7 +8,9 @@ kernel), and a bigger batch pays more of them per clip. `keep_freed_memory()` te
 what it frees and reuse it instead:
 
     M_MMAP_MAX = 0          no mmap-backed blocks: large buffers come from the heap and are reused
-    M_TRIM_THRESHOLD = max  never give the heap top back to the kernel
+    M_TRIM_THRESHOLD = -1   never give the heap top back to the kernel (glibc stores it as size_t:
+                            SIZE_MAX; a finite threshold such as 2 GB is crossed by the separator's
+                            free heap top after a call, and the next call faults it all in again)
     M_ARENA_MAX = 1         one heap for all threads (XLA's worker threads allocate too)
 
 The price is that the process keeps its peak heap until it exits (peak RSS itself does not grow).
@@ -34,7 +36,6 @@ MALLOC_MODES = ("keep", "default")
 _M_TRIM_THRESHOLD = -1
 _M_MMAP_MAX = -4
 _M_ARENA_MAX = -8
-_INT_MAX = 2 ** 31 - 1
 
 
 def _libc():
@@ -56,8 +57,7 @@ def keep_freed_memory() -> bool:
     mallopt = libc.mallopt
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    # mallopt takes an int; INT_MAX bytes (2 GB) of free heap top are kept, enough for any activation
-    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, _INT_MAX), (_M_ARENA_MAX, 1))
+    settings = ((_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, -1), (_M_ARENA_MAX, 1))
     return all(mallopt(param, value) == 1 for param, value in settings)
 
 
