@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from . import runtime
 from .errors import S5Error
 
 
@@ -115,6 +116,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        runtime.configure_from_env()      # before JAX allocates anything; S5JAX_MALLOC=default opts out
         return args.func(args)
     except S5Error as e:
         print(f"s5jax: error: {e}", file=sys.stderr)

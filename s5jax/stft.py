@@ -2,10 +2,14 @@
 
 torchlibrosa computes the STFT as a strided Conv1d whose kernels are the windowed DFT matrix, and the
 ISTFT as a 1x1 Conv1d (windowed inverse DFT per frame) followed by `F.fold` overlap-add and a division
-by the summed squared window. Here both are matmuls with numpy-precomputed kernels, and framing /
-overlap-add are a few static shifted slices over the signal cut into hops: frame t covers hops
-t .. t+Q-1 (Q = ceil(n_fft / hop)), so no gather or scatter is needed. The M2D tagger's log-mel front
-end uses the same `stft`.
+by the summed squared window. Here both use the FFT (jnp.fft.rfft / irfft on windowed frames): the
+same sums in O(n log n) instead of O(n^2) per frame (29 -> 0.4 GFLOP per 10 s 4-channel clip for the
+separator), equal to the DFT-matrix form to float32 rounding. Framing / overlap-add are a few static
+shifted slices over the signal cut into hops: frame t covers hops t .. t+Q-1 (Q = ceil(n_fft / hop)),
+so no gather or scatter is needed. The M2D tagger's log-mel front end uses the same `stft`.
+
+The conv-kernel buffers below are what the official checkpoints hold; conversion checks them against
+these, and they define the transform the FFT computes.
 
 Layouts: signals [..., samples]; spectra [..., frames, n_fft // 2 + 1] (real and imaginary parts).
 With center=True and reflect padding of n_fft // 2: frames = samples // hop + 1.
@@ -17,8 +21,6 @@ from functools import lru_cache
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-HIGHEST = jax.lax.Precision.HIGHEST
 
 
 # ------------------------------------------------------------------ kernels (numpy, float64 -> float32)
@@ -52,32 +54,6 @@ def istft_conv_kernels(n_fft: int) -> tuple[np.ndarray, np.ndarray]:
 def ola_window(n_fft: int) -> np.ndarray:
     """The official `base.istft.ola_window` buffer [n_fft]: the squared Hann window."""
     return (hann_window(n_fft) ** 2).astype(np.float32)
-
-
-@lru_cache(maxsize=8)
-def _forward_kernel(n_fft: int) -> np.ndarray:
-    """[n_fft, 2 * bins]: frame -> (real | imag) of the windowed DFT (same values as the conv kernels)."""
-    real, imag = stft_conv_kernels(n_fft)
-    return np.concatenate([real[:, 0, :].T, imag[:, 0, :].T], axis=1)
-
-
-@lru_cache(maxsize=8)
-def _inverse_kernel(n_fft: int) -> np.ndarray:
-    """[2 * bins, n_fft]: (real | imag) of a one-sided spectrum -> windowed frame.
-
-    torchlibrosa mirrors the one-sided spectrum to the full one (real even, imaginary odd) and applies
-    the full inverse DFT; folding the mirrored half into the kernel gives the same sum with weight 2 on
-    bins 1 .. n_fft/2 - 1. The imaginary parts of bins 0 and n_fft/2 meet sin = 0 in both forms."""
-    bins = n_fft // 2 + 1
-    k = np.arange(bins)[:, None]
-    n = np.arange(n_fft)[None, :]
-    ang = 2.0 * np.pi * ((k * n) % n_fft) / n_fft
-    weight = np.full((bins, 1), 2.0)
-    weight[0] = weight[-1] = 1.0
-    win = hann_window(n_fft)[None, :] / n_fft
-    real = weight * np.cos(ang) * win
-    imag = -weight * np.sin(ang) * win
-    return np.concatenate([real, imag], axis=0).astype(np.float32)
 
 
 def _hops_per_frame(n_fft: int, hop: int) -> int:
@@ -117,18 +93,16 @@ def overlap_add(frames: jax.Array, hop: int) -> jax.Array:
     return out.reshape(*lead, (t + q - 1) * hop)[..., :(t - 1) * hop + n_fft]
 
 
-def stft(x: jax.Array, n_fft: int = 1024, hop: int = 160,
-         precision=HIGHEST) -> tuple[jax.Array, jax.Array]:
+def stft(x: jax.Array, n_fft: int = 1024, hop: int = 160) -> tuple[jax.Array, jax.Array]:
     """Centred STFT (reflect padding n_fft // 2, periodic Hann). x [..., samples] ->
     (real, imag), each [..., frames, n_fft // 2 + 1] with frames = samples // hop + 1."""
     pad = n_fft // 2
     if x.shape[-1] <= pad:
         raise ValueError(f"signal of {x.shape[-1]} samples is too short for reflect padding of {pad}")
     x = jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(pad, pad)], mode="reflect")
-    frames = frame_signal(x, n_fft, hop)
-    spec = jnp.matmul(frames, jnp.asarray(_forward_kernel(n_fft)), precision=precision)
-    bins = n_fft // 2 + 1
-    return spec[..., :bins], spec[..., bins:]
+    frames = frame_signal(x, n_fft, hop) * jnp.asarray(hann_window(n_fft), jnp.float32)
+    spec = jnp.fft.rfft(frames, axis=-1)        # sum_n x[n] w[n] e^{-2 pi i k n / N}: the conv kernels' sign
+    return jnp.real(spec), jnp.imag(spec)
 
 
 @lru_cache(maxsize=64)
@@ -141,15 +115,16 @@ def _window_sum(frames: int, n_fft: int, hop: int) -> np.ndarray:
     return np.maximum(total, 1e-11).astype(np.float32)
 
 
-def istft(real: jax.Array, imag: jax.Array, length: int, n_fft: int = 1024, hop: int = 160,
-          precision=HIGHEST) -> jax.Array:
+def istft(real: jax.Array, imag: jax.Array, length: int, n_fft: int = 1024, hop: int = 160) -> jax.Array:
     """Inverse of `stft`: (real, imag) [..., frames, n_fft // 2 + 1] -> signal [..., length].
 
     Inverse DFT per frame (windowed), overlap-add, divide by the summed squared window, drop the
-    centre padding."""
+    centre padding. torchlibrosa mirrors the one-sided spectrum to the full one (real even, imaginary
+    odd) and keeps the real part of the full inverse DFT: that is irfft, which likewise ignores the
+    imaginary parts of bins 0 and n_fft/2 (they meet sin = 0)."""
     frames = real.shape[-2]
-    spec = jnp.concatenate([real, imag], axis=-1)
-    y = jnp.matmul(spec, jnp.asarray(_inverse_kernel(n_fft)), precision=precision)
+    y = jnp.fft.irfft(jax.lax.complex(real, imag), n=n_fft, axis=-1)        # includes the 1 / n_fft
+    y = y * jnp.asarray(hann_window(n_fft), jnp.float32)
     y = overlap_add(y, hop) / jnp.asarray(_window_sum(frames, n_fft, hop))
     start = n_fft // 2
     if start + length > y.shape[-1]:

@@ -46,6 +46,38 @@ def test_stft_matches_numpy_rfft():
     assert err < 1e-6
 
 
+def test_istft_equals_official_conv_form():
+    """The FFT ISTFT equals torchlibrosa's form (mirrored spectrum, conv kernels, fold, window sum) in
+    float64, on an arbitrary spectrum (not the STFT of a signal; imaginary DC/Nyquist parts non-zero)."""
+    rng = np.random.default_rng(3)
+    t, n_fft, hop, length = 12, 1024, 160, 1500
+    real, imag = rng.standard_normal((2, 2, t, n_fft // 2 + 1))
+    full_re = np.concatenate([real, real[..., -2:0:-1]], axis=-1)
+    full_im = np.concatenate([imag, -imag[..., -2:0:-1]], axis=-1)
+    ir, ii = (k[:, :, 0].astype(np.float64) for k in stft.istft_conv_kernels(n_fft))
+    frames = full_re @ ir.T - full_im @ ii.T                        # [2, t, n_fft]
+    out = np.zeros((2, (t - 1) * hop + n_fft))
+    win = np.zeros((t - 1) * hop + n_fft)
+    for j in range(t):
+        out[:, j * hop:j * hop + n_fft] += frames[:, j]
+        win[j * hop:j * hop + n_fft] += stft.ola_window(n_fft)
+    ref = (out / np.maximum(win, 1e-11))[:, n_fft // 2:n_fft // 2 + length]
+    ours = np.asarray(stft.istft(jnp.asarray(real, jnp.float32), jnp.asarray(imag, jnp.float32), length))
+    assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 1e-6
+
+
+def test_stft_equals_official_conv_form():
+    """The FFT STFT equals the official conv kernels applied to the reflect-padded frames (float64)."""
+    x = np.random.default_rng(4).standard_normal((3, 4000))
+    re, im = stft.stft(jnp.asarray(x, jnp.float32))
+    padded = np.pad(x, ((0, 0), (512, 512)), mode="reflect")
+    frames = np.stack([padded[:, t * 160:t * 160 + 1024] for t in range(re.shape[1])], axis=1)
+    kr, ki = (k[:, 0, :].astype(np.float64) for k in stft.stft_conv_kernels(1024))
+    for ours, kernel in ((re, kr), (im, ki)):
+        ref = frames @ kernel.T
+        assert np.linalg.norm(np.asarray(ours) - ref) / np.linalg.norm(ref) < 1e-6
+
+
 @pytest.mark.parametrize("samples", [513, 1000, 4801, 32000])
 def test_stft_istft_round_trip(samples):
     x = np.random.default_rng(samples).standard_normal((3, samples)).astype(np.float32)

@@ -149,7 +149,7 @@ def log_mel(waveform: jax.Array, cfg: M2DConfig) -> jax.Array:
     n_fft, hop = cfg.n_fft, cfg.hop
     # the same centred, reflect-padded, periodic-Hann STFT as the separator's front end (the DFT sign
     # convention differs from nnAudio's wsin, which the power spectrum does not see)
-    real, imag = stft(waveform.astype(jnp.float32), n_fft, hop, precision=cfg.lax_precision)
+    real, imag = stft(waveform.astype(jnp.float32), n_fft, hop)
     power = real ** 2 + imag ** 2                                          # [batch, frames, bins]
     mel_basis = mel_filterbank(cfg.sample_rate, n_fft, cfg.n_mels, cfg.fmin, cfg.fmax)
     mel = jnp.einsum("mk,bfk->bmf", jnp.asarray(mel_basis), power, precision=cfg.lax_precision)
@@ -168,12 +168,14 @@ class Attention(nn.Module):
         b, n, d = x.shape
         h = cfg.num_heads
         qkv = nn.Dense(3 * d, precision=cfg.lax_precision, name="qkv")(x)
-        qkv = qkv.reshape(b, n, 3, h, d // h)
-        q, k, v = qkv[:, :, 0], qkv[:, :, 1], qkv[:, :, 2]                # [batch, tokens, heads, hd]
+        # heads to a batch axis once, so both products are plain batched matmuls (no per-product
+        # transposes inside the dots)
+        q, k, v = qkv.reshape(b, n, 3, h, d // h).transpose(2, 0, 3, 1, 4)  # each [batch, heads, tokens, hd]
         q = q * (d // h) ** -0.5
-        att = jnp.einsum("bqhc,bkhc->bhqk", q, k, precision=cfg.lax_precision)
+        att = jnp.matmul(q, k.swapaxes(-1, -2), precision=cfg.lax_precision)   # [batch, heads, q, k]
         att = jax.nn.softmax(att, axis=-1)
-        out = jnp.einsum("bhqk,bkhc->bqhc", att, v, precision=cfg.lax_precision).reshape(b, n, d)
+        out = jnp.matmul(att, v, precision=cfg.lax_precision)                 # [batch, heads, q, hd]
+        out = out.transpose(0, 2, 1, 3).reshape(b, n, d)
         return nn.Dense(d, precision=cfg.lax_precision, name="proj")(out)
 
 

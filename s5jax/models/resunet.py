@@ -200,7 +200,7 @@ class ResUNetBase(nn.Module):
     def __call__(self, mixture, condition):
         c, p = self.cfg, self.cfg.lax_precision
         b, ch, length = mixture.shape
-        re, im = stft_lib.stft(mixture, c.n_fft, c.hop, precision=p)     # [B, C, T, F]
+        re, im = stft_lib.stft(mixture, c.n_fft, c.hop)                   # [B, C, T, F]
         mag, cos, sin = stft_lib.magphase(re, im)
         frames = mag.shape[2]
 
@@ -239,7 +239,7 @@ class ResUNetBase(nn.Module):
         mix = lambda z: out_conv(z.reshape(b, frames, z.shape[2] * c.num_slots, ch)).reshape(
             b, frames, -1, c.num_slots).transpose(0, 3, 1, 2)           # -> [B, S, T, F]
         stem_re, stem_im = mix(out_mag * out_cos), mix(out_mag * out_sin)
-        stems = stft_lib.istft(stem_re, stem_im, length, c.n_fft, c.hop, precision=p)  # [B, S, L]
+        stems = stft_lib.istft(stem_re, stem_im, length, c.n_fft, c.hop)  # [B, S, L]
         return stems, {"mag": mag, "mask_mag": mask_mag.transpose(0, 3, 4, 1, 2)}
 
 

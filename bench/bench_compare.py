@@ -1,0 +1,239 @@
+"""Side-by-side speed of two or more source trees of s5jax in one run (e.g. main vs this branch).
+
+    git archive main | tar -x -C /tmp/base       # or: git worktree add /tmp/base main
+    python bench/bench_compare.py --tree base=/tmp/base --tree new=. \
+        [--models tagger-4ch separator system] [--batches 1 4] [--runs 3] [--rounds 2] [--seconds 10]
+    python bench/bench_compare.py --tree base=/tmp/base --tree new=. --startup   # cold vs warm start
+
+Every (round, model, batch, tree) is a fresh subprocess with PYTHONPATH=tree, so each tree runs its own
+code and its own peak RSS is measured; trees alternate inside a round and their order flips between
+rounds, so load changes on a shared machine hit all trees alike. A worker converts synthetic weights
+of the full-size official model (`s5jax.demo.synthetic_state_dict`, the real conversion), jits the
+plain forward pass (`system` = 4-ch tagger -> silence last -> separator, `pipeline.make_baseline`),
+compiles and warms up once, then times `--runs` calls: wall (perf_counter), CPU (process_time, all
+threads) and minor page faults per call. The process is set up as the `s5jax` CLI sets it up
+(`s5jax.runtime.configure_from_env()` when the tree has it), or, with `--malloc keep|default`, with
+the same glibc malloc behaviour for every tree (to measure code changes alone).
+
+Printed: per tree, median and spread (min-max over all timed calls of all rounds) of wall s/clip and
+CPU s/clip, faults per call, compile s, peak RSS; and each tree's ratio to the first tree (median over
+median: >1 = faster). Prefer the CPU column on a busy machine; note `uptime` with the figures.
+
+--startup: per tree, two processes with one fresh JAX persistent compilation cache folder (cold, then
+warm) time import, model set-up and the first call of the separator on a 1 s clip (compile + run).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import pathlib
+import statistics
+import subprocess
+import sys
+import tempfile
+
+MODELS = ("tagger-4ch", "tagger-1ch", "separator", "system")
+
+
+# ------------------------------------------------------------------ worker (runs inside one tree)
+def _setup_process() -> str:
+    """What the CLI does at start, if this tree's s5jax has it."""
+    try:
+        from s5jax import runtime
+    except ImportError:
+        return "n/a"
+    return runtime.configure_from_env()
+
+
+def _apply_fns(model: str):
+    """(jittable fn(variables, mixture), variables) for `model`, built from synthetic official weights."""
+    import jax.numpy as jnp
+
+    from s5jax.demo import synthetic_state_dict
+    from s5jax.models.m2d import M2DConfig, M2DTagger, convert_tagger_state_dict
+    from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator, convert_separator_state_dict
+
+    def load(kind):
+        sd = {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()}
+        if kind == "separator":
+            cfg, var = convert_separator_state_dict(sd, kind)
+            return ResUNetSeparator(ResUNetConfig.from_dict(cfg)), var
+        cfg, var = convert_tagger_state_dict(sd, kind, kind)
+        return M2DTagger(M2DConfig.from_dict(cfg)), var
+
+    if model in ("tagger-4ch", "tagger-1ch"):
+        tagger, tv = load(model)
+        return (lambda v, mix: tagger.apply(v, mix)[0]), tv
+    sep, sv = load("separator")
+    sep_apply = lambda v, mix, q: sep.apply(v, mix, q)[0]
+    if model == "separator":
+        q = jnp.zeros((1, 54), jnp.float32).at[0, jnp.array([3, 18 + 15, 36 + 17])].set(1.0)
+        return (lambda v, mix: sep_apply(v, mix, jnp.broadcast_to(q, (mix.shape[0], 54)))), sv
+    from s5jax.pipeline import make_baseline
+
+    tagger, tv = load("tagger-4ch")
+    baseline = make_baseline(lambda v, mix: tagger.apply(v, mix)[0], sep_apply)
+    return (lambda v, mix: baseline(v[0], v[1], mix)), (tv, sv)
+
+
+def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | None) -> dict:
+    import resource
+    import time
+
+    t_start = time.perf_counter()
+    c_start = time.process_time()
+    malloc = _setup_process()
+    import jax
+    import numpy as np
+
+    if cache_dir:
+        jax.config.update("jax_compilation_cache_dir", cache_dir)
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    fn, variables = _apply_fns(model)
+    variables = jax.device_put(variables)
+    rng = np.random.default_rng(0)
+    mix = jax.device_put((0.1 * rng.standard_normal((batch, 4, int(seconds * 32000)))).astype(np.float32))
+    jitted = jax.jit(fn)
+    t_ready, c_ready = time.perf_counter(), time.process_time()
+    jax.block_until_ready(jitted(variables, mix))              # compile + first run
+    first_wall, first_cpu = time.perf_counter() - t_ready, time.process_time() - c_ready
+    out = {"model": model, "batch": batch, "malloc": malloc, "setup_wall": t_ready - t_start,
+           "setup_cpu": c_ready - c_start, "first_wall": first_wall, "first_cpu": first_cpu}
+    wall, cpu, faults = [], [], []
+    for _ in range(runs):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0, c0 = time.perf_counter(), time.process_time()
+        jax.block_until_ready(jitted(variables, mix))
+        wall.append((time.perf_counter() - t0) / batch)
+        cpu.append((time.process_time() - c0) / batch)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    out.update(wall=wall, cpu=cpu, faults=faults,
+               peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+    return out
+
+
+# ------------------------------------------------------------------ driver
+# --malloc: "cli" = each tree as its own CLI sets the process up; "keep" / "default" = the same glibc
+# malloc behaviour for every tree (set through glibc's environment variables before the process starts),
+# so a comparison measures the code alone
+MALLOC_ENV = {"cli": {},
+              "keep": {"S5JAX_MALLOC": "default", "MALLOC_MMAP_MAX_": "0", "MALLOC_ARENA_MAX": "1",
+                       "MALLOC_TRIM_THRESHOLD_": str(2 ** 64 - 1)},
+              "default": {"S5JAX_MALLOC": "default"}}
+
+
+def worker_env(tree: pathlib.Path, malloc: str) -> dict:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    return dict(env, PYTHONPATH=str(tree), **MALLOC_ENV[malloc])
+
+
+def _run_worker(tree: pathlib.Path, args: list[str], malloc: str = "cli") -> dict:
+    r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", *args],
+                       cwd=tree, env=worker_env(tree, malloc), capture_output=True, text=True)
+    if r.returncode:
+        raise SystemExit(f"worker {args} in {tree} failed:\n{r.stderr[-2000:]}")
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _spread(values) -> str:
+    return f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f})"
+
+
+def _load() -> str:
+    return " ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, seconds, mallocs) -> None:
+    results: dict[tuple, list[dict]] = {}
+    for rnd in range(rounds):
+        order = list(trees) if rnd % 2 == 0 else list(reversed(trees))
+        for model in models:
+            for batch in batches:
+                for name in order:
+                    print(f"  round {rnd + 1}: {model} b{batch} {name} (load {_load()})", file=sys.stderr)
+                    r = _run_worker(trees[name], [model, str(batch), "--runs", str(runs),
+                                                  "--seconds", str(seconds)], mallocs[name])
+                    results.setdefault((model, batch, name), []).append(r)
+    first = next(iter(trees))
+    print(f"\n{seconds:g} s 4-channel clips, {os.cpu_count()} cores, {rounds} rounds x {runs} timed calls "
+          f"per tree (alternating processes), load average at the end {_load()}")
+    print(f"{'model':<11} {'b':>2} {'tree':<8} {'wall s/clip med (min-max)':>26} {'CPU s/clip med (min-max)':>26} "
+          f"{'faults/call':>11} {'compile s':>9} {'peak GB':>7} {'x wall':>6} {'x CPU':>6} malloc")
+    for model in models:
+        for batch in batches:
+            base = results[(model, batch, first)]
+            bw = statistics.median(w for r in base for w in r["wall"])
+            bc = statistics.median(c for r in base for c in r["cpu"])
+            for name in trees:
+                rs = results[(model, batch, name)]
+                wall = [w for r in rs for w in r["wall"]]
+                cpu = [c for r in rs for c in r["cpu"]]
+                faults = statistics.median(f for r in rs for f in r["faults"])
+                comp = statistics.median(r["first_wall"] - statistics.median(r["wall"]) * batch for r in rs)
+                peak = max(r["peak_rss_gb"] for r in rs)
+                print(f"{model:<11} {batch:>2} {name:<8} {_spread(wall):>26} {_spread(cpu):>26} "
+                      f"{faults:>11.0f} {comp:>9.1f} {peak:>7.2f} {bw / statistics.median(wall):>6.2f} "
+                      f"{bc / statistics.median(cpu):>6.2f} {mallocs[name]}")
+
+
+def startup(trees: dict[str, pathlib.Path], rounds: int, mallocs: dict) -> None:
+    rows = {}
+    for rnd in range(rounds):
+        for name in (list(trees) if rnd % 2 == 0 else list(reversed(trees))):
+            with tempfile.TemporaryDirectory(prefix="s5jax_bench_cache_") as cache:
+                for state in ("cold", "warm"):
+                    print(f"  round {rnd + 1}: startup {name} {state} (load {_load()})", file=sys.stderr)
+                    r = _run_worker(trees[name], ["separator", "1", "--runs", "1", "--seconds", "1",
+                                                  "--cache-dir", cache], mallocs[name])
+                    rows.setdefault((name, state), []).append(r)
+    print(f"\nstart-up of the separator on a 1 s clip with a JAX persistent compilation cache, {rounds} "
+          f"rounds, load average at the end {_load()}")
+    print(f"{'tree':<8} {'cache':<5} {'set-up wall / CPU s':>20} {'first call wall / CPU s':>24} {'total wall / CPU s':>20}")
+    for (name, state), rs in rows.items():
+        med = lambda k: statistics.median(r[k] for r in rs)
+        print(f"{name:<8} {state:<5} {med('setup_wall'):>9.2f} / {med('setup_cpu'):<8.2f} "
+              f"{med('first_wall'):>11.2f} / {med('first_cpu'):<10.2f} "
+              f"{med('setup_wall') + med('first_wall'):>9.2f} / {med('setup_cpu') + med('first_cpu'):<8.2f}")
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--tree", action="append", default=[], metavar="NAME=DIR[@MALLOC]",
+                   help="a source tree to measure (repeat; the first is the reference of the ratios); "
+                        "@keep / @default / @cli overrides --malloc for it (one tree twice: malloc alone)")
+    p.add_argument("--models", nargs="+", default=["tagger-4ch", "separator", "system"], choices=MODELS)
+    p.add_argument("--batches", type=int, nargs="+", default=[1])
+    p.add_argument("--runs", type=int, default=3, help="timed calls per process")
+    p.add_argument("--rounds", type=int, default=2, help="processes per (model, batch, tree)")
+    p.add_argument("--seconds", type=float, default=10.0)
+    p.add_argument("--malloc", choices=sorted(MALLOC_ENV), default="cli",
+                   help="cli: each tree as its CLI sets it up (default); keep/default: the same for all trees")
+    p.add_argument("--startup", action="store_true", help="measure cold vs warm start instead")
+    p.add_argument("--cache-dir", help=argparse.SUPPRESS)
+    p.add_argument("--worker", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.worker:
+        print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.runs, args.seconds, args.cache_dir)))
+        return 0
+    trees, mallocs = {}, {}
+    for spec in args.tree or ["new=."]:
+        spec, _, malloc = spec.partition("@")
+        name, _, path = spec.partition("=")
+        tree = pathlib.Path(path or name).resolve()
+        if not (tree / "s5jax" / "__init__.py").is_file():
+            p.error(f"--tree {spec}: {tree} holds no s5jax package")
+        if malloc and malloc not in MALLOC_ENV:
+            p.error(f"--tree {spec}@{malloc}: malloc must be one of {', '.join(MALLOC_ENV)}")
+        name = name if path else tree.name
+        trees[name], mallocs[name] = tree, malloc or args.malloc
+    if args.startup:
+        startup(trees, args.rounds, mallocs)
+    else:
+        compare(trees, args.models, args.batches, args.runs, args.rounds, args.seconds, mallocs)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
