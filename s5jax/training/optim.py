@@ -20,7 +20,7 @@ def clip_by_global_norm_torch(max_norm: float) -> optax.GradientTransformation:
 
     def update(updates, state, params=None):
         del params
-        norm = optax.global_norm(updates)
+        norm = optax.tree.norm(updates)
         coef = jnp.minimum(1.0, max_norm / (norm + 1e-6))
         return jax.tree.map(lambda g: (g * coef).astype(g.dtype), updates), state
 
@@ -44,8 +44,9 @@ def adamw_amsgrad_torch(learning_rate: float | Callable[[jax.Array], jax.Array],
     """
 
     def init(params):
-        zeros = jax.tree.map(jnp.zeros_like, params)
-        return AmsgradState(jnp.zeros([], jnp.int32), zeros, zeros, zeros)
+        def zeros():  # three separate trees: a shared buffer could not be donated to a jitted step
+            return jax.tree.map(jnp.zeros_like, params)
+        return AmsgradState(jnp.zeros([], jnp.int32), zeros(), zeros(), zeros())
 
     def update(grads, state, params=None):
         lr = learning_rate(state.count) if callable(learning_rate) else learning_rate
