@@ -135,7 +135,8 @@ def test_kill_and_resume_continues_bit_identically(data, tmp_path, jax_cache):
     for k in a:
         np.testing.assert_array_equal(a[k], b[k], err_msg=k)
     # a resume with other settings is refused, naming the difference
-    cfg2 = write_json(tmp_path / "cfg2.json", tagger_cfg(data, tmp_path / "killed", steps=steps, lr=5e-4))
+    cfg2 = write_json(tmp_path / "cfg2.json", tagger_cfg(data, tmp_path / "killed", steps=steps, save_every=1,
+                                                        valid_every=4, lr=5e-4))
     r = run_cli(["train", "tagger", cfg2, "--quiet"], env)
     assert r.returncode == 2 and "other settings (lr)" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
