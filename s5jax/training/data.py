@@ -53,12 +53,14 @@ def _parse_absl_flags() -> None:
 
 
 class TrainBatches:
-    """An iterator over batches `start..steps-1` with `state()` / `restore(state)` for checkpoints."""
+    """An iterator over batches `start..steps-1` with `state()` / `restore(state)` for checkpoints.
+    A state restores into a pipeline of the same `start` and worker count; with another worker count,
+    build the pipeline with `start` = the step reached instead (same batches, since each is pure)."""
 
-    def __init__(self, maker: BatchMaker, steps: int, workers: int = 0, prefetch: int = 2):
+    def __init__(self, maker: BatchMaker, steps: int, workers: int = 0, prefetch: int = 2, start: int = 0):
         import grain
 
-        ds = grain.MapDataset.range(0, steps).map(maker)
+        ds = grain.MapDataset.range(start, steps).map(maker)
         if workers > 0:
             _parse_absl_flags()
             self._dataset = ds.to_iter_dataset(grain.ReadOptions(num_threads=0, prefetch_buffer_size=0)).mp_prefetch(

@@ -189,10 +189,15 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
     """Train as `cfg` says, resuming from OUT when it holds this run. `stop_after`: leave after that many
     steps of this invocation (for tests and time-boxed jobs; a later call resumes)."""
     primary = jax.process_index() == 0
-    resuming = _prepare_out(cfg, primary)
+    if primary:                              # the primary process creates OUT; the others then find it
+        resuming = _prepare_out(cfg, primary)
+        vsynth, vspecs = _valid_specs(cfg, primary)
+    _barrier("s5jax-train-out")
+    if not primary:
+        resuming = _prepare_out(cfg, primary)
+        vsynth, vspecs = _valid_specs(cfg, primary)
     synth = SceneSynth(cfg.data_root, cfg.train_split, cfg.synth_config())
     synth.check_rooms()
-    vsynth, vspecs = _valid_specs(cfg, primary)
     task, variables, start = st.initial_task(cfg)
     if task.is_tagger and cfg.synth_config().seconds * 32000 < task.cfg.n_fft:
         raise ConfigError("synth.seconds is too short for the tagger's STFT")
@@ -215,7 +220,7 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
                        with_refs=not task.is_tagger)
     batches = TrainBatches(maker, cfg.steps, cfg.workers, cfg.prefetch)
     last_mngr, best_mngr = _managers(cfg.out)
-    step0, best = 0, None
+    step0, best, data_start = 0, None, 0
     if resuming and last_mngr.latest_step() is not None:
         state, extra = _restore(last_mngr, last_mngr.latest_step(), state)
         step0, best = int(extra["step"]), extra.get("best_valid_loss")
@@ -225,8 +230,8 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
             batches.restore(extra["data"])
         else:                                # another worker count: same batches, from the step
             batches.close()
-            batches = TrainBatches(maker, cfg.steps, cfg.workers, cfg.prefetch)
-            batches.restore(_skip_state(batches, step0))
+            batches = TrainBatches(maker, cfg.steps, cfg.workers, cfg.prefetch, start=step0)
+            data_start = step0
     result = TrainResult(cfg.out, step0, step0, best_valid_loss=best)
     log = _Log(cfg.out, primary, step0)
     if primary:
@@ -266,7 +271,7 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
                         _export(cfg, task, state, "best", f"{cfg.out} step {step}")
             if step % cfg.save_every == 0 or step == cfg.steps:
                 _save(last_mngr, step, state, {"step": step, "best_valid_loss": best, "data": batches.state(),
-                                               "data_workers": cfg.workers})
+                                               "data_workers": cfg.workers if data_start == 0 else -1})
         if step == cfg.steps and primary:
             _export(cfg, task, state, "last", f"{cfg.out} step {step}")
         result.steps_done, result.best_valid_loss = step, best
@@ -278,11 +283,11 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
         log.close()
 
 
-def _skip_state(batches: TrainBatches, step: int) -> dict:
-    s = batches.state()
-    if "next_index" not in s:
-        raise S5Error("cannot position a multi-worker data pipeline; resume with the run's worker count")
-    return {**s, "next_index": step}
+def _barrier(name: str) -> None:
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices(name)
 
 
 def _export(cfg: TrainConfig, task: st.Task, state, name: str, source: str) -> None:
