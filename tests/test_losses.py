@@ -82,27 +82,31 @@ def test_optimizer_matches_torch_adamw_amsgrad_with_clipping():
     w0 = rng.standard_normal((5, 3)).astype(np.float32)
     x = rng.standard_normal((16, 5)).astype(np.float32)
     y = rng.standard_normal((16, 3)).astype(np.float32)
+    # large gradients, then small ones: the raw second moment falls and AMSGrad's running maximum (not the
+    # current moment) sets the step; the first steps are clipped at norm 0.5
+    scales = np.concatenate([np.full(10, 3.0), np.full(20, 0.01)]).astype(np.float32)
     w = torch.tensor(w0, requires_grad=True)
     opt = torch.optim.AdamW([w], lr=1e-2, amsgrad=True, weight_decay=0.0)
-    for _ in range(20):
+    trajectory = []
+    for s in scales:
         opt.zero_grad()
-        ((torch.tensor(x) @ w - torch.tensor(y)) ** 2).mean().backward()
+        (s * (torch.tensor(x) @ w - torch.tensor(y)) ** 2).mean().backward()
         torch.nn.utils.clip_grad_norm_([w], 0.5)
         opt.step()
-    ref = w.detach().numpy()
+        trajectory.append(w.detach().numpy().copy())
 
-    def run(tx):
-        p = {"w": w0}
-        state = tx.init(p)
-        grad = jax.grad(lambda p: ((x @ p["w"] - y) ** 2).mean())
-        for _ in range(20):
-            u, state = tx.update(grad(p), state, p)
+    def max_error(tx):
+        p, state, err = {"w": w0}, tx.init({"w": w0}), 0.0
+        for s, ref in zip(scales, trajectory):
+            g = jax.grad(lambda p: (s * (x @ p["w"] - y) ** 2).mean())(p)
+            u, state = tx.update(g, state, p)
             p = optax.apply_updates(p, u)
-        return np.linalg.norm(np.asarray(p["w"]) - ref) / np.linalg.norm(ref - w0)
+            err = max(err, float(np.abs(np.asarray(p["w"]) - ref).max()))
+        return err
 
-    assert run(official_optimizer(1e-2, clip=0.5)) < 5e-5
+    assert max_error(official_optimizer(1e-2, clip=0.5)) < 1e-5          # measured 1.7e-6
     # optax's own AMSGrad (bias correction before the max) does not follow torch: the reason for ours
-    assert run(optax.chain(optax.clip_by_global_norm(0.5), optax.scale_by_amsgrad(), optax.scale(-1e-2))) > 1e-2
+    assert max_error(optax.chain(optax.clip_by_global_norm(0.5), optax.scale_by_amsgrad(), optax.scale(-1e-2))) > 1e-2
 
 
 def test_batchnorm_train_mode_matches_torch():
