@@ -28,9 +28,9 @@ def write_sofa(path, irs, rate=SAMPLE_RATE, azimuths=POSITIONS_DEG):
         sofar.write_sofa(os.fspath(path), s)
 
 
-def room_irs(rng, positions=len(POSITIONS_DEG), channels=4):
+def room_irs(rng, positions=len(POSITIONS_DEG), channels=4, taps=TAPS):
     """[positions, channels, taps]: a direct-path spike at a per-position delay, then a decaying tail."""
-    irs = 0.05 * rng.standard_normal((positions, channels, TAPS)) * np.exp(-np.arange(TAPS) / 800.0)
+    irs = 0.05 * rng.standard_normal((positions, channels, taps)) * np.exp(-np.arange(taps) / 800.0)
     for m in range(positions):
         for c in range(channels):
             irs[m, c, 20 + m + 2 * c] += 1.0 if c == 0 else 0.7
@@ -44,7 +44,8 @@ def _tone(rng, seconds, k):
     return (0.5 * x / np.abs(x).max()).astype(np.float32)
 
 
-def make_dataset(root, splits=("train", "valid"), seed=0, event_seconds=(0.3, 0.6), rooms=2):
+def make_dataset(root, splits=("train", "valid"), seed=0, event_seconds=(0.3, 0.6), rooms=2, taps=TAPS,
+                 noise_seconds=2.0):
     """Write the layout under `root`: per class two groups of one file (plus one top-level file),
     two interference classes, two 4-channel noise files, `rooms` SOFA rooms per split."""
     rng = np.random.default_rng(seed)
@@ -66,10 +67,10 @@ def make_dataset(root, splits=("train", "valid"), seed=0, event_seconds=(0.3, 0.
         d = os.path.join(root, "noise", split)
         os.makedirs(d, exist_ok=True)
         for i in range(2):
-            sf.write(os.path.join(d, f"noise{i}.wav"), (0.1 * rng.standard_normal((SAMPLE_RATE * 2, 4))),
+            sf.write(os.path.join(d, f"noise{i}.wav"), (0.1 * rng.standard_normal((int(SAMPLE_RATE * noise_seconds), 4))),
                      SAMPLE_RATE, subtype="PCM_16")
         d = os.path.join(root, "room_ir", split)
         os.makedirs(d, exist_ok=True)
         for r in range(rooms):
-            write_sofa(os.path.join(d, f"room{r}.sofa"), room_irs(rng))
+            write_sofa(os.path.join(d, f"room{r}.sofa"), room_irs(rng, taps=taps))
     return root
