@@ -36,8 +36,8 @@ def _worker(model: str, scope: str, batch: int, steps: int, seconds: float) -> d
 
     kind = {"tagger1": "tagger-1ch", "tagger4": "tagger-4ch", "separator": "separator"}[model]
     mcfg = {"in_channels": 1 if model == "tagger1" else 4} if model != "separator" else {}
-    task = st._task("tagger" if model.startswith("tagger") else "separator", mcfg, kind, "bench")
-    variables = st._init_variables(task, 0)
+    task = st.make_task("tagger" if model.startswith("tagger") else "separator", mcfg, kind, "bench")
+    variables = st.init_variables(task, 0)
     trainable, frozen = st.split_params(variables["params"], st.trainable_predicate(task, scope, 2))
     tx = official_optimizer(1e-4)
     mesh = Mesh(np.array(jax.devices()[:1]), ("data",))

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import GOLDEN
+from s5jax.metric import EPS
 from s5jax.training import losses as L
 
 
@@ -61,7 +62,7 @@ def test_separator_pit_hand_cases():
     per, perm = L.separator_pit_per_clip(pred, target, lv)
     assert perm.tolist() == [[1, 0, 2]]
     snr_half = 10 * np.log10(np.sum(s[0] ** 2) / np.sum((0.5 * s[0]) ** 2))  # 0.5 s -> 6.02 dB
-    exact = 10 * np.log10((np.sum(s[1] ** 2) + L.EPS) / L.EPS)          # x = s: epsilon-limited
+    exact = 10 * np.log10((np.sum(s[1] ** 2) + EPS) / EPS)          # x = s: epsilon-limited
     # silent slot: 0 whatever the output; the mean over 3 slots
     np.testing.assert_allclose(float(per[0]), -(snr_half + exact) / 3, rtol=1e-4)
     # different classes can never be matched: the penalty is what a forced mismatch costs

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..metric import EPS, snr
+from ..metric import snr
 
 # Penalty of a (target, output) pair the separator may not match (different query or silence off the
 # diagonal), as in the official class-aware PIT.

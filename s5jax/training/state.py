@@ -8,7 +8,6 @@ backward pass never computes gradients for the frozen part.
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -75,7 +74,7 @@ def query_vector(labels: jax.Array) -> jax.Array:
     return jax.nn.one_hot(labels, NUM_CLASSES, dtype=jnp.float32).reshape(labels.shape[0], -1)
 
 
-def _init_variables(task: Task, seed: int, samples: int = 16000) -> dict:
+def init_variables(task: Task, seed: int, samples: int = 16000) -> dict:
     x = jnp.zeros((1, task.cfg.in_channels if task.is_tagger else task.cfg.input_channels, samples))
     args = (x,) if task.is_tagger else (x, jnp.zeros((1, NUM_SLOTS * NUM_CLASSES)))
     v = jax.jit(task.module.init)(jax.random.PRNGKey(seed), *args)
@@ -90,13 +89,13 @@ def initial_task(cfg: TrainConfig) -> tuple[Task, dict, str]:
         kind, mcfg, variables = checkpoint.load(where, kinds=kinds)
         if cfg.model_config:
             raise ConfigError("model_config is for init 'scratch' or 'encoder'; a checkpoint brings its own")
-        task = _task(cfg.model, {**mcfg}, kind, where)
+        task = make_task(cfg.model, {**mcfg}, kind, where)
         return task, variables, f"checkpoint {where}"
     if cfg.init == "encoder":
         kind, mcfg, enc = checkpoint.load(where, kinds=("m2d-encoder",))
-        task = _task("tagger", {**mcfg, "in_channels": cfg.in_channels, **cfg.model_config},
+        task = make_task("tagger", {**mcfg, "in_channels": cfg.in_channels, **cfg.model_config},
                      "tagger-4ch" if cfg.in_channels == 4 else "tagger-1ch", where)
-        fresh = _init_variables(task, cfg.seed)
+        fresh = init_variables(task, cfg.seed)
         got = traverse_util.flatten_dict(enc["params"])
         want = traverse_util.flatten_dict(fresh["params"])
         for k, v in got.items():
@@ -113,11 +112,11 @@ def initial_task(cfg: TrainConfig) -> tuple[Task, dict, str]:
     mc = dict(cfg.model_config)
     if cfg.model == "tagger":
         mc.setdefault("in_channels", cfg.in_channels)
-    task = _task(cfg.model, mc, kind, "model_config")
-    return task, _init_variables(task, cfg.seed), f"random weights (seed {cfg.seed})"
+    task = make_task(cfg.model, mc, kind, "model_config")
+    return task, init_variables(task, cfg.seed), f"random weights (seed {cfg.seed})"
 
 
-def _task(model: str, mcfg: dict, kind: str, where: str) -> Task:
+def make_task(model: str, mcfg: dict, kind: str, where: str) -> Task:
     try:
         if model == "tagger":
             c = M2DConfig.from_dict(mcfg)
