@@ -33,8 +33,15 @@ KINDS = ("tagger-1ch", "tagger-4ch", "separator", "m2d-encoder")
 
 
 def _checkpointer():
+    import jax
     import orbax.checkpoint as ocp  # imported lazily: heavy, and only needed here
 
+    if jax.process_count() > 1:
+        # a folder is written or read by one process alone (e.g. the export of a multi-host training
+        # run): no barriers with the other processes, which are not saving anything
+        me = jax.process_index()
+        return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
+            primary_host=me, active_processes={me}))
     return ocp.StandardCheckpointer()
 
 

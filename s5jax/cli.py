@@ -4,6 +4,7 @@
     s5jax infer INPUT --tagger T --separator S --out OUT [--oracle DIR] [--zip NAME]
                                              the baseline system over a folder of soundscapes
     s5jax demo [--out DIR]                   the whole workflow on generated scenes and synthetic weights
+    s5jax train tagger|separator CONFIG [--out DIR]   train on scenes synthesised from a dev-set folder
 
 Errors in the user's input are printed as one line (`s5jax: error: ...`) with exit status 2.
 """
@@ -69,6 +70,12 @@ def _cache_option(p) -> None:
                         "$XDG_CACHE_HOME/s5jax/jax, else ~/.cache/s5jax/jax; safe to delete)")
 
 
+def _cmd_train(args) -> int:
+    from .training.launch import train_main
+
+    return train_main(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import KINDS
 
@@ -110,6 +117,17 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--batch-size", type=_positive_int, default=2)
     _cache_option(d)
     d.set_defaults(func=_cmd_demo)
+
+    t = sub.add_parser("train", help="train or fine-tune a tagger or the separator (see s5jax/training/loop.py)")
+    t.add_argument("model", choices=("tagger", "separator"))
+    t.add_argument("config", help="JSON training config (s5jax/training/config.py lists the keys)")
+    t.add_argument("--out", default=None, help="run folder (overrides the config's out)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
+    t.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="multi-host: jax.distributed coordinator address (same on every process)")
+    t.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
+    t.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
+    t.set_defaults(func=_cmd_train)
     return p
 
 

@@ -11,3 +11,11 @@ class CheckpointError(S5Error):
 
 class AudioError(S5Error):
     """An audio file with the wrong rate, channel count, non-finite samples, or not audio at all."""
+
+
+class DataError(S5Error):
+    """A training dataset folder that does not follow the official layout, or one of its files is bad."""
+
+
+class ConfigError(S5Error):
+    """A training config with unknown keys or values out of range."""

@@ -30,6 +30,7 @@ import numpy as np
 
 from ..conversion import Rule, abstract_variables, apply_rules, require_fixed
 from ..errors import CheckpointError
+from .batchnorm import TorchBatchNorm
 from .common import PRECISIONS, known_fields
 from ..stft import hann_window, stft  # shared with the separator front end
 
@@ -279,8 +280,7 @@ class TaggerHead(nn.Module):
     def __call__(self, features):
         cfg = self.cfg
         x = features.mean(axis=1)
-        x = nn.BatchNorm(use_running_average=True, use_bias=False, use_scale=False, epsilon=1e-5,
-                         name="m2d_out_norm")(x)
+        x = TorchBatchNorm(use_bias=False, use_scale=False, epsilon=1e-5, name="m2d_out_norm")(x)
         x = nn.Dense(cfg.head_dim, precision=cfg.lax_precision, name="linear_0")(x)
         x = nn.relu(_layer_norm(1e-5, "linear_1")(x))
         x = x.reshape(x.shape[0], cfg.num_tracks, cfg.head_dim // cfg.num_tracks)

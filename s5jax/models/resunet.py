@@ -9,9 +9,9 @@ magnitude spectrogram to 3 masks (magnitude, phase real, phase imag) per slot an
 masked complex spectra of the 4 channels are mixed to one by `out_conv` and inverted per slot.
 
 Flax layout is NHWC = [batch, time, freq, channels]; PyTorch's is [batch, channels, time, freq].
-BatchNorm runs in inference mode from the `batch_stats` collection. Variable names mirror the
-official module tree (the FiLM betas live inside the block they feed), so the conversion table below
-is a direct, reviewable list.
+BatchNorm reads the `batch_stats` collection (inference mode unless that collection is mutable, see
+models/batchnorm.py). Variable names mirror the official module tree (the FiLM betas live inside
+the block they feed), so the conversion table below is a direct, reviewable list.
 """
 from __future__ import annotations
 
@@ -29,6 +29,7 @@ import numpy as np
 from .. import stft as stft_lib
 from ..conversion import Rule, abstract_variables, apply_rules, require_fixed
 from ..errors import CheckpointError
+from .batchnorm import TorchBatchNorm
 from .common import PRECISIONS, known_fields
 
 MASK_PARTS = 3  # K in the official code: magnitude mask, phase real, phase imag
@@ -96,8 +97,8 @@ class ResUNetConfig:
 
 
 # ------------------------------------------------------------------ building blocks
-def _bn(cfg: ResUNetConfig, name: str) -> nn.BatchNorm:
-    return nn.BatchNorm(use_running_average=True, epsilon=cfg.bn_eps, name=name)
+def _bn(cfg: ResUNetConfig, name: str) -> TorchBatchNorm:
+    return TorchBatchNorm(epsilon=cfg.bn_eps, name=name)   # train mode when batch_stats is mutable
 
 
 def _film(x: jax.Array, beta: jax.Array) -> jax.Array:

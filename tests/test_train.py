@@ -1,0 +1,261 @@
+"""`s5jax train` end to end on a tiny dataset (written at test time) and tiny model configs."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from s5jax import checkpoint
+from s5jax.training.config import TrainConfig
+from s5jax.training.loop import run_training
+from tinyset import make_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY_TAGGER = dict(chunk_frames=64, embed_dim=32, depth=2, num_heads=2, mlp_dim=64, head_dim=48, track_dim=16)
+TINY_SEPARATOR = dict(channels=[4, 8], pools=[[2, 2], [1, 2]], bottleneck_channels=8, condition_dim=16)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("devset"))
+
+
+@pytest.fixture(scope="module")
+def jax_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("jaxcache"))
+
+
+def tagger_cfg(data, out, **kw) -> dict:
+    d = dict(data_root=str(data), out=str(out), init="scratch", model_config=TINY_TAGGER, scope="all",
+             steps=6, batch_size=8, lr=1e-3, valid_every=100, save_every=100, log_every=1, valid_scenes=8,
+             synth={"seconds": 0.5}, progress=False)
+    d.update(kw)
+    return d
+
+
+def run_cli(args, env_extra=None, cwd=None, wait=True):
+    env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
+    cmd = [sys.executable, "-m", "s5jax.cli", *args]
+    if not wait:
+        return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
+
+
+def write_json(path, d):
+    with open(path, "w") as f:
+        json.dump(d, f)
+    return str(path)
+
+
+def train_losses(out) -> list[tuple[int, float]]:
+    with open(os.path.join(out, "log.jsonl")) as f:
+        rows = [json.loads(r) for r in f if r.strip()]
+    return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
+
+
+def flat_vars(folder):
+    from flax import traverse_util
+
+    _, _, v = checkpoint.load(folder)
+    return {"/".join(k): np.asarray(x) for k, x in traverse_util.flatten_dict(v).items()}
+
+
+# ------------------------------------------------------------------------------------------ learning
+def test_tagger_loss_falls_validation_improves_and_export_loads(data, tmp_path):
+    from s5jax.tagger import Tagger
+
+    cfg = TrainConfig.from_dict({**tagger_cfg(data, tmp_path / "run", steps=30, lr=3e-3, valid_every=30,
+                                              valid_scenes=16), "model": "tagger"})
+    res = run_training(cfg)
+    losses = [l for _, l in res.losses]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.3, losses
+    v0, v1 = res.valid[0], res.valid[-1]
+    assert (v0["step"], v1["step"]) == (0, 30)
+    assert v1["valid_loss"] < v0["valid_loss"] - 0.3 and v1["accuracy_mixture"] > v0["accuracy_mixture"], res.valid
+    # the export is an ordinary s5jax checkpoint: Tagger.from_checkpoint takes it
+    tagger = Tagger.from_checkpoint(tmp_path / "run" / "export" / "best")
+    assert tagger.kind == "tagger-4ch"
+    from s5jax.synth.scenes import read_metadata, SceneSynth
+    scfg, specs = read_metadata(tmp_path / "run" / "valid.json")
+    sc = SceneSynth(data, "valid", scfg).render(specs[0])
+    logits = np.asarray(tagger(sc["mixture"][None]))
+    assert logits.shape == (1, 3, 19) and np.isfinite(logits).all()
+    assert os.listdir(tmp_path / "run" / "tb")                      # TensorBoard event file written
+
+
+@pytest.mark.slow
+def test_separator_loss_falls_and_ca_sdri_improves(data, tmp_path):
+    from s5jax.separator import Separator
+
+    d = tagger_cfg(data, tmp_path / "sep", steps=25, batch_size=4, lr=1e-2, valid_every=25, valid_scenes=8,
+                   model_config=TINY_SEPARATOR, synth={"seconds": 0.5})
+    res = run_training(TrainConfig.from_dict({**d, "model": "separator"}))
+    losses = [l for _, l in res.losses]
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+    v0, v1 = res.valid[0], res.valid[-1]
+    assert v1["valid_loss"] < v0["valid_loss"] and v1["ca_sdri"] > v0["ca_sdri"] + 0.1, res.valid
+    sep = Separator.from_checkpoint(tmp_path / "sep" / "export" / "last")
+    assert sep.config.channels == (4, 8)
+
+
+# ------------------------------------------------------------------------------------------ resume
+def test_kill_and_resume_continues_bit_identically(data, tmp_path, jax_cache):
+    steps = 12
+    env = {"JAX_COMPILATION_CACHE_DIR": jax_cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    ref = run_training(TrainConfig.from_dict({**tagger_cfg(data, tmp_path / "ref", steps=steps, save_every=1,
+                                                           valid_every=4), "model": "tagger"}))
+    cfg = write_json(tmp_path / "cfg.json", tagger_cfg(data, tmp_path / "killed", steps=steps, save_every=1,
+                                                       valid_every=4))
+    proc = run_cli(["train", "tagger", cfg, "--quiet"], env, wait=False)
+    last = tmp_path / "killed" / "checkpoints" / "last"
+    t0 = time.time()
+    while time.time() - t0 < 300:
+        done = [int(n) for n in os.listdir(last) if n.isdigit()] if last.is_dir() else []
+        if done and max(done) >= 3:
+            break
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = max(int(n) for n in os.listdir(last) if n.isdigit())
+    assert 3 <= killed_at < steps, killed_at
+    assert not (tmp_path / "killed" / "export" / "last").exists()
+    r = run_cli(["train", "tagger", cfg, "--quiet"], env)
+    assert r.returncode == 0, r.stderr
+    assert f"resumed from {killed_at}" in r.stdout
+    assert train_losses(tmp_path / "killed") == [(s, float(l)) for s, l in ref.losses]
+    a, b = flat_vars(tmp_path / "ref" / "export" / "last"), flat_vars(tmp_path / "killed" / "export" / "last")
+    assert a.keys() == b.keys()
+    for k in a:
+        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
+    # a resume with other settings is refused, naming the difference
+    cfg2 = write_json(tmp_path / "cfg2.json", tagger_cfg(data, tmp_path / "killed", steps=steps, save_every=1,
+                                                        valid_every=4, lr=5e-4))
+    r = run_cli(["train", "tagger", cfg2, "--quiet"], env)
+    assert r.returncode == 2 and "other settings (lr)" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_frozen_parameters_unchanged(data, tmp_path):
+    from s5jax.training import state as st
+
+    init = TrainConfig.from_dict({**tagger_cfg(data, tmp_path / "x"), "model": "tagger"})
+    task, variables, _ = st.initial_task(init)
+    st.export(tmp_path / "start", task, variables["params"], variables["batch_stats"], "test")
+    d = tagger_cfg(data, tmp_path / "head", steps=3, init="checkpoint", init_path=str(tmp_path / "start"),
+                   scope="head", model_config={})
+    run_training(TrainConfig.from_dict({**d, "model": "tagger"}))
+    before, after = flat_vars(tmp_path / "start"), flat_vars(tmp_path / "head" / "export" / "last")
+    enc = [k for k in before if k.startswith("params/encoder/")]
+    head = [k for k in before if k.startswith("params/head/")]
+    assert enc and head
+    for k in enc:
+        np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+    assert sum(not np.array_equal(before[k], after[k]) for k in head) == len(head)
+    # BatchNorm in train mode: the running statistics moved (momentum 0.1)
+    assert not np.array_equal(before["batch_stats/head/m2d_out_norm/mean"], after["batch_stats/head/m2d_out_norm/mean"])
+
+
+# ------------------------------------------------------------------------------------------ scale-out
+@pytest.mark.slow
+def test_eight_devices_and_two_processes_give_the_one_device_losses(data, tmp_path, jax_cache):
+    env = {"JAX_COMPILATION_CACHE_DIR": jax_cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+    base = tagger_cfg(data, tmp_path / "one", steps=3, valid_every=3, batchnorm="train")
+    one = run_cli(["train", "tagger", write_json(tmp_path / "c1.json", base), "--quiet"], env)
+    assert one.returncode == 0, one.stderr
+    cfg = write_json(tmp_path / "c.json", base)
+    eight = run_cli(["train", "tagger", cfg, "--quiet", "--out", str(tmp_path / "eight")],
+                    {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
+    assert eight.returncode == 0, eight.stderr
+    assert "over 8 device(s) in 1 process(es)" in eight.stdout
+    port = str(20000 + os.getpid() % 20000)
+    procs = [run_cli(["train", "tagger", cfg, "--quiet", "--out", str(tmp_path / "two"), "--coordinator",
+                      f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], env, wait=False)
+             for i in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert all(p.returncode == 0 for p in procs), outs
+    assert "in 2 process(es)" in outs[0][0]
+    ref = train_losses(tmp_path / "one")
+    assert len(ref) == 3
+    for other in ("eight", "two"):
+        got = train_losses(tmp_path / other)
+        assert [s for s, _ in got] == [s for s, _ in ref]
+        np.testing.assert_allclose([l for _, l in got], [l for _, l in ref], rtol=1e-5, atol=1e-5, err_msg=other)
+        # validation before training (same weights) agrees too
+        v = lambda o: [json.loads(r) for r in open(os.path.join(o, "log.jsonl")) if "valid/valid_loss" in r][0]
+        np.testing.assert_allclose(v(tmp_path / other)["valid/valid_loss"], v(tmp_path / "one")["valid/valid_loss"],
+                                   rtol=1e-5)
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_config_with_unknown_keys_is_refused(data, tmp_path):
+    cfg = write_json(tmp_path / "c.json", tagger_cfg(data, tmp_path / "o", learning_rate=1e-3))
+    r = run_cli(["train", "tagger", cfg])
+    assert r.returncode == 2 and "unknown keys ['learning_rate']" in r.stderr and cfg in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    cfg = write_json(tmp_path / "s.json", tagger_cfg(data, tmp_path / "o", synth={"secs": 1}))
+    r = run_cli(["train", "tagger", cfg])
+    assert r.returncode == 2 and "secs" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_dataset_and_bad_out_folder_are_one_line_errors(data, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(data, broken)
+    shutil.rmtree(broken / "sound_event" / "train" / "Doorbell")
+    cfg = write_json(tmp_path / "c.json", tagger_cfg(broken, tmp_path / "o"))
+    r = run_cli(["train", "tagger", cfg])
+    assert r.returncode == 2, r.stderr
+    assert r.stderr.startswith("s5jax: error: ") and len(r.stderr.strip().splitlines()) == 1
+    assert str(broken / "sound_event" / "train" / "Doorbell") in r.stderr
+    # a user's non-empty folder is never used as a run folder (nothing in it touched)
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("keep")
+    r = run_cli(["train", "tagger", write_json(tmp_path / "d.json", tagger_cfg(data, user))])
+    assert r.returncode == 2 and "not an s5jax training run" in r.stderr
+    assert os.listdir(user) == ["notes.txt"]
+
+
+def test_start_from_m2d_encoder_with_fresh_head(data, tmp_path):
+    from flax import traverse_util
+    from s5jax.training import state as st
+
+    init = TrainConfig.from_dict({**tagger_cfg(data, tmp_path / "x", seed=5), "model": "tagger"})
+    task, variables, _ = st.initial_task(init)
+    checkpoint.save(tmp_path / "enc", "m2d-encoder", task.cfg.to_dict(),
+                    {"params": {"encoder": variables["params"]["encoder"]}})
+    d = tagger_cfg(data, tmp_path / "ft", steps=1, init="encoder", init_path=str(tmp_path / "enc"),
+                   scope="head", model_config={"head_dim": 24})
+    res = run_training(TrainConfig.from_dict({**d, "model": "tagger"}))
+    assert res.steps_done == 1
+    after = flat_vars(tmp_path / "ft" / "export" / "last")
+    enc = {"/".join(("params", "encoder") + k): np.asarray(v)
+           for k, v in traverse_util.flatten_dict(variables["params"]["encoder"]).items()}
+    for k, v in enc.items():
+        np.testing.assert_array_equal(after[k], v, err_msg=k)
+    assert after["params/head/linear_0/kernel"].shape[1] == 24      # the fresh head of the asked size
+    # a tagger checkpoint is not an encoder: one line naming the folder
+    with pytest.raises(Exception) as e:
+        st.initial_task(TrainConfig.from_dict({**d, "init_path": str(tmp_path / "ft" / "export" / "last"),
+                                               "model": "tagger"}))
+    assert "expected m2d-encoder" in str(e.value) and str(tmp_path / "ft") in str(e.value)
+
+
+def test_shipped_example_configs_load(tmp_path):
+    from s5jax.errors import ConfigError
+    from s5jax.training.config import load_config
+
+    t = load_config(os.path.join(ROOT, "train", "configs", "tagger4_zero_target_head.json"), "tagger")
+    assert (t.effective_scope, t.effective_lr, t.effective_batch) == ("head", 1e-3, 32)
+    assert t.zero_share_at(0) == 0.25 and t.zero_share_at(10 ** 6) == 0.4       # the report's curriculum
+    s = load_config(os.path.join(ROOT, "train", "configs", "separator_light_finetune.json"), "separator")
+    assert (s.effective_scope, s.effective_batch, s.synth_config().nevent_range) == ("all", 4, (1, 3))
+    with pytest.raises(ConfigError, match="a tagger config, but `s5jax train separator` was asked"):
+        load_config(write_json(tmp_path / "t.json", {"model": "tagger", "data_root": "x"}), "separator")
