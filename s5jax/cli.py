@@ -1,8 +1,11 @@
 """`s5jax` command line: one console command with subcommands.
 
     s5jax convert CKPT OUT_DIR [--kind ...]   official PyTorch checkpoint -> s5jax checkpoint folder
-    s5jax infer INPUT --tagger T --separator S --out OUT [--oracle DIR] [--zip NAME]
+    s5jax infer INPUT --tagger T --separator S --out OUT [--oracle DIR]
                                              the baseline system over a folder of soundscapes
+    s5jax submit --dev-test DEV --eval EVAL --tagger T --separator S --author A --affiliation F
+                 --number K --out D          the DCASE submission package D/A_F_task4_K(.zip)
+    s5jax submit --check PACKAGE [--dev-test DEV] [--eval EVAL]   check a package folder or zip
     s5jax demo [--out DIR]                   the whole workflow on generated scenes and synthetic weights
 
 Errors in the user's input are printed as one line (`s5jax: error: ...`) with exit status 2.
@@ -26,12 +29,39 @@ def _cmd_convert(args) -> int:
 def _cmd_infer(args) -> int:
     from .infer import run_infer
 
+    if args.zip is not None:
+        raise S5Error("infer --zip is gone: make the DCASE submission package with `s5jax submit` "
+                      "(see `s5jax submit --help`)")
     report = run_infer(args.input, args.out, args.tagger, args.separator, oracle_dir=args.oracle,
-                       batch_size=args.batch_size, zip_name=args.zip, progress=not args.quiet)
+                       batch_size=args.batch_size, progress=not args.quiet)
     print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
           f"{len(report.skipped)} skipped; outputs in {args.out}")
     unscored = report.scores["skipped"] if report.scores else {}
     return 1 if report.skipped or unscored else 0
+
+
+def _cmd_submit(args) -> int:
+    from .submit import check_package, run_submit
+
+    if args.check:
+        given = [f"--{k.replace('_', '-')}" for k in _SUBMIT_MAKE if getattr(args, k) is not None]
+        if given:
+            raise S5Error(f"submit --check takes only --dev-test and --eval, not {' '.join(given)}")
+        s = check_package(args.check, args.dev_test, args.eval)
+        capi = "n/a" if s.capi_sdri is None else f"{s.capi_sdri:.3f} dB"
+        print(f"{args.check}: OK ({s.name}: {s.soundscapes} evaluation soundscapes, {s.stems} stems, "
+              f"{s.dev_clips} dev-test clips, CAPI-SDRi {capi})")
+        return 0
+    missing = [f"--{k.replace('_', '-')}" for k in ("dev_test", "eval", *_SUBMIT_MAKE)
+               if getattr(args, k) is None]
+    if missing:
+        raise S5Error(f"submit needs {' '.join(missing)} (or --check PACKAGE to check one)")
+    run_submit(args.dev_test, args.eval, args.out, args.tagger, args.separator, args.author, args.affiliation,
+               args.number, batch_size=args.batch_size, progress=not args.quiet)
+    return 0
+
+
+_SUBMIT_MAKE = ("tagger", "separator", "author", "affiliation", "number", "out")
 
 
 def _cmd_demo(args) -> int:
@@ -62,10 +92,27 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--batch-size", type=int, default=None,
                    help="clips per batch, split over all local devices (default: 1 per device on CPU, "
                         "where bigger batches are slower per clip; 4 per accelerator)")
-    i.add_argument("--zip", default=None, metavar="NAME",
-                   help="also write OUT/NAME.zip in the DCASE submission layout (NAME like Doe_Uni_task4_1)")
+    i.add_argument("--zip", default=None, help=argparse.SUPPRESS)   # gone: says to use `s5jax submit`
     i.add_argument("--quiet", action="store_true", help="no progress bar")
     i.set_defaults(func=_cmd_infer)
+
+    s = sub.add_parser("submit", help="run the system on the dev-test and evaluation sets and write the "
+                                      "DCASE submission package (folder + zip), or --check one")
+    s.add_argument("--dev-test", default=None, metavar="DEV",
+                   help="dev-test set folder (soundscape/ + oracle_target/): scored into dev_set_test_results.json")
+    s.add_argument("--eval", default=None, metavar="EVAL", help="evaluation set folder: stems into eval_out/")
+    s.add_argument("--tagger", default=None, help="s5jax tagger checkpoint folder")
+    s.add_argument("--separator", default=None, help="s5jax separator checkpoint folder")
+    s.add_argument("--author", default=None, help="author surname (letters, digits, '-')")
+    s.add_argument("--affiliation", default=None, help="affiliation abbreviation (letters, digits, '-')")
+    s.add_argument("--number", default=None, help="submission number K (1, 2, ...)")
+    s.add_argument("--out", default=None, metavar="D", help="writes D/A_F_task4_K/ and D/A_F_task4_K.zip "
+                                                           "(work files in D/.s5jax-submit/)")
+    s.add_argument("--batch-size", type=int, default=None, help="as for infer")
+    s.add_argument("--check", default=None, metavar="PACKAGE",
+                   help="only check an existing package folder or zip (with --dev-test/--eval: against those sets)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_submit)
 
     d = sub.add_parser("demo", help="generate scenes + synthetic-weight official checkpoints, convert, infer, score")
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")

@@ -98,7 +98,7 @@ def run_demo(out: str, clips: int = 6, batch_size: int = 2, seconds: float = 10.
             return rc
     args = ["infer", data, "--tagger", os.path.join(converted, "tagger-4ch"),
             "--separator", os.path.join(converted, "separator"), "--out", result,
-            "--batch-size", str(batch_size), "--zip", "Demo_S5JAX_task4_1"]
+            "--batch-size", str(batch_size)]
     print("[4/5] s5jax " + " ".join(args))
     rc = cli(args)
     if rc:

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import zipfile
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -31,6 +30,7 @@ class InferReport:
     resumed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)   # name -> one-line reason
     scores: dict | None = None
+    records: list[dict] = field(default_factory=list)   # per-clip records of the done clips, set order
 
 
 def _record_path(out_dir: str, name: str) -> str:
@@ -97,8 +97,7 @@ def default_batch_size() -> int:
 
 
 def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
-              oracle_dir: str | None = None, batch_size: int | None = None, zip_name: str | None = None,
-              progress: bool = True, log=print) -> InferReport:
+              oracle_dir: str | None = None, batch_size: int | None = None, progress: bool = True, log=print) -> InferReport:
     """Run the baseline over `input_dir`, write everything to `out_dir`; returns what happened."""
     from tqdm import tqdm
 
@@ -161,7 +160,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
             run(group)
     bar.close()
 
-    records = [done[name] for name, _ in clips if name in done]
+    records = report.records = [done[name] for name, _ in clips if name in done]
     nparams = int(tagger.num_params + separator.num_params)
     results = {"nparams": nparams,
                "probabilities": [{"soundscape": r["soundscape"], "estimate": r["estimate"]} for r in records]}
@@ -179,24 +178,9 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
                                         [(r["soundscape"], paths[r["soundscape"]]) for r in records],
                                         out_dir, log=log)
         log(format_summary(report.scores))
-    if zip_name:
-        write_submission_zip(out_dir, zip_name, records)
     if report.skipped:
         log(f"{len(report.skipped)} clip(s) skipped:")
         for name, why in report.skipped.items():
             log(f"  {why}")
     return report
 
-
-def write_submission_zip(out_dir: str, zip_name: str, records: list[dict]) -> str:
-    """`<out>/<zip_name>.zip` holding `<zip_name>/` (e.g. Doe_Uni_task4_1/): the estimate wavs and the
-    probabilities JSON, as the DCASE submission expects. Written atomically."""
-    path = os.path.join(out_dir, f"{zip_name}.zip")
-    tmp = os.path.join(out_dir, f".part-{zip_name}.zip")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for r in records:
-            for e in r["estimate"]:
-                z.write(os.path.join(out_dir, e["filename"]), f"{zip_name}/{e['filename']}")
-        z.write(os.path.join(out_dir, "results.json"), f"{zip_name}/{zip_name}.json")
-    os.replace(tmp, path)
-    return path
