@@ -39,8 +39,9 @@ from . import __version__
 from .checkpoint import identity
 from .dataset import list_soundscapes, oracle_folder
 from .errors import S5Error
+from .files import write_json_atomic
 from .infer import run_infer
-from .labels import CLASSES, LABELS, SAMPLE_RATE, SILENCE
+from .labels import CLASSES, LABELS, SAMPLE_RATE
 
 EVAL_OUT = "eval_out"
 EVAL_JSON = "eval_results.json"
@@ -284,16 +285,19 @@ def _check_eval(pkg, eval_names: dict[str, str] | None) -> tuple[int, int]:
             n = sf.info(eval_names[owner]).frames
             _need(h.frames == n, pkg.where(rel), f"{h.frames} samples, the mixture has {n}")
     missing = sorted(set(listed) - set(wavs))
-    _need(not missing, where, f"lists {missing[0]}, which is not in {EVAL_OUT}/"
-                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise PackageError(f"{where}: lists {missing[0]}, which is not in {EVAL_OUT}/{more}")
     return len(names), len(wavs)
 
 
 def _match_sets(names: list[str], expected: dict[str, str], where: str, what: str) -> None:
     extra, missing = sorted(set(names) - set(expected)), sorted(set(expected) - set(names))
-    _need(not missing, where, f"soundscape {missing[0]} of the {what} is not listed"
-                              + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""))
-    _need(not extra, where, f"soundscape {extra[0]} is not in the {what}")
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise PackageError(f"{where}: soundscape {missing[0]} of the {what} is not listed{more}")
+    if extra:
+        raise PackageError(f"{where}: soundscape {extra[0]} is not in the {what}")
 
 
 def _check_dev(pkg, dev_names: dict[str, str] | None) -> tuple[int, float | None]:
@@ -350,6 +354,8 @@ def check_package(path: str, dev_dir: str | None = None, eval_dir: str | None = 
         return _check_open(_Folder(path), dev_dir, eval_dir)
     if not os.path.isfile(path):
         raise PackageError(f"{path}: no such package folder or zip")
+    if not path.endswith(".zip"):
+        raise PackageError(f"{path}: expected a package folder or a .zip file")
     try:
         with zipfile.ZipFile(path) as z:
             return _check_open(_Zip(path, z), dev_dir, eval_dir)
@@ -591,6 +597,4 @@ def _read_marker(path: str) -> dict:
 
 
 def _write_marker(path: str, marker: dict) -> None:
-    from .audio import write_text_atomic
-
-    write_text_atomic(path, json.dumps(marker))
+    write_json_atomic(path, marker)
