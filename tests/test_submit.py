@@ -66,9 +66,9 @@ def _tiny_checkpoint(folder, kind: str, seed: int, silence_bias: float = 0.0) ->
     variables = jax.tree.map(np.asarray, variables)
     if silence_bias:
         head = variables["params"]["head"]
-        last = sorted(k for k in head if "bias" in head[k])[-1]
-        head[last]["bias"] = head[last]["bias"].copy()
-        head[last]["bias"][SILENCE::19] += silence_bias
+        for t in range(cfg.num_tracks):          # the per-track output layers
+            head[f"tracks_{t}_3"]["bias"] = head[f"tracks_{t}_3"]["bias"].copy()
+            head[f"tracks_{t}_3"]["bias"][SILENCE] += silence_bias
     path = os.path.join(folder, f"{kind}-{seed}")
     checkpoint.save(path, "separator" if kind == "separator" else "tagger-4ch", cfg.to_dict(), variables)
     return path
@@ -264,9 +264,8 @@ def _first_stem(folder):
 
 
 def _extra_wav(f):
-    stem = _first_stem(f)
-    shutil.copy(f / "eval_out" / stem, f / "eval_out" / stem.replace("_0_", "_2_", 1).replace(".wav", "x.wav"))
-    return "eval_out/", "not listed in eval_results.json"
+    shutil.copy(f / "eval_out" / _first_stem(f), f / "eval_out" / "other_0_Speech.wav")
+    return "eval_out/other_0_Speech.wav", "belongs to no listed soundscape"
 
 
 def _extra_listed_wav(f):
