@@ -36,7 +36,6 @@ import numpy as np
 import soundfile as sf
 
 from . import __version__
-from .checkpoint import identity
 from .dataset import list_soundscapes, oracle_folder
 from .errors import S5Error
 from .files import write_json_atomic
@@ -518,13 +517,13 @@ def run_submit(dev_dir: str, eval_dir: str, out_dir: str, tagger_dir: str, separ
             log(f"{final_zip}: already complete")
         else:
             if not folder_ours:
-                config = {"s5jax_version": __version__, "tagger": identity(tagger_dir),
-                          "separator": identity(separator_dir), "dev_test": os.path.abspath(dev_dir),
-                          "eval": os.path.abspath(eval_dir),
-                          **{k: v for k, v in infer_options.items() if v is not None}}
                 runs = {key: _infer_set(set_dir, os.path.join(work, key), oracle_dir, tagger_dir,
                                         separator_dir, batch_size, progress, log, infer_options)
                         for key, set_dir, oracle_dir in (("dev", dev_dir, oracle), ("eval", eval_dir, None))}
+                # what made the results: infer's run record (checkpoint identities with their sha256,
+                # system, precision), the same for both sets (infer refuses mixed records)
+                config = {"s5jax_version": __version__, **runs["eval"][0][0]["made_by"],
+                          "dev_test": os.path.abspath(dev_dir), "eval": os.path.abspath(eval_dir)}
                 pkg = _stage(work, name, runs, config, dev_dir, eval_dir, log)
                 marker = {"folder": _inode(pkg)}
                 _write_marker(marker_path, marker)      # before the rename: a kill after it still knows
