@@ -16,7 +16,7 @@ from .errors import S5Error
 
 
 def _cmd_convert(args) -> int:
-    from .conversion import convert_checkpoint
+    from .official import convert_checkpoint
 
     kind = convert_checkpoint(args.ckpt, args.out_dir, args.kind)
     print(f"wrote {kind} checkpoint to {args.out_dir}")
