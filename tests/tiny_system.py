@@ -29,7 +29,7 @@ def _scale_heads(params, factor: float):
     return walk(params)
 
 
-def write_tagger(folder: str, channels: int, seed: int, head_scale: float = 40.0) -> str:
+def write_tagger(folder: str, channels: int, seed: int, head_scale: float = 8.0) -> str:
     cfg = M2DConfig(in_channels=channels, **TAGGER)
     variables = M2DTagger(cfg).init(jax.random.PRNGKey(seed), jnp.zeros((1, channels, 4000)))
     variables = jax.tree.map(np.asarray, dict(variables))
@@ -46,6 +46,14 @@ def write_separator(folder: str, seed: int) -> str:
     d = cfg.__dict__.copy()
     checkpoint.save(folder, "separator", d, variables)
     return folder
+
+
+def write_scenes(root: str, count: int = 4, seed: int = 3, seconds: float = 1.0) -> str:
+    """A dev-test-layout scene set of `count` short clips (some silent, some with duplicates)."""
+    from s5jax.scenes import SceneConfig, write_scene_set
+
+    write_scene_set(root, count, seed=seed, cfg=SceneConfig(seconds=seconds, silent_rate=0.2))
+    return root
 
 
 def write_models(root: str) -> dict[str, str]:
