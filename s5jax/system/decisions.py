@@ -69,25 +69,29 @@ def _compact(selected: jax.Array, pos: jax.Array, classes: jax.Array, conf: jax.
     return Fused(q.astype(jnp.int32), c.astype(jnp.float32))
 
 
-def fuse(p1: Proposals, p4: Proposals, params: Params, sw: Switches) -> Fused:
-    """Dual-tagger fusion (spec §1) -> the ordered query tuple and slot confidences.
+class Pairs(NamedTuple):
+    """Both taggers' proposals side by side (4-ch tracks first, then 1-ch) with the class-wise pairing,
+    which depends on no threshold: classes, probs, ok [..., 6]; paired4 / paired1 [..., 3] (the
+    4-ch / 1-ch proposal has a partner); partner_p [..., 3] (the 1-ch partner's probability of each
+    4-ch proposal, 0 if none)."""
+    classes: jax.Array
+    probs: jax.Array
+    ok: jax.Array
+    paired4: jax.Array
+    paired1: jax.Array
+    partner_p: jax.Array
 
-    Proposals are merged by class as multisets: within a class, each tagger's proposals sorted by
-    probability (descending; ties: lower track first) and paired rank by rank; a pair's confidence is
-    w1·p1 + w4·p4; an unpaired proposal of tagger t is kept iff p >= solo_t, with confidence p
-    (solo_conf "prob") or w_t·p ("weighted").  Candidates are ranked by confidence descending, ties:
-    lower class id, then the 4-ch tagger's (a pair counts as the 4-ch tagger's), then lower track;
-    the first three are kept.  order "confidence": slots in that rank; "track": the kept candidates
-    in the 4-ch tagger's track order, then the 1-ch-only ones in the 1-ch track order.  Silence last.
-    With use_tagger1 off the 1-ch tagger proposes nothing (4-ch alone: the baseline).
-    """
+
+def pair(p1: Proposals, p4: Proposals, sw: Switches) -> Pairs:
+    """Merge the two taggers' proposals by class as multisets: within a class, each tagger's proposals
+    sorted by probability (descending; ties: lower track first) are paired rank by rank.  With
+    use_tagger1 off the 1-ch tagger proposes nothing.  Threshold-free: the replay computes it once."""
     ok1 = p1.ok if sw.use_tagger1 else jnp.zeros_like(p1.ok)
     cls = jnp.concatenate([p4.classes, p1.classes], axis=-1)                      # [..., 6]: 4-ch first
     p = jnp.concatenate([p4.probs, p1.probs], axis=-1).astype(jnp.float32)
     ok = jnp.concatenate([p4.ok, ok1], axis=-1)
     idx = jnp.arange(2 * NUM_SLOTS)
     tagger4 = idx < NUM_SLOTS
-
     # rank of each proposal among its own tagger's proposals of the same class
     same = (cls[..., :, None] == cls[..., None, :]) & (tagger4[:, None] == tagger4[None, :])
     ahead = (p[..., None, :] > p[..., :, None]) | ((p[..., None, :] == p[..., :, None]) & (idx[None, :] < idx[:, None]))
@@ -96,18 +100,22 @@ def fuse(p1: Proposals, p4: Proposals, params: Params, sw: Switches) -> Fused:
     match = ((cls[..., :NUM_SLOTS, None] == cls[..., None, NUM_SLOTS:])
              & (rank[..., :NUM_SLOTS, None] == rank[..., None, NUM_SLOTS:])
              & ok[..., :NUM_SLOTS, None] & ok[..., None, NUM_SLOTS:])            # [..., 3 (4-ch), 3 (1-ch)]
-    paired4 = jnp.any(match, axis=-1)
-    paired1 = jnp.any(match, axis=-2)
-    partner_p = jnp.sum(jnp.where(match, p[..., None, NUM_SLOTS:], 0.0), axis=-1)   # [..., 3]
+    partner_p = jnp.sum(jnp.where(match, p[..., None, NUM_SLOTS:], 0.0), axis=-1)
+    return Pairs(cls, p, ok, jnp.any(match, axis=-1), jnp.any(match, axis=-2), partner_p)
 
+
+def fuse_pairs(pairs: Pairs, params: Params, sw: Switches) -> Fused:
+    """The thresholded half of the fusion: candidates, confidences, ranking, slot order (see `fuse`)."""
+    cls, p, ok = pairs.classes, pairs.probs, pairs.ok
+    idx = jnp.arange(2 * NUM_SLOTS)
     w1 = jnp.asarray(params.w1, jnp.float32)
     w4 = jnp.asarray(params.w4, jnp.float32)
     p4_, p1_ = p[..., :NUM_SLOTS], p[..., NUM_SLOTS:]
     solo4 = p4_ * w4 if sw.solo_conf == "weighted" else p4_
     solo1 = p1_ * w1 if sw.solo_conf == "weighted" else p1_
-    conf = jnp.concatenate([jnp.where(paired4, w1 * partner_p + w4 * p4_, solo4), solo1], axis=-1)
-    valid = jnp.concatenate([ok[..., :NUM_SLOTS] & (paired4 | (p4_ >= params.solo4)),
-                             ok[..., NUM_SLOTS:] & ~paired1 & (p1_ >= params.solo1)], axis=-1)
+    conf = jnp.concatenate([jnp.where(pairs.paired4, w1 * pairs.partner_p + w4 * p4_, solo4), solo1], axis=-1)
+    valid = jnp.concatenate([ok[..., :NUM_SLOTS] & (pairs.paired4 | (p4_ >= params.solo4)),
+                             ok[..., NUM_SLOTS:] & ~pairs.paired1 & (p1_ >= params.solo1)], axis=-1)
 
     before = valid[..., None, :] & ((conf[..., None, :] > conf[..., :, None])
                                     | ((conf[..., None, :] == conf[..., :, None])
@@ -122,6 +130,21 @@ def fuse(p1: Proposals, p4: Proposals, params: Params, sw: Switches) -> Fused:
     else:
         raise ValueError(f"unknown order {sw.order!r}")
     return _compact(selected, pos, cls, conf)
+
+
+def fuse(p1: Proposals, p4: Proposals, params: Params, sw: Switches) -> Fused:
+    """Dual-tagger fusion (spec §1) -> the ordered query tuple and slot confidences.
+
+    Proposals are merged by class as multisets: within a class, each tagger's proposals sorted by
+    probability (descending; ties: lower track first) and paired rank by rank; a pair's confidence is
+    w1·p1 + w4·p4; an unpaired proposal of tagger t is kept iff p >= solo_t, with confidence p
+    (solo_conf "prob") or w_t·p ("weighted").  Candidates are ranked by confidence descending, ties:
+    lower class id, then the 4-ch tagger's (a pair counts as the 4-ch tagger's), then lower track;
+    the first three are kept.  order "confidence": slots in that rank; "track": the kept candidates
+    in the 4-ch tagger's track order, then the 1-ch-only ones in the 1-ch track order.  Silence last.
+    With use_tagger1 off the 1-ch tagger proposes nothing (4-ch alone: the baseline).
+    """
+    return fuse_pairs(pair(p1, p4, sw), params, sw)
 
 
 def _per_class(thr: jax.Array, queries: jax.Array) -> jax.Array:
@@ -210,5 +233,5 @@ def finalize(queries: jax.Array, conf: jax.Array, r_a: jax.Array, r_b: jax.Array
     return Final(labels, use_b & (labels != SILENCE))
 
 
-__all__ = ["Proposals", "Fused", "Final", "proposals", "fuse", "confirmation", "refine", "select_b",
+__all__ = ["Proposals", "Pairs", "Fused", "Final", "proposals", "pair", "fuse_pairs", "fuse", "confirmation", "refine", "select_b",
            "gates", "finalize"]
