@@ -1,1 +1,1 @@
-"""The refined S5 system of the report: its config, its decisions, and the pipeline over the models."""
+"""The refined system of the report: its configuration and its decision rules (pure, batched jnp)."""
