@@ -73,3 +73,107 @@ def make_entry_fn(separator_apply: Callable, tagger1_apply: Callable) -> Callabl
         e = entry(separator_apply, weights[0], tagger1_apply, weights[1], mixture, queries)
         return e.retag, e.energy_db, metric.snr_matrix(e.stems, refs)
     return fn
+
+
+class SystemOutput(NamedTuple):
+    """The system's output for a batch, like the baseline's, plus what it decided on the way."""
+    labels: jax.Array     # [b, 3] int32 final class per slot (18 = silence; gated slots in place)
+    probs: jax.Array      # [b, 3] float32 fused confidence (silent slots: see `silent_probs`)
+    stems: jax.Array      # [b, 3, n] the kept stem of each slot; silent slots are zero
+    queries: jax.Array    # [b, 3] the fused query tuple Q
+    refined: jax.Array    # [b, 3] the tuple Q' after verify-and-refine (= Q when refine is off)
+    use_b: jax.Array      # [b, 3] bool: slot's stem from separator B
+
+
+def silent_probs(P4: jax.Array, labels: jax.Array) -> jax.Array:
+    """Probability reported for silent slots: the 4-ch tagger's silence probabilities of its silent
+    tracks, in track order, given to the silent slots in slot order (0 when there are fewer).
+
+    P4 [b, 3, 19], labels [b, 3] -> [b, 3]. With the baseline preset the silent slots are exactly the
+    4-ch tagger's silence tracks moved last, so this is what plain `s5jax infer` reports for them."""
+    from ..labels import SILENCE
+    from ..pipeline import silence_last
+    from ..tagger import predict_from_logits
+
+    tl, tp, _ = predict_from_logits(jnp.log(P4))      # argmax of the softmax (log keeps the order)
+    tp = jnp.where(tl == SILENCE, P4[..., SILENCE], 0.0)
+    _, tp = silence_last(jnp.where(tl == SILENCE, SILENCE, 0), tp)   # silence tracks last, in order
+    n_live4 = jnp.sum(tl != SILENCE, axis=-1, keepdims=True)
+    silent = labels == SILENCE
+    rank = jnp.cumsum(silent, axis=-1) - 1                             # k-th silent slot
+    idx = jnp.clip(n_live4 + rank, 0, NUM_SLOTS - 1)
+    p = jnp.take_along_axis(tp, idx, axis=-1)
+    return jnp.where(silent & (n_live4 + rank < NUM_SLOTS), p, 0.0)
+
+
+def make_system(switches, tagger4_apply: Callable, tagger1_apply: Callable | None,
+                separator_apply: Callable, separator2_apply: Callable | None = None) -> Callable:
+    """The refined system for one set of static switches (s5jax.system.config.Switches), as a pure
+    function (weights, mixture [b, 4, n]) -> SystemOutput, weights = (tagger4 vars, tagger1 vars,
+    separator A vars, separator B vars, Params). The thresholds are traced: one compiled program
+    serves every config with these switches. The 1-ch tagger is needed for fusion with it, for
+    refine and for selection; separator B for selection (ValueError otherwise)."""
+    from ..labels import SILENCE
+    from . import decisions as D
+
+    sw = switches
+    if tagger1_apply is None and (sw.use_tagger1 or sw.refine or sw.separator_b):
+        raise ValueError("this system config needs the 1-ch tagger")
+    if separator2_apply is None and sw.separator_b:
+        raise ValueError("this system config needs a second separator")
+
+    def separate(apply, variables, mixture, queries):
+        return apply(variables, mixture, query_vector(queries))
+
+    def system(weights, mixture):
+        t4, t1, sep_a, sep_b, params = weights
+        mix0 = mixture[:, 0]
+        P4 = tag(tagger4_apply, t4, mixture)
+        P1 = tag(tagger1_apply, t1, mixture[:, :1]) if sw.use_tagger1 else jnp.zeros_like(P4)
+        q, conf = D.fuse(D.proposals(P1, sw.proposal), D.proposals(P4, sw.proposal), params, sw)
+        stems = separate(separator_apply, sep_a, mixture, q)
+        q2, conf2 = q, conf
+        need_r = sw.separator_b
+        if sw.refine or need_r:
+            retag_a = retag(tagger1_apply, t1, stems)
+            r_a = D.confirmation(retag_a, q, sw.confirm)
+        if sw.refine:
+            (q2, conf2), _ = D.refine(q, conf, r_a, params)
+            changed = jnp.any(q2 != q, axis=-1)                       # [b]: second pass needed
+
+            def second(_):
+                s2 = separate(separator_apply, sep_a, mixture, q2)
+                s2 = jnp.where(changed[:, None, None], s2, stems)
+                if not need_r:
+                    return s2, r_a
+                r2 = D.confirmation(retag(tagger1_apply, t1, s2), q2, sw.confirm)
+                return s2, jnp.where(changed[:, None], r2, r_a)
+
+            # skip the second pass (and its re-tag) when no clip of the batch changed its tuple
+            stems, r_a = jax.lax.cond(jnp.any(changed), second, lambda _: (stems, r_a), None)
+        energy_a = energy_db(stems, mix0)
+        if sw.separator_b:
+            e_b = entry(separator2_apply, sep_b, tagger1_apply, t1, mixture, q2)
+            r_b = D.confirmation(e_b.retag, q2, sw.confirm)
+            final = D.finalize(q2, conf2, r_a, r_b, energy_a, e_b.energy_db, params, sw)
+            stems = jnp.where(final.use_b[..., None], e_b.stems, stems)
+        else:
+            final = D.finalize(q2, conf2, None, None, energy_a, None, params, sw)
+        silent = final.labels == SILENCE
+        stems = jnp.where(silent[..., None], 0.0, stems)
+        probs = jnp.where(silent, silent_probs(P4, final.labels), conf2)
+        return SystemOutput(final.labels, probs, stems, q, q2, final.use_b)
+
+    return system
+
+
+def sharded_system(config, tagger4, tagger1, separator, separator2=None, devices=None):
+    """The system for `config` (a SystemConfig) over loaded models (Tagger/Separator objects; tagger1
+    and separator2 may be None when the config does not use them), data-parallel over `devices`."""
+    from ..pipeline import DataParallel
+
+    fn = make_system(config.switches(), tagger4.apply_fn, tagger1 and tagger1.apply_fn, separator.apply_fn,
+                     separator2 and separator2.apply_fn)
+    weights = (tagger4.variables, tagger1 and tagger1.variables, separator.variables,
+               separator2 and separator2.variables, config.params())
+    return DataParallel(fn, weights, devices)
