@@ -29,6 +29,7 @@ import numpy as np
 from ..errors import S5Error
 from ..files import write_bytes_atomic, write_json_atomic
 from ..labels import NUM_SLOTS
+from ..processes import share
 from .arrays import MISSING_KEY, N_LABELS, CacheArrays
 
 FORMAT = "s5jax-cache"
@@ -198,7 +199,7 @@ class CacheBuilder:
         self.cache_dir, self.input_dir, self.oracle_dir = cache_dir, input_dir, oracle_dir
         self.clips = clips
         self.paths = dict(clips)
-        self.mine = [name for name, _ in clips[process[0]::process[1]]]
+        self.mine = [name for name, _ in share(clips, process)]
         self.identities = identities
         self.batch_size = batch_size
         self.min_samples = max(tagger4.min_samples, tagger1.min_samples, *(s.min_samples for s in separators))
