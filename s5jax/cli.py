@@ -18,7 +18,9 @@ from .errors import S5Error
 def _cmd_convert(args) -> int:
     from .official import convert_checkpoint
 
-    kind = convert_checkpoint(args.ckpt, args.out_dir, args.kind)
+    from .official import parse_overrides
+
+    kind = convert_checkpoint(args.ckpt, args.out_dir, args.kind, parse_overrides(args.set))
     print(f"wrote {kind} checkpoint to {args.out_dir}")
     return 0
 
@@ -40,6 +42,16 @@ def _cmd_demo(args) -> int:
     return run_demo(args.out, clips=args.clips, batch_size=args.batch_size)
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import KINDS
 
@@ -49,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("ckpt", help="official Lightning .ckpt or M2D .pth")
     c.add_argument("out_dir", help="output folder (orbax variables + config.json)")
     c.add_argument("--kind", choices=KINDS, default=None, help="model kind (detected from the keys if omitted)")
+    c.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
+                   help="set a config field the checkpoint does not store (repeatable), e.g. "
+                        "num_heads=4 for a non-base M2D, hop=40 for a separator trained with another hop")
     c.set_defaults(func=_cmd_convert)
 
     i = sub.add_parser("infer", help="tag, separate and (with oracle targets) score a folder of soundscapes")
@@ -59,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="output folder for stems, results.json, labels.csv, scores")
     i.add_argument("--oracle", default=None,
                    help="oracle_target folder (default: INPUT/oracle_target when present) -> scores")
-    i.add_argument("--batch-size", type=int, default=None,
+    i.add_argument("--batch-size", type=_positive_int, default=None,
                    help="clips per batch, split over all local devices (default: 1 per device on CPU, "
                         "where bigger batches are slower per clip; 4 per accelerator)")
     i.add_argument("--zip", default=None, metavar="NAME",
@@ -70,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     d = sub.add_parser("demo", help="generate scenes + synthetic-weight official checkpoints, convert, infer, score")
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
     d.add_argument("--clips", type=int, default=6, help="number of generated soundscapes")
-    d.add_argument("--batch-size", type=int, default=2)
+    d.add_argument("--batch-size", type=_positive_int, default=2)
     d.set_defaults(func=_cmd_demo)
     return p
 

@@ -60,10 +60,49 @@ def convert_state_dict(sd: Mapping[str, np.ndarray], kind: str, source: str) -> 
     return convert_tagger_state_dict(_strip(sd, prefix), kind, source)
 
 
-def convert_checkpoint(path: str, out_dir: str, kind: str | None = None) -> str:
+def apply_overrides(config: dict, overrides: Mapping[str, object], kind: str, source: str) -> dict:
+    """`config` with fields the checkpoint does not store set by hand (e.g. a small model's
+    `num_heads`, a separator's `hop`); then checked against the weights like a loaded folder."""
+    out = dict(config)
+    for key, value in overrides.items():
+        if key not in out:
+            raise CheckpointError(f"{source}: --set {key}: no such {kind} config field "
+                                  f"(fields: {', '.join(sorted(out))})")
+        out[key] = value
+    return out
+
+
+def _model_class(kind: str):
+    if kind == "separator":
+        from .separator import Separator
+        return Separator
+    from .tagger import Tagger
+    return Tagger
+
+
+def parse_overrides(items) -> dict:
+    """['num_heads=4', 'hop=40'] -> {'num_heads': 4, 'hop': 40} (values read as JSON, else strings)."""
+    import json
+
+    out = {}
+    for item in items or ():
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise CheckpointError(f"--set {item!r}: expected FIELD=VALUE")
+        try:
+            out[key] = json.loads(text)
+        except ValueError:
+            out[key] = text
+    return out
+
+
+def convert_checkpoint(path: str, out_dir: str, kind: str | None = None,
+                       overrides: Mapping[str, object] | None = None) -> str:
     """Official `.ckpt`/`.pth` -> s5jax checkpoint folder. Returns the kind written.
 
     `out_dir` must be new, empty, or an s5jax checkpoint (replaced atomically); see `checkpoint.save`.
+    `overrides` set config fields that the weights cannot tell (num_heads, hop); the result is checked
+    against the weights' shapes.
     """
     checkpoint.check_target(out_dir)            # refuse a user's folder before the slow part
     sd = read_state_dict(path)
@@ -78,6 +117,17 @@ def convert_checkpoint(path: str, out_dir: str, kind: str | None = None) -> str:
     elif found is None:
         raise CheckpointError(f"{path}: keys do not look like a {kind} checkpoint; first key {next(iter(sd))!r}")
     config, variables = convert_state_dict(sd, kind, path)
+    if overrides:
+        config = apply_overrides(config, overrides, kind, path)
+        if kind != "m2d-encoder":
+            from .wrapper import check_shapes
+
+            model = _model_class(kind)
+            try:
+                cfg = model.CONFIG.from_dict(config)
+            except (TypeError, ValueError) as e:
+                raise CheckpointError(f"{path}: invalid {kind} config after --set ({e})") from None
+            check_shapes(variables, model.expected_variables(cfg), path)
     checkpoint.save(out_dir, kind, config, variables, source=os.path.abspath(path))
     return kind
 
