@@ -352,6 +352,68 @@ class CacheBuilder:
         return write_manifest(self.cache_dir, self.identities, self.input_dir, self.oracle_dir, names)
 
 
+def reach(builder: CacheBuilder, configs: list, names: list[str] | None = None, progress=None,
+          max_rounds: int = 4) -> int:
+    """Fill every entry the system `configs` (SystemConfigs) reach on `names` (default: the builder's
+    clips): replay them over the cache, compute what is missing, replay again (a second-pass tuple is
+    known only once the first pass's re-tag is cached, B's only after the refine). Returns the number
+    of entries computed."""
+    from ..system.config import stack_params
+    from .replay import missing_by_clip, prepare, replay_configs
+
+    by_switches: dict = {}
+    for cfg in configs:
+        by_switches.setdefault(cfg.switches(), []).append(cfg.params())
+    computed = 0
+    for _ in range(max_rounds):
+        names_, arrays = builder.load(names)
+        missing: dict[str, set[int]] = {}
+        for sw, params in by_switches.items():
+            out = replay_configs(stack_params(params), prepare(arrays, sw), sw)
+            for i, keys in missing_by_clip(out.clips).items():
+                missing.setdefault(names_[i], set()).update(keys)
+        if not missing:
+            return computed
+        computed += builder.fill(missing, progress=progress)
+    raise CacheError(f"{builder.cache_dir}: entries still missing after {max_rounds} rounds")
+
+
+def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, separator2_dir: str | None = None,
+              systems: list[str] | None = None, oracle_dir: str | None = None, batch_size: int | None = None,
+              progress: bool = True, process: tuple[int, int] = (0, 1), log=print) -> CacheBuilder:
+    """`s5jax cache`: the base of every clip, then every entry the `systems` (presets or config JSON
+    paths; default system1, and system3 with a separator B) reach. Under jax.distributed each process
+    does its share of the clips; process 0 records the clip list once all are in."""
+    from tqdm import tqdm
+
+    from ..processes import barrier
+    from ..system.config import load_system
+    from ..system.pipeline import load_models
+
+    if systems is None:
+        systems = ["system1"] + (["system3"] if separator2_dir else [])
+    configs = [load_system(s) for s in systems]          # a bad config fails before any model is loaded
+    t4, t1, sep_a, sep_b = load_models(tagger_dirs, separator_dir, separator2_dir)
+    if t4 is None or t1 is None:
+        raise CacheError("the cache needs both taggers: one 4-ch and one 1-ch (--tagger, --tagger2)")
+    for name, cfg in zip(systems, configs):
+        if cfg.switches().separator_b and sep_b is None:
+            raise CacheError(f"system {name} selects between two separators: give --separator2")
+    builder = CacheBuilder.open(cache_dir, input_dir, t4, t1, sep_a, sep_b, oracle_dir, batch_size, process)
+    barrier("s5jax-cache-open", process)
+    with tqdm(total=len(builder.mine), desc="cache: taggers", unit="clip", disable=not progress) as bar:
+        done = builder.base(progress=bar.update)
+    with tqdm(desc="cache: entries", unit="entry", disable=not progress) as bar:
+        n = reach(builder, configs, progress=bar.update)
+    log(f"process {process[0]}: {len(done)} clip(s) tagged, {n} entries computed "
+        f"({len(builder.mine) - len(done)} clip(s) resumed)")
+    barrier("s5jax-cache-done", process)
+    if process[0] == 0:
+        builder.finish()
+        log(f"cache of {len(builder.clips)} clip(s) in {cache_dir}")
+    return builder
+
+
 def _wav_frames(path: str) -> int:
     """Sample count of a wav from its header (grouping by length without reading the audio)."""
     import soundfile as sf
@@ -362,5 +424,5 @@ def _wav_frames(path: str) -> int:
         return -1
 
 
-__all__ = ["CacheBuilder", "CacheError", "ROLES", "load", "read_clip", "write_clip", "add_entries", "stack_clips",
+__all__ = ["CacheBuilder", "CacheError", "reach", "run_cache", "ROLES", "load", "read_clip", "write_clip", "add_entries", "stack_clips",
            "read_manifest", "write_manifest", "check_models", "clip_path", "decode_key", "empty_entries"]

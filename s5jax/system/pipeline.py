@@ -177,3 +177,63 @@ def sharded_system(config, tagger4, tagger1, separator, separator2=None, devices
     weights = (tagger4.variables, tagger1 and tagger1.variables, separator.variables,
                separator2 and separator2.variables, config.params())
     return DataParallel(fn, weights, devices)
+
+
+def load_models(tagger_dirs, separator_dir: str, separator2_dir: str | None = None):
+    """Checkpoint folders -> (tagger4, tagger1, separator, separator2); the taggers are given in any
+    order (`--tagger`, `--tagger2`) and told apart by their checkpoint kind; absent ones are None."""
+    from ..errors import S5Error
+    from ..separator import Separator
+    from ..tagger import Tagger
+
+    taggers = {}
+    for d in tagger_dirs:
+        if d is None:
+            continue
+        t = Tagger.from_checkpoint(d)
+        if t.kind in taggers:
+            raise S5Error(f"{d}: a second {t.kind} tagger; give one 4-ch and one 1-ch tagger")
+        taggers[t.kind] = t
+    separator2 = Separator.from_checkpoint(separator2_dir) if separator2_dir else None
+    return taggers.get("tagger-4ch"), taggers.get("tagger-1ch"), Separator.from_checkpoint(separator_dir), separator2
+
+
+def check_models(config, name: str, tagger4, tagger1, separator2) -> None:
+    """One-line S5Error when `config` needs a model that was not given."""
+    from ..errors import S5Error
+
+    sw = config.switches()
+    if tagger4 is None:
+        raise S5Error(f"system {name} needs a 4-ch tagger (--tagger or --tagger2)")
+    if tagger1 is None and (sw.use_tagger1 or sw.refine or sw.separator_b):
+        raise S5Error(f"system {name} fuses or re-tags with the 1-ch tagger: give it with --tagger2")
+    if separator2 is None and sw.separator_b:
+        raise S5Error(f"system {name} selects between two separators: give --separator2")
+
+
+def system_engine(system: str, tagger_dirs, separator_dir: str, separator2_dir: str | None,
+                  batch_size: int):
+    """`s5jax infer --system`: an infer Engine running `system` (preset name or config JSON path)."""
+    import numpy as np
+
+    from ..infer import Engine
+    from .config import PRESETS, load_system
+
+    config = load_system(system)
+    t4, t1, sep_a, sep_b = load_models(tagger_dirs, separator_dir, separator2_dir)
+    check_models(config, system, t4, t1, sep_b)
+    sw = config.switches()
+    t1 = t1 if (sw.use_tagger1 or sw.refine or sw.separator_b) else None   # loaded but unused: not recorded
+    sep_b = sep_b if sw.separator_b else None
+    run = sharded_system(config, t4, t1, sep_a, sep_b)
+
+    def compute(mixture: np.ndarray):
+        out = run(mixture, pad_to=batch_size)
+        return out.labels, out.probs, out.stems
+
+    models = {"tagger": t4, "tagger2": t1, "separator": sep_a, "separator2": sep_b}
+    settings = {"system": system if system in PRESETS else "custom", "system_config": config.to_dict(),
+                **{k: m.identity for k, m in models.items() if m is not None},
+                "precision": {k: m.cfg.precision for k, m in models.items() if m is not None}}
+    used = [m for m in models.values() if m is not None]
+    return Engine(compute, settings, int(sum(m.num_params for m in used)), max(m.min_samples for m in used))
