@@ -3,7 +3,11 @@
     s5jax convert CKPT OUT_DIR [--kind ...]   official PyTorch checkpoint -> s5jax checkpoint folder
     s5jax infer INPUT --tagger T --separator S --out OUT [--oracle DIR]
                                              the baseline system over a folder of soundscapes
-    s5jax submit --dev-test DEV --eval EVAL --tagger T --separator S --author A --affiliation F
+    s5jax infer ... --system CONFIG|PRESET [--tagger2 T1] [--separator2 B]
+                                             the refined system (s5jax.system) instead of the baseline
+    s5jax cache INPUT --tagger T --tagger2 T1 --separator S [--separator2 B] --out CACHE [--system ...]
+                                             per-clip model outputs for exact replay of system configs
+    s5jax submit --dev-test DEV --eval EVAL --tagger T --separator S [--system ...] --author A --affiliation F
                  --number K --out D          the DCASE submission package D/A_F_task4_K(.zip)
     s5jax submit --check PACKAGE [--dev-test DEV] [--eval EVAL]   check a package folder or zip
     s5jax demo [--out DIR]                   the whole workflow on generated scenes and synthetic weights
@@ -28,14 +32,35 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _join_processes(args) -> tuple[int, int]:
+    from .processes import initialize
+
+    return initialize(args.coordinator, args.num_processes, args.process_id)
+
+
+def _system_engine(args):
+    """The refined system's engine factory for --system (None: the baseline)."""
+    if args.system is not None:
+        from .system.pipeline import system_engine
+
+        return lambda batch_size: system_engine(args.system, [args.tagger, args.tagger2], args.separator,
+                                                args.separator2, batch_size)
+    if args.tagger2 or args.separator2:
+        raise S5Error("--tagger2 and --separator2 are used by a refined system: give --system CONFIG|PRESET")
+    return None
+
+
 def _cmd_infer(args) -> int:
     from .infer import run_infer
 
     if args.zip is not None:
         raise S5Error("infer --zip is gone: make the DCASE submission package with `s5jax submit` "
                       "(see `s5jax submit --help`)")
+    process = _join_processes(args)
+    engine = _system_engine(args)
     report = run_infer(args.input, args.out, args.tagger, args.separator, oracle_dir=args.oracle,
-                       batch_size=args.batch_size, progress=not args.quiet)
+                       batch_size=args.batch_size, progress=not args.quiet,
+                       engine=engine, process=process)
     print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
           f"{len(report.skipped)} skipped; outputs in {args.out}")
     unscored = report.scores["skipped"] if report.scores else {}
@@ -55,15 +80,35 @@ def _cmd_submit(args) -> int:
               f"{s.dev_clips} dev-test clips, CAPI-SDRi {capi})")
         return 0
     missing = [f"--{k.replace('_', '-')}" for k in ("dev_test", "eval", *_SUBMIT_MAKE)
-               if getattr(args, k) is None]
+               if getattr(args, k) is None and k not in _SUBMIT_OPTIONAL]
     if missing:
         raise S5Error(f"submit needs {' '.join(missing)} (or --check PACKAGE to check one)")
     run_submit(args.dev_test, args.eval, args.out, args.tagger, args.separator, args.author, args.affiliation,
-               args.number, batch_size=args.batch_size, progress=not args.quiet)
+               args.number, batch_size=args.batch_size, progress=not args.quiet, engine=_system_engine(args))
     return 0
 
 
-_SUBMIT_MAKE = ("tagger", "separator", "author", "affiliation", "number", "out")
+_SUBMIT_MAKE = ("tagger", "separator", "author", "affiliation", "number", "out", "system", "tagger2",
+                "separator2")
+_SUBMIT_OPTIONAL = ("system", "tagger2", "separator2")
+
+
+def _cmd_cache(args) -> int:
+    from .replay.cache import run_cache
+
+    process = _join_processes(args)
+    run_cache(args.input, args.out, [args.tagger, args.tagger2], args.separator, args.separator2,
+              systems=args.system, oracle_dir=args.oracle, batch_size=args.batch_size,
+              progress=not args.quiet, process=process)
+    return 0
+
+
+def _add_process_options(parser) -> None:
+    g = parser.add_argument_group("several processes (jax.distributed; each process takes every N-th clip)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0's coordinator, or 'auto' on a cluster JAX detects (SLURM, MPI, TPU)")
+    g.add_argument("--num-processes", type=_positive_int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
 
 
 def _cmd_demo(args) -> int:
@@ -109,6 +154,13 @@ def build_parser() -> argparse.ArgumentParser:
                         "where bigger batches are slower per clip; 4 per accelerator)")
     i.add_argument("--zip", default=None, help=argparse.SUPPRESS)   # gone: says to use `s5jax submit`
     i.add_argument("--quiet", action="store_true", help="no progress bar")
+    i.add_argument("--system", default=None, metavar="CONFIG|PRESET",
+                   help="run the refined system: a config JSON (e.g. a sweep's best.json) or a preset "
+                        "(baseline, system1, system2, system3)")
+    i.add_argument("--tagger2", default=None, help="the second tagger of the system (the taggers' kinds tell "
+                                                   "which is the 1-ch one)")
+    i.add_argument("--separator2", default=None, help="separator B for the dual-separator selection")
+    _add_process_options(i)
     i.set_defaults(func=_cmd_infer)
 
     s = sub.add_parser("submit", help="run the system on the dev-test and evaluation sets and write the "
@@ -123,11 +175,29 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--number", default=None, help="submission number K (1, 2, ...)")
     s.add_argument("--out", default=None, metavar="D", help="writes D/A_F_task4_K/ and D/A_F_task4_K.zip "
                                                            "(work files in D/.s5jax-submit/)")
-    s.add_argument("--batch-size", type=int, default=None, help="as for infer")
+    s.add_argument("--system", default=None, metavar="CONFIG|PRESET", help="as for infer: the refined system")
+    s.add_argument("--tagger2", default=None, help="as for infer: the system's second tagger")
+    s.add_argument("--separator2", default=None, help="as for infer: separator B of the system")
+    s.add_argument("--batch-size", type=_positive_int, default=None, help="as for infer")
     s.add_argument("--check", default=None, metavar="PACKAGE",
                    help="only check an existing package folder or zip (with --dev-test/--eval: against those sets)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_submit)
+    k = sub.add_parser("cache", help="cache per-clip model outputs so system configs replay exactly without audio")
+    k.add_argument("input", help="a dev-test set folder (soundscape/ and oracle_target/)")
+    k.add_argument("--tagger", required=True, help="a tagger checkpoint folder (4-ch or 1-ch)")
+    k.add_argument("--tagger2", required=True, help="the other tagger (one 4-ch, one 1-ch; kinds tell which)")
+    k.add_argument("--separator", required=True, help="separator A")
+    k.add_argument("--separator2", default=None, help="separator B (dual-separator selection)")
+    k.add_argument("--out", required=True, help="cache folder (new, or a cache of the same checkpoints to extend)")
+    k.add_argument("--system", action="append", default=None, metavar="CONFIG|PRESET",
+                   help="also cache every entry this system config reaches (repeatable; default: the presets "
+                        "system1, plus system3 with --separator2)")
+    k.add_argument("--oracle", default=None, help="oracle_target folder (default: INPUT/oracle_target)")
+    k.add_argument("--batch-size", type=_positive_int, default=None)
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_process_options(k)
+    k.set_defaults(func=_cmd_cache)
 
     d = sub.add_parser("demo", help="generate scenes + synthetic-weight official checkpoints, convert, infer, score")
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")

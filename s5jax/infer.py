@@ -233,11 +233,14 @@ def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int) -> Eng
 def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separator_dir: str | None = None,
               oracle_dir: str | None = None, batch_size: int | None = None,
               progress: bool = True, log=print,
-              engine: Callable[[int], Engine] | None = None) -> InferReport:
+              engine: Callable[[int], Engine] | None = None,
+              process: tuple[int, int] = (0, 1)) -> InferReport:
     """Run a system over `input_dir`, write everything to `out_dir`; returns what happened.
 
     The system is the baseline from `tagger_dir` + `separator_dir`, or `engine(batch_size) -> Engine`
-    (called once the folders are checked, so a bad folder fails before any model is loaded)."""
+    (called once the folders are checked, so a bad folder fails before any model is loaded).
+    `process` = (index, count) of a jax.distributed job: this process computes every count-th clip;
+    after a barrier, process 0 alone writes results, labels and scores over all clips."""
     from tqdm import tqdm
 
     if batch_size is not None and batch_size < 1:
@@ -273,6 +276,11 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
             report.resumed.append(name)
         else:
             todo.append((name, path))
+    if process[1] > 1:
+        from .processes import share
+
+        mine = set(share([name for name, _ in clips], process))   # from the full list: same split everywhere
+        todo = [t for t in todo if t[0] in mine]
     if report.resumed:
         log(f"resuming: {len(report.resumed)} clip(s) already done, {len(todo)} to go")
 
@@ -317,6 +325,19 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
         if group:
             run(group)
     bar.close()
+    if process[1] > 1:
+        from .processes import barrier
+
+        barrier("s5jax-infer-clips", process)
+        if process[0] != 0:
+            return report                  # process 0 writes what covers every clip
+        for name, path in clips:           # the other processes' clips, from their records
+            if name not in done and name not in report.skipped:
+                rec = _read_record(out_dir, name)
+                if _is_done(out_dir, rec):
+                    done[name] = rec
+                else:
+                    report.skipped[name] = f"{path}: not completed by the process that had it (see its log)"
 
     records = report.records = [done[name] for name, _ in clips if name in done]
     results = {"nparams": eng.nparams,

@@ -448,3 +448,16 @@ def test_killed_submit_resumes(sets, tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     assert f"resuming: {done} clip(s) already done" in r.stdout
     check_package(str(tmp_path / f"{NAME}.zip"), sets["dev"], sets["eval"])
+
+
+def test_system_option_is_passed_to_infer(sets, package, tmp_path):
+    """`--system baseline` runs the refined-system engine with the baseline preset: the same package
+    (that preset equals the baseline), and its config records the system."""
+    assert main(_submit_args(sets, tmp_path, number="2", extra=["--system", "baseline"])) == 0
+    name2 = "Doe_Uni_task4_2"
+    res = json.loads((tmp_path / name2 / "eval_results.json").read_text())
+    base = json.loads((package / NAME / "eval_results.json").read_text())
+    assert res["probabilities"] == base["probabilities"]
+    assert res["config"]["system"] == "baseline" and "system_config" in res["config"]
+    assert "system_config" not in base["config"] or base["config"]["system"] == "baseline"
+    assert sorted(os.listdir(tmp_path / name2 / "eval_out")) == sorted(os.listdir(package / NAME / "eval_out"))
