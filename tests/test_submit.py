@@ -138,6 +138,11 @@ def test_package_layout_and_eval_json(sets, package):
     folder = package / NAME
     assert sorted(os.listdir(folder)) == ["dev_set_test_results.json", "eval_out", "eval_results.json"]
     assert (package / f"{NAME}.zip").is_file()
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (folder / "eval_results.json", package / f"{NAME}.zip", folder / "eval_out"):
+        want = (0o777 if path.is_dir() else 0o666) & ~umask
+        assert path.stat().st_mode & 0o777 == want, path
     res = json.loads((folder / "eval_results.json").read_text())
     assert list(res) == KEYS_EVAL
     # equal to what `s5jax infer` writes for the evaluation set with the same checkpoints
@@ -425,6 +430,17 @@ def test_interrupted_publication_resumes(sets, package, tmp_path, monkeypatch, c
     # once complete, a re-run only checks
     assert main(_submit_args(sets, tmp_path)) == 0
     assert "already complete" in capsys.readouterr().out
+
+
+def test_other_settings_do_not_mix_into_a_package(sets, package, capsys):
+    """A re-run with another tagger on a finished package: one line naming the difference, nothing
+    changed (infer refuses the work folder's records made by the first tagger)."""
+    before = _listing(package)
+    capsys.readouterr()
+    assert main(_submit_args(sets, package, tagger="silent")) == 2
+    line = _one_error_line(capsys)
+    assert "made with other settings (tagger.sha256" in line, line
+    assert _listing(package) == before
 
 
 @pytest.mark.slow
