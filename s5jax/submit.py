@@ -39,7 +39,7 @@ from . import __version__
 from .dataset import list_soundscapes, oracle_folder
 from .errors import S5Error
 from .files import write_json_atomic
-from .infer import run_infer
+from .infer import run_infer, settings_difference
 from .labels import CLASSES, LABELS, SAMPLE_RATE
 
 EVAL_OUT = "eval_out"
@@ -269,6 +269,7 @@ def _check_eval(pkg, eval_names: dict[str, str] | None) -> tuple[int, int]:
     _need(pkg.is_dir(EVAL_OUT), pkg.where(EVAL_OUT), "missing (the stems folder)")
     name_set, lengths = set(names), sorted({len(n) for n in names})
     wavs = pkg.listdir(EVAL_OUT)
+    frames: dict[str, int] = {}          # mixture length per soundscape (header only)
     for f in wavs:
         rel = f"{EVAL_OUT}/{f}"
         _need(f.endswith(".wav") and not pkg.is_dir(rel), pkg.where(rel), "unexpected entry (eval_out "
@@ -281,7 +282,9 @@ def _check_eval(pkg, eval_names: dict[str, str] | None) -> tuple[int, int]:
         _need(h.channels == 1 and h.sample_rate == SAMPLE_RATE, pkg.where(rel),
               f"{h.channels} channel(s) at {h.sample_rate} Hz, expected mono {SAMPLE_RATE} Hz")
         if eval_names is not None:
-            n = sf.info(eval_names[owner]).frames
+            if owner not in frames:
+                frames[owner] = sf.info(eval_names[owner]).frames
+            n = frames[owner]
             _need(h.frames == n, pkg.where(rel), f"{h.frames} samples, the mixture has {n}")
     missing = sorted(set(listed) - set(wavs))
     if missing:
@@ -513,22 +516,26 @@ def run_submit(dev_dir: str, eval_dir: str, out_dir: str, tagger_dir: str, separ
         if os.path.lexists(final_zip) and not zip_ours:
             raise PackageError(f"{final_zip}: exists and was not made by this submission; remove it or "
                                "choose another --number (nothing was deleted)")
-        if folder_ours and zip_ours:
+        # infer resumes (finished clips are kept) and refuses records made with other settings, so
+        # a re-run never mixes models; for a package already in place only the comparison is left
+        runs = {key: _infer_set(set_dir, os.path.join(work, key), oracle_dir, tagger_dir, separator_dir,
+                                batch_size, progress, log, infer_options)
+                for key, set_dir, oracle_dir in (("dev", dev_dir, oracle), ("eval", eval_dir, None))}
+        # what made the results: infer's run record (checkpoint identities with their sha256, system,
+        # precision), the same for both sets (infer refuses mixed records)
+        config = {"s5jax_version": __version__, **runs["eval"][0][0]["made_by"],
+                  "dev_test": os.path.abspath(dev_dir), "eval": os.path.abspath(eval_dir)}
+        if folder_ours:
+            _same_config(final, config)
+        else:
+            pkg = _stage(work, name, runs, config, dev_dir, eval_dir, log)
+            marker = {"folder": _inode(pkg)}
+            _write_marker(marker_path, marker)      # before the rename: a kill after it still knows
+            _make_room(final)
+            os.rename(pkg, final)
+        if zip_ours and folder_ours:
             log(f"{final_zip}: already complete")
         else:
-            if not folder_ours:
-                runs = {key: _infer_set(set_dir, os.path.join(work, key), oracle_dir, tagger_dir,
-                                        separator_dir, batch_size, progress, log, infer_options)
-                        for key, set_dir, oracle_dir in (("dev", dev_dir, oracle), ("eval", eval_dir, None))}
-                # what made the results: infer's run record (checkpoint identities with their sha256,
-                # system, precision), the same for both sets (infer refuses mixed records)
-                config = {"s5jax_version": __version__, **runs["eval"][0][0]["made_by"],
-                          "dev_test": os.path.abspath(dev_dir), "eval": os.path.abspath(eval_dir)}
-                pkg = _stage(work, name, runs, config, dev_dir, eval_dir, log)
-                marker = {"folder": _inode(pkg)}
-                _write_marker(marker_path, marker)      # before the rename: a kill after it still knows
-                _make_room(final)
-                os.rename(pkg, final)
             tmp_zip = os.path.join(work, name + ".zip")
             write_zip(final, tmp_zip)
             check_package(tmp_zip, dev_dir, eval_dir)
@@ -555,6 +562,19 @@ def _infer_set(set_dir, out, oracle_dir, tagger_dir, separator_dir, batch_size, 
                            f"needs every soundscape; first: {next(iter(failed.values()))}")
     with open(os.path.join(out, "results.json")) as f:
         return report.records, json.load(f)["nparams"]
+
+
+def _same_config(final: str, config: dict) -> None:
+    """Refuse to complete a package this submission made earlier with other settings."""
+    path = os.path.join(final, EVAL_JSON)
+    try:
+        with open(path) as f:
+            old = json.load(f).get("config", {})
+    except (OSError, ValueError, AttributeError):
+        raise PackageError(f"{path}: unreadable; remove {final} to rebuild the package") from None
+    diff = settings_difference(old, config)
+    if diff:
+        raise PackageError(f"{final}: made with other settings ({diff}); choose another --number")
 
 
 def _stage(work, name, runs, config, dev_dir, eval_dir, log) -> str:
