@@ -38,16 +38,27 @@ def _join_processes(args) -> tuple[int, int]:
     return initialize(args.coordinator, args.num_processes, args.process_id)
 
 
-def _system_engine(args):
-    """The refined system's engine factory for --system (None: the baseline)."""
+def _compile_cache(args) -> None:
+    if not args.no_compile_cache:
+        from . import compile_cache
+
+        compile_cache.enable()
+
+
+def _engine(args):
+    """The engine factory of infer/submit: the refined system for --system, else the baseline."""
     if args.system is not None:
         from .system.pipeline import system_engine
 
+        if args.precision is not None:
+            raise S5Error("--precision applies to the baseline; a --system run uses the checkpoints' own")
         return lambda batch_size: system_engine(args.system, [args.tagger, args.tagger2], args.separator,
                                                 args.separator2, batch_size)
     if args.tagger2 or args.separator2:
         raise S5Error("--tagger2 and --separator2 are used by a refined system: give --system CONFIG|PRESET")
-    return None
+    from .infer import baseline_engine
+
+    return lambda batch_size: baseline_engine(args.tagger, args.separator, batch_size, args.precision)
 
 
 def _cmd_infer(args) -> int:
@@ -56,11 +67,10 @@ def _cmd_infer(args) -> int:
     if args.zip is not None:
         raise S5Error("infer --zip is gone: make the DCASE submission package with `s5jax submit` "
                       "(see `s5jax submit --help`)")
+    _compile_cache(args)
     process = _join_processes(args)
-    engine = _system_engine(args)
-    report = run_infer(args.input, args.out, args.tagger, args.separator, oracle_dir=args.oracle,
-                       batch_size=args.batch_size, progress=not args.quiet,
-                       engine=engine, process=process)
+    report = run_infer(args.input, args.out, oracle_dir=args.oracle, batch_size=args.batch_size,
+                       progress=not args.quiet, engine=_engine(args), process=process)
     print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
           f"{len(report.skipped)} skipped; outputs in {args.out}")
     unscored = report.scores["skipped"] if report.scores else {}
@@ -83,8 +93,9 @@ def _cmd_submit(args) -> int:
                if getattr(args, k) is None and k not in _SUBMIT_OPTIONAL]
     if missing:
         raise S5Error(f"submit needs {' '.join(missing)} (or --check PACKAGE to check one)")
+    _compile_cache(args)
     run_submit(args.dev_test, args.eval, args.out, args.tagger, args.separator, args.author, args.affiliation,
-               args.number, batch_size=args.batch_size, progress=not args.quiet, engine=_system_engine(args))
+               args.number, batch_size=args.batch_size, progress=not args.quiet, engine=_engine(args))
     return 0
 
 
@@ -114,6 +125,7 @@ def _add_process_options(parser) -> None:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
+    _compile_cache(args)
     return run_demo(args.out, clips=args.clips, batch_size=args.batch_size)
 
 
@@ -125,6 +137,19 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _precision_option(p) -> None:
+    p.add_argument("--precision", choices=("highest", "high", "default"), default=None,
+                   help="matmul/conv precision of both models (default: the checkpoints' own, 'highest': "
+                        "float32-exact everywhere; 'high'/'default' allow TF32/bf16 passes on GPU/TPU; "
+                        "no effect on CPU). Recorded with the results")
+
+
+def _cache_option(p) -> None:
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use the persistent compilation cache ($S5JAX_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/s5jax/jax, else ~/.cache/s5jax/jax; safe to delete)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -161,6 +186,8 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "which is the 1-ch one)")
     i.add_argument("--separator2", default=None, help="separator B for the dual-separator selection")
     _add_process_options(i)
+    _precision_option(i)
+    _cache_option(i)
     i.set_defaults(func=_cmd_infer)
 
     s = sub.add_parser("submit", help="run the system on the dev-test and evaluation sets and write the "
@@ -179,6 +206,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tagger2", default=None, help="as for infer: the system's second tagger")
     s.add_argument("--separator2", default=None, help="as for infer: separator B of the system")
     s.add_argument("--batch-size", type=_positive_int, default=None, help="as for infer")
+    _precision_option(s)
+    _cache_option(s)
     s.add_argument("--check", default=None, metavar="PACKAGE",
                    help="only check an existing package folder or zip (with --dev-test/--eval: against those sets)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -203,6 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
     d.add_argument("--clips", type=int, default=6, help="number of generated soundscapes")
     d.add_argument("--batch-size", type=_positive_int, default=2)
+    _cache_option(d)
     d.set_defaults(func=_cmd_demo)
     return p
 

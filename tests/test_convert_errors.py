@@ -9,7 +9,7 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import golden_state_dict, write_lightning_ckpt
+from conftest import golden_state_dict, require_torch, write_lightning_ckpt
 from s5jax.cli import main
 from s5jax.official import convert_checkpoint
 from s5jax.errors import CheckpointError
@@ -164,7 +164,7 @@ def test_tensor_outside_its_storage_is_refused(tmp_path):
 
 
 def test_real_torch_files_both_ways(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = require_torch()
     rng = np.random.default_rng(0)
     arrays = {
         "model.backbone.pos_embed": rng.standard_normal((1, 11, 8)).astype(np.float32),

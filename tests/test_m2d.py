@@ -174,10 +174,19 @@ def test_batch_equals_per_clip(tagger4):
     np.testing.assert_allclose(batch, single, rtol=1e-5, atol=1e-5)
 
 
-def test_apply_fn_is_pure_and_jittable(tagger4):
+def test_apply_fn_is_stable_and_reads_only_its_arguments(tagger4):
+    """apply_fn is one object (callers may jit it once) and depends only on the variables passed: a
+    bias added to one class of the last head layer moves exactly that logit."""
+    assert tagger4.apply_fn is tagger4.apply_fn
     w = wave(6, 2, 4, 16000)
-    out = jax.jit(tagger4.apply_fn)(tagger4.variables, w)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(tagger4(w)), rtol=1e-5, atol=1e-6)
+    fn = jax.jit(tagger4.apply_fn)
+    base = np.asarray(fn(tagger4.variables, w))
+    moved = jax.tree.map(lambda a: a, tagger4.variables)
+    moved["params"]["head"]["tracks_1_3"]["bias"] = moved["params"]["head"]["tracks_1_3"]["bias"].at[7].add(0.5)
+    out = np.asarray(fn(moved, w))
+    delta = np.zeros_like(base)
+    delta[:, 1, 7] = 0.5
+    np.testing.assert_allclose(out, base + delta, rtol=1e-6, atol=1e-6)
     assert tagger4.num_params > 0
 
 

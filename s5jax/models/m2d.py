@@ -86,9 +86,6 @@ class M2DConfig:
     def lax_precision(self):
         return PRECISIONS[self.precision]
 
-    def num_frames(self, samples: int) -> int:
-        return 1 + samples // self.hop
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
