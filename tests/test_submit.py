@@ -161,7 +161,9 @@ def test_package_layout_and_eval_json(sets, package):
     cfg = res["config"]
     for model in ("tagger", "separator"):
         assert cfg[model]["path"] == os.path.abspath(sets[model]) and len(cfg[model]["sha256"]) == 64
-    assert cfg["tagger"]["kind"] == "tagger-4ch" and cfg["s5jax_version"]
+    assert cfg["tagger"]["kind"] == "tagger-4ch" and cfg["s5jax_version"] and cfg["system"] == "baseline"
+    assert cfg["precision"] == {"tagger": "highest", "separator": "highest"}
+    assert (cfg["dev_test"], cfg["eval"]) == (os.path.abspath(sets["dev"]), os.path.abspath(sets["eval"]))
     # 16-bit PCM stems, quantised from the float stems infer wrote (clipped at ±1)
     for f in listed:
         info = sf.info(str(folder / "eval_out" / f))
@@ -393,6 +395,8 @@ def test_refusals_before_any_work(sets, tmp_path, capsys):
     assert "no such package folder or zip" in _one_error_line(capsys)
     assert main(["submit", "--dev-test", sets["dev"], "--out", str(tmp_path)]) == 2
     assert "submit needs --eval --tagger --separator --author --affiliation --number" in _one_error_line(capsys)
+    assert main(_submit_args(sets, tmp_path, extra=["--system", "baseline", "--precision", "high"])) == 2
+    assert "--precision applies to the baseline" in _one_error_line(capsys)
     assert main(["infer", sets["eval"], "--tagger", sets["tagger"], "--separator", sets["separator"],
                  "--out", str(tmp_path / "o"), "--zip", NAME]) == 2
     assert "s5jax submit" in _one_error_line(capsys)
