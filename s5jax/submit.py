@@ -82,15 +82,21 @@ class WavHeader:
     frames: int
 
 
-def _wav_header(head: bytes, size: int, where: str) -> WavHeader:
-    """Parse a RIFF/WAVE header from the first bytes of a file of `size` bytes (no sample is read)."""
+def _wav_header(f, size: int, where: str) -> WavHeader:
+    """Parse the RIFF/WAVE header of an open file of `size` bytes, chunk by chunk (seeking over the
+    chunks it does not need; no sample is read)."""
+    head = f.read(12)
     if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
         raise PackageError(f"{where}: not a RIFF/WAVE file")
     pos, fmt = 12, None
-    while pos + 8 <= len(head):
-        cid, clen = struct.unpack("<4sI", head[pos:pos + 8])
-        if cid == b"fmt " and pos + 24 <= len(head):
-            _, channels, rate, _, block, bits = struct.unpack("<HHIIHH", head[pos + 8:pos + 24])
+    while pos + 8 <= size:
+        f.seek(pos)
+        cid, clen = struct.unpack("<4sI", f.read(8))
+        if cid == b"fmt ":
+            raw = f.read(16)
+            if len(raw) < 16:
+                break
+            _, channels, rate, _, block, bits = struct.unpack("<HHIIHH", raw)
             fmt = (channels, rate, bits, block)
         elif cid == b"data":
             if fmt is None:
@@ -101,10 +107,7 @@ def _wav_header(head: bytes, size: int, where: str) -> WavHeader:
                                    f"file holds {size - pos - 8}")
             return WavHeader(channels, rate, bits, clen // max(block, 1))
         pos += 8 + clen + (clen & 1)
-    raise PackageError(f"{where}: no wav data chunk in the first {len(head)} bytes")
-
-
-_HEAD_BYTES = 4096
+    raise PackageError(f"{where}: truncated wav: no complete fmt and data chunks")
 
 
 class _Folder:
@@ -129,7 +132,7 @@ class _Folder:
     def header(self, rel: str) -> WavHeader:
         path = os.path.join(self.path, rel)
         with open(path, "rb") as f:
-            return _wav_header(f.read(_HEAD_BYTES), os.fstat(f.fileno()).st_size, self.where(rel))
+            return _wav_header(f, os.fstat(f.fileno()).st_size, self.where(rel))
 
     def where(self, rel: str) -> str:
         return os.path.join(self.path, rel)
@@ -171,7 +174,7 @@ class _Zip:
     def header(self, rel: str) -> WavHeader:
         info = self.files[rel]
         with self.z.open(info) as f:
-            return _wav_header(f.read(_HEAD_BYTES), info.file_size, self.where(rel))
+            return _wav_header(f, info.file_size, self.where(rel))
 
     def where(self, rel: str) -> str:
         return f"{self.path}:{self.name}/{rel}"

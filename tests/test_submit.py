@@ -321,6 +321,20 @@ def _stereo_stem(f):
     return stem, "2 channel(s) at 32000 Hz, expected mono 32000 Hz"
 
 
+def _truncated_stem(f):
+    stem = _first_stem(f)
+    raw = (f / "eval_out" / stem).read_bytes()
+    (f / "eval_out" / stem).write_bytes(raw[: len(raw) // 2])
+    return stem, "truncated wav: data chunk declares"
+
+
+def _short_stem(f):
+    stem = _first_stem(f)
+    data = sf.read(str(f / "eval_out" / stem))[0]
+    sf.write(str(f / "eval_out" / stem), data[:-10], 32000)
+    return stem, f"{len(data) - 10} samples, the mixture has {len(data)}"
+
+
 def _wrong_mean(f):
     _edit_json(f / "dev_set_test_results.json", lambda obj: obj["CAPI-SDRi"].update(mean=99.0))
     return "dev_set_test_results.json", "mean 99.0 is not the mean of the per-clip values"
@@ -333,7 +347,8 @@ def _stray_file(f):
 
 BREAKS = {"extra_wav": _extra_wav, "extra_wav_of_a_soundscape": _extra_listed_wav, "missing_wav": _missing_wav,
           "bad_label": _bad_label, "prefix_collision": _prefix_collision, "dev_clip_missing": _dev_clip_missing,
-          "stereo_stem": _stereo_stem, "wrong_mean": _wrong_mean, "stray_file": _stray_file}
+          "stereo_stem": _stereo_stem,
+          "truncated_stem": _truncated_stem, "short_stem": _short_stem, "wrong_mean": _wrong_mean, "stray_file": _stray_file}
 
 
 @pytest.mark.parametrize("how", sorted(BREAKS))
