@@ -101,10 +101,15 @@ def test_infer_outputs_stems_and_scores(setup, capsys):
     if recomputed:
         assert summary["ca_sdri"] == pytest.approx(np.mean(recomputed), abs=1e-4)
 
-    # resume: nothing to redo; a clip whose record is gone is redone, the others skipped
+    # resume: nothing to redo; a clip left unfinished (record not complete, a stem missing: what a kill
+    # mid-clip leaves) is redone, the others skipped
     assert _infer(data, out, ckpt) == 0
     assert "resuming: 5 clip(s) already done, 0 to go" in capsys.readouterr().out
-    os.unlink(out / ".s5jax" / "clips" / f"{names[0]}.json")
+    rec_path = out / ".s5jax" / "clips" / f"{names[0]}.json"
+    rec = json.loads(rec_path.read_text())
+    rec_path.write_text(json.dumps(dict(rec, complete=False)))
+    if rec["estimate"]:
+        os.unlink(out / rec["estimate"][0]["filename"])
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     killed = out / f".part-{gone.pid}-x.wav"                   # what a killed run leaves behind
