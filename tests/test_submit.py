@@ -472,12 +472,21 @@ def test_killed_submit_resumes(sets, tmp_path):
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
     p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 300
-    while time.time() < deadline and p.poll() is None and not (work.is_dir() and any(work.iterdir())):
+
+    def complete() -> int:       # clip records infer has marked complete (its stems all written)
+        n = 0
+        for f in (work.iterdir() if work.is_dir() else []):
+            try:
+                n += json.loads(f.read_text()).get("complete", False) is True
+            except (OSError, ValueError):
+                pass
+        return n
+    while time.time() < deadline and p.poll() is None and not complete():
         time.sleep(0.01)
     p.send_signal(signal.SIGKILL)
     p.wait()
     assert p.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    done = len(list(work.iterdir()))
+    done = complete()
     assert 1 <= done < 4 and not (tmp_path / NAME).exists()
     r = subprocess.run(cmd, env=env, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-2000:]
