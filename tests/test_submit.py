@@ -404,6 +404,15 @@ def test_bad_names_are_refused(author, affiliation, number, bad):
 
 
 def test_refusals_before_any_work(sets, tmp_path, capsys):
+    import fcntl
+
+    work = tmp_path / ".s5jax-submit" / NAME
+    work.mkdir(parents=True)
+    with open(work / "lock", "a") as held:       # another submit writing the same package
+        fcntl.flock(held, fcntl.LOCK_EX)
+        assert main(_submit_args(sets, tmp_path)) == 2
+        assert "another s5jax submit is writing this package" in _one_error_line(capsys)
+    assert sorted(os.listdir(work)) == ["lock"]
     assert main(_submit_args(sets, os.path.join(sets["eval"], "D"))) == 2
     assert "--out is inside the --eval set" in _one_error_line(capsys)
     assert main(["submit", "--check", str(tmp_path / "nothing.zip")]) == 2
