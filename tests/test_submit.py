@@ -514,3 +514,22 @@ def test_system_option_is_passed_to_infer(sets, package, tmp_path):
     assert res["config"]["system"] == "baseline" and "system_config" in res["config"]
     assert "system_config" not in base["config"]      # the plain baseline engine has none
     assert sorted(os.listdir(tmp_path / name2 / "eval_out")) == sorted(os.listdir(package / NAME / "eval_out"))
+
+
+def test_dev_results_where_the_official_code_divides_by_zero(tmp_path):
+    """No class on either side in any clip: per-clip None, mean None (official: ZeroDivisionError),
+    accuracy_src None (0/0), accuracy_mix 100."""
+    from s5jax.submit import dev_results
+
+    np.savez(tmp_path / "matrices.npz", names=np.array(["a", "b"]), S=np.zeros((2, 3, 3), np.float32),
+             M=np.zeros((2, 3), np.float32), est_labels=np.full((2, 3), SILENCE, np.int32),
+             ref_labels=np.full((2, 3), SILENCE, np.int32))
+    slots = [{"label": "silence", "probability": 0.9}] * 3
+    res = dev_results(str(tmp_path), [{"soundscape": n, "slots": slots} for n in "ab"], 7, {"k": 1})
+    assert res["CAPI-SDRi"] == {"mean": None}
+    assert res["label_metrics"] == {"accuracy_mix": 100.0, "accuracy_src": None}
+    assert [d["metrics"] for d in res["details"]] == [[
+        {"metric": "CAPI-SDRi", "value": None},
+        {"metric": "label_metrics", "value": {"acc": True, "tp": 0, "fp": 0, "fn": 0}}]] * 2
+    assert res["details"][0]["est_labels"] == res["details"][0]["ref_labels"] == ["silence"] * 3
+    assert (res["nparams"], res["config"]) == (7, {"k": 1})
