@@ -36,7 +36,7 @@ import numpy as np
 import soundfile as sf
 
 from . import __version__
-from .dataset import list_soundscapes, oracle_folder
+from .dataset import list_soundscapes, oracle_folder, soundscape_folder
 from .errors import S5Error
 from .files import write_json_atomic
 from .infer import run_infer, settings_difference
@@ -497,6 +497,8 @@ def run_submit(dev_dir: str, eval_dir: str, out_dir: str, tagger_dir: str, separ
             raise PackageError(f"{d}: no such folder ({what})")
         if _inside(out_dir, d):
             raise PackageError(f"{out_dir}: --out is inside the {what} set {d}; choose a folder outside it")
+        # the package's stems are told apart by name prefix: refuse such a set before any inference
+        check_soundscape_names([n for n, _ in list_soundscapes(d)], soundscape_folder(d))
     oracle = oracle_folder(dev_dir)
     if oracle is None:
         raise PackageError(f"{dev_dir}: no oracle_target folder; --dev-test needs the dev-test set with "

@@ -415,6 +415,14 @@ def test_refusals_before_any_work(sets, tmp_path, capsys):
     assert sorted(os.listdir(work)) == ["lock"]
     assert main(_submit_args(sets, os.path.join(sets["eval"], "D"))) == 2
     assert "--out is inside the --eval set" in _one_error_line(capsys)
+    prefixed = tmp_path / "prefixed" / "soundscape"                 # eval_1 is a prefix of eval_10
+    prefixed.mkdir(parents=True)
+    for n in ("eval_1", "eval_10"):
+        shutil.copy(os.path.join(sets["eval"], "soundscape", "eval_0000.wav"), prefixed / f"{n}.wav")
+    assert main(_submit_args(dict(sets, eval=str(prefixed.parent)), tmp_path / "p")) == 2
+    line = _one_error_line(capsys)
+    assert str(prefixed) in line and "'eval_1' is a prefix of 'eval_10'" in line
+    assert not (tmp_path / "p").exists()
     assert main(["submit", "--check", str(tmp_path / "nothing.zip")]) == 2
     assert "no such package folder or zip" in _one_error_line(capsys)
     assert main(["submit", "--dev-test", sets["dev"], "--out", str(tmp_path)]) == 2
