@@ -387,28 +387,30 @@ def dev_results(scores_dir: str, records: list[dict], nparams: int, config: dict
     Where the official code gives None (a clip with no class on either side) or would divide by zero
     (no clip scored; no label on any side for accuracy_src), the value is None (JSON null).
     """
-    import jax.numpy as jnp
+    import jax
 
     from . import metric
 
     with np.load(os.path.join(scores_dir, "matrices.npz")) as m:
         mats = {k: m[k] for k in m.files}
     index = {str(n): i for i, n in enumerate(mats["names"])}
+    missing = [r["soundscape"] for r in records if r["soundscape"] not in index]
+    if missing:
+        raise PackageError(f"{scores_dir}: {missing[0]} was not scored")
+    rows = np.array([index[r["soundscape"]] for r in records], np.int64)
+    est, ref = mats["est_labels"][rows], mats["ref_labels"][rows]
+    # all clips in one batched call of the metric infer scored with (same per-clip arithmetic)
+    scores = jax.jit(jax.vmap(metric.clip_score_detail))(est, ref, mats["S"][rows], mats["M"][rows])
+    score, valid = np.asarray(scores.score), np.asarray(scores.valid)
     details, values, counts = [], [], []
-    for rec in records:
-        name = rec["soundscape"]
-        if name not in index:
-            raise PackageError(f"{scores_dir}: {name} was not scored")
-        i = index[name]
-        est, ref = mats["est_labels"][i], mats["ref_labels"][i]
-        d = metric.clip_score_detail(jnp.asarray(est), jnp.asarray(ref), mats["S"][i], mats["M"][i])
-        value = float(d.score) if bool(d.valid) else None
-        c = metric.label_counts(est, ref)
+    for k, rec in enumerate(records):
+        value = float(score[k]) if valid[k] else None
+        c = metric.label_counts(est[k], ref[k])
         values.append(value)
         counts.append(c)
         details.append({
-            "soundscape": name,
-            "ref_labels": [LABELS[int(x)] for x in ref],
+            "soundscape": rec["soundscape"],
+            "ref_labels": [LABELS[int(x)] for x in ref[k]],
             "est_labels": [s["label"] for s in rec["slots"]],
             "probabilities": [s["probability"] for s in rec["slots"]],
             "metrics": [{"metric": CAPI, "value": value},
