@@ -35,21 +35,29 @@ def _join_processes(args) -> tuple[int, int]:
     return initialize(args.coordinator, args.num_processes, args.process_id)
 
 
+def _compile_cache(args) -> None:
+    if not args.no_compile_cache:
+        from . import compile_cache
+
+        compile_cache.enable()
+
+
 def _cmd_infer(args) -> int:
-    from .infer import run_infer
+    from .infer import baseline_engine, run_infer
 
     process = _join_processes(args)
-    engine = None
+    _compile_cache(args)
     if args.system is not None:
         from .system.pipeline import system_engine
 
         engine = lambda batch_size: system_engine(args.system, [args.tagger, args.tagger2], args.separator,  # noqa: E731
-                                                  args.separator2, batch_size)
+                                                  args.separator2, batch_size, args.precision)
     elif args.tagger2 or args.separator2:
         raise S5Error("--tagger2 and --separator2 are used by a refined system: give --system CONFIG|PRESET")
-    report = run_infer(args.input, args.out, args.tagger, args.separator, oracle_dir=args.oracle,
-                       batch_size=args.batch_size, zip_name=args.zip, progress=not args.quiet,
-                       engine=engine, process=process)
+    else:
+        engine = lambda batch_size: baseline_engine(args.tagger, args.separator, batch_size, args.precision)  # noqa: E731
+    report = run_infer(args.input, args.out, oracle_dir=args.oracle, batch_size=args.batch_size,
+                       zip_name=args.zip, progress=not args.quiet, engine=engine, process=process)
     print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
           f"{len(report.skipped)} skipped; outputs in {args.out}")
     unscored = report.scores["skipped"] if report.scores else {}
@@ -60,6 +68,7 @@ def _cmd_cache(args) -> int:
     from .replay.cache import run_cache
 
     process = _join_processes(args)
+    _compile_cache(args)
     run_cache(args.input, args.out, [args.tagger, args.tagger2], args.separator, args.separator2,
               systems=args.system, oracle_dir=args.oracle, batch_size=args.batch_size,
               progress=not args.quiet, process=process)
@@ -77,6 +86,7 @@ def _add_process_options(parser) -> None:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
+    _compile_cache(args)
     return run_demo(args.out, clips=args.clips, batch_size=args.batch_size)
 
 
@@ -88,6 +98,12 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _cache_option(p) -> None:
+    p.add_argument("--no-compile-cache", action="store_true",
+                   help="do not use the persistent compilation cache ($S5JAX_CACHE_DIR, else "
+                        "$XDG_CACHE_HOME/s5jax/jax, else ~/.cache/s5jax/jax; safe to delete)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -125,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
                                                    "which is the 1-ch one)")
     i.add_argument("--separator2", default=None, help="separator B for the dual-separator selection")
     _add_process_options(i)
+    i.add_argument("--precision", choices=("highest", "high", "default"), default=None,
+                   help="matmul/conv precision of both models (default: the checkpoints' own, 'highest': "
+                        "float32-exact everywhere; 'high'/'default' allow TF32/bf16 passes on GPU/TPU; "
+                        "no effect on CPU). Recorded with the results")
+    _cache_option(i)
     i.set_defaults(func=_cmd_infer)
 
     k = sub.add_parser("cache", help="cache per-clip model outputs so system configs replay exactly without audio")
@@ -141,12 +162,14 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--batch-size", type=_positive_int, default=None)
     k.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_process_options(k)
+    _cache_option(k)
     k.set_defaults(func=_cmd_cache)
 
     d = sub.add_parser("demo", help="generate scenes + synthetic-weight official checkpoints, convert, infer, score")
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
     d.add_argument("--clips", type=int, default=6, help="number of generated soundscapes")
     d.add_argument("--batch-size", type=_positive_int, default=2)
+    _cache_option(d)
     d.set_defaults(func=_cmd_demo)
     return p
 

@@ -27,8 +27,6 @@ TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "linear": lambda w: w.T,                                   # [out, in] -> [in, out]
     "conv2d": lambda w: w.transpose(2, 3, 1, 0),               # [O, I, H, W] -> [H, W, I, O]
     "conv_transpose2d": lambda w: w.transpose(2, 3, 0, 1),     # [I, O, H, W] -> [H, W, I, O]
-    "conv1d": lambda w: w.transpose(2, 1, 0),                  # [O, I, K] -> [K, I, O]
-    "scalar": lambda w: w.reshape(()),
 }
 
 

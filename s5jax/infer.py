@@ -211,13 +211,15 @@ def default_batch_size() -> int:
     return per_device * jax.local_device_count()
 
 
-def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int) -> Engine:
-    """The official baseline (tagger -> silence last -> separator), data-parallel over local devices."""
+def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int,
+                    precision: str | None = None) -> Engine:
+    """The official baseline (tagger -> silence last -> separator), data-parallel over local devices.
+    `precision` overrides both models' matmul precision (None: the checkpoints' own)."""
     from . import Separator, Tagger
     from .pipeline import sharded_baseline
 
-    tagger = Tagger.from_checkpoint(tagger_dir)
-    separator = Separator.from_checkpoint(separator_dir)
+    tagger = Tagger.from_checkpoint(tagger_dir, precision=precision)
+    separator = Separator.from_checkpoint(separator_dir, precision=precision)
     system = sharded_baseline(tagger.apply_fn, tagger.variables, separator.apply_fn, separator.variables)
 
     def compute(mixture: np.ndarray):
@@ -298,8 +300,13 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
                            "out of range?); nothing written for this clip")
                 continue
             try:
-                done[name] = _write_clip(out_dir, name, labels[k], probs[k], stems[k], eng.settings,
-                                         existing.get(name))
+                # read again: a concurrent run with the same settings may have claimed it meanwhile
+                current = _read_record(out_dir, name)
+                diff = settings_difference((current or {}).get("made_by") or eng.settings, eng.settings)
+                if diff:
+                    raise S5Error(f"{out_dir}: another run with other settings wrote {name} meanwhile "
+                                  f"({diff}); not touching it")
+                done[name] = _write_clip(out_dir, name, labels[k], probs[k], stems[k], eng.settings, current)
                 report.processed.append(name)
             except S5Error as e:
                 fail(name, str(e))

@@ -10,6 +10,7 @@ default device once. Bad call inputs raise AudioError.
 """
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Any, Callable, Mapping
 
@@ -95,9 +96,10 @@ class LoadedModel:
         return jax.eval_shape(lambda *x: module.init(jax.random.PRNGKey(0), *x), *cls.example_inputs(cfg))
 
     @classmethod
-    def from_checkpoint(cls, ckpt_dir: str | os.PathLike):
+    def from_checkpoint(cls, ckpt_dir: str | os.PathLike, precision: str | None = None):
         """Load an s5jax checkpoint folder (`s5jax convert`); CheckpointError if it is another model,
-        its config is invalid, or its weights do not fit its config."""
+        its config is invalid, or its weights do not fit its config. `precision` ('highest', 'high',
+        'default') replaces the config's matmul precision (the identity stays the checkpoint's)."""
         source = os.fspath(ckpt_dir)
         kind, config, variables = checkpoint.load(source, kinds=cls.KINDS)
         try:
@@ -106,6 +108,8 @@ class LoadedModel:
             raise CheckpointError(f"{source}: invalid {kind} config ({e})") from None
         cls.check_config(cfg, kind, source)
         check_shapes(variables, cls.expected_variables(cfg), source)
+        if precision is not None:
+            cfg = dataclasses.replace(cfg, precision=precision)
         return cls(cfg, variables, kind, source, checkpoint.make_identity(source, kind, config, variables))
 
     @property

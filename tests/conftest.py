@@ -48,6 +48,18 @@ def write_lightning_ckpt(state_dict: dict, path, extra: bool = True) -> str:
     return str(path)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def compile_cache_in_tmp(tmp_path_factory):
+    """CLI runs in tests use a session-private compilation cache, never the user's ~/.cache."""
+    old = os.environ.get("S5JAX_CACHE_DIR")
+    os.environ["S5JAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("compile_cache"))
+    yield
+    if old is None:
+        os.environ.pop("S5JAX_CACHE_DIR", None)
+    else:
+        os.environ["S5JAX_CACHE_DIR"] = old
+
+
 @pytest.fixture(scope="session")
 def golden():
     if not GOLDEN.is_dir():
@@ -83,3 +95,85 @@ def tiny_ckpt(tmp_path_factory):
     return {"tagger": str(root / "tagger"), "separator": str(root / "separator"),
             "forced": forced_tagger(str(root / "tagger"), str(root / "forced"), (18, 3, 15)),
             "forced_other": forced_tagger(str(root / "tagger"), str(root / "forced_other"), (5, 18, 9))}
+
+
+def _rel(ours, ref) -> float:
+    ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
+    return float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
+
+
+def compare_separator_case(sep, g, i: int, rtol: float = 1e-4) -> dict:
+    """Every field of separator golden case i against our forward: stems, mag_ch0, source_mask,
+    conditions, FiLM betas, bottleneck, head logits (first frames), ISTFT inputs of slot 0, n_frames.
+
+    Inner activations are read with Flax's `capture_intermediates` (each submodule's output), so the
+    model code is not changed for testing. The golden `film` vector holds all 38 FiLM outputs, but the
+    official forward never applies the decoder blocks' own `beta2` (6 of them; our model does not even
+    compute them): the 32 applied ones are compared. Returns {field: relative error}."""
+    wav = load_synth().synth_waveform(int(g["seeds"][i]), int(g["channels"]), float(g["seconds"][i]))[None]
+    qv = np.asarray(g[f"case{i}_label_vector"])[None]
+    (stems, aux), state = sep.module.apply(sep.variables, wav, qv, capture_intermediates=True,
+                                           mutable=["intermediates"])
+    inter = state["intermediates"]["base"]
+
+    def out_of(*path):
+        node = inter
+        for p in path:
+            node = node[p]
+        return node["__call__"]
+
+    frames = aux["mag"].shape[2]
+    f = sep.cfg.n_fft // 2
+    head = np.asarray(out_of("after_conv")[0])[0]                      # [T', F, ch*3*slots]
+    re_im = [np.asarray(z)[0, :, :, 0].reshape(frames, f + 1, sep.cfg.num_slots)[..., 0]
+             for z in out_of("out_conv")]                               # the two out_conv calls
+    bottleneck = np.asarray(out_of("conv_block7a")[0][0])[0]            # [T, F, C]
+    ours = {"stems": np.asarray(stems)[0], "mag_ch0": np.asarray(aux["mag"])[0, 0],
+            "source_mask": np.asarray(aux["source_mask"])[0], "conditions": np.asarray(aux["condition"])[0],
+            "bottleneck": bottleneck.transpose(2, 0, 1),
+            "head_logits_first_frames": head[:8].transpose(2, 0, 1),
+            "istft_in_real_slot0": re_im[0], "istft_in_imag_slot0": re_im[1]}
+    errors = {}
+    for name, value in ours.items():
+        if f"case{i}_{name}" not in g:          # the tiny golden has no head/ISTFT fields
+            continue
+        ref = g[f"case{i}_{name}"]
+        assert np.shape(value) == ref.shape, (name, np.shape(value), ref.shape)
+        if not np.any(ref):
+            assert not np.any(value), name
+            errors[name] = 0.0
+        else:
+            errors[name] = _rel(value, ref)
+            assert errors[name] <= rtol, (name, errors[name])
+    names, sizes = [str(n) for n in g[f"case{i}_film_names"]], list(g[f"case{i}_film_sizes"])
+    film_ref = np.split(np.asarray(g[f"case{i}_film"]), np.cumsum(sizes)[:-1])
+    skipped = []
+    for name, ref in zip(names, film_ref):
+        path = name.split("->")
+        try:
+            value = np.asarray(out_of(*path)[0])[0]
+        except KeyError:
+            skipped.append(name)
+            continue
+        err = _rel(value, ref)
+        assert value.shape == ref.shape and err <= rtol, (name, err)
+        errors["film:" + name] = err
+    assert sorted(skipped) == sorted(n for n in names if n.startswith("decoder_block") and n.count("->") == 1
+                                     and n.endswith("beta2")), skipped
+    assert len(names) - len(skipped) == 32
+    assert int(g[f"case{i}_n_frames"]) == frames
+    covered = set(ours) | {"film", "film_names", "film_sizes", "n_frames", "n_samples", "label_vector"}
+    assert {k[len(f"case{i}_"):] for k in g if k.startswith(f"case{i}_")} <= covered
+    return errors
+
+
+def require_torch():
+    """torch for a cross-check test: skipped when missing on a developer machine, but a failure under
+    CI (CI=true), where a silently skipped cross-check would pass nothing."""
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        try:
+            import torch
+        except ImportError as e:
+            pytest.fail(f"CI=true but torch is not importable ({e}); the torch cross-check tests need it")
+        return torch
+    return pytest.importorskip("torch")

@@ -2,13 +2,14 @@
 from __future__ import annotations
 
 import collections
+import os
 import pickle
 import zipfile
 
 import numpy as np
 import pytest
 
-from conftest import golden_state_dict, write_lightning_ckpt
+from conftest import golden_state_dict, require_torch, write_lightning_ckpt
 from s5jax.cli import main
 from s5jax.official import convert_checkpoint
 from s5jax.errors import CheckpointError
@@ -163,7 +164,7 @@ def test_tensor_outside_its_storage_is_refused(tmp_path):
 
 
 def test_real_torch_files_both_ways(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = require_torch()
     rng = np.random.default_rng(0)
     arrays = {
         "model.backbone.pos_embed": rng.standard_normal((1, 11, 8)).astype(np.float32),
@@ -194,3 +195,97 @@ def test_real_torch_files_both_ways(tmp_path):
     for k, v in sd.items():
         assert back["state_dict"][k].dtype == v.dtype, k
         assert torch.equal(back["state_dict"][k], v.contiguous()), k
+
+
+# ------------------------------------------------------------------ output folder safety, identity
+TINY = ["--set", "num_heads=4"]
+
+
+def _tiny_ckpt(golden) -> str:
+    return str(golden / "m2d" / "tiny_lightning_1c.ckpt")
+
+
+def test_convert_into_folder_with_a_foreign_file_leaves_it_untouched(golden, tmp_path, capsys):
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("a user's file")
+    err = cli_error(["convert", _tiny_ckpt(golden), str(out), *TINY], capsys)
+    assert "not empty and not an s5jax checkpoint" in err and str(out) in err
+    assert os.listdir(out) == ["notes.txt"] and (out / "notes.txt").read_text() == "a user's file"
+    (tmp_path / "afile").write_text("x")
+    assert "not a folder" in cli_error(["convert", _tiny_ckpt(golden), str(tmp_path / "afile"), *TINY], capsys)
+    assert (tmp_path / "afile").read_text() == "x"
+    # a checkpoint folder holding an extra file is not ours to replace either
+    assert main(["convert", _tiny_ckpt(golden), str(tmp_path / "ck"), *TINY]) == 0
+    (tmp_path / "ck" / "extra.txt").write_text("keep")
+    assert "not empty" in cli_error(["convert", _tiny_ckpt(golden), str(tmp_path / "ck"), *TINY], capsys)
+    assert (tmp_path / "ck" / "extra.txt").read_text() == "keep"
+
+
+def test_convert_replaces_a_checkpoint_and_follows_the_umask(golden, tmp_path):
+    from s5jax import checkpoint
+    from s5jax.tagger import Tagger
+
+    out = tmp_path / "ck"
+    old = os.umask(0o002)
+    try:
+        assert main(["convert", _tiny_ckpt(golden), str(out), *TINY]) == 0
+        first = checkpoint.identity(out)
+        assert main(["convert", _tiny_ckpt(golden), str(out), "--set", "num_heads=2"]) == 0
+    finally:
+        os.umask(old)
+    assert sorted(os.listdir(out)) == ["config.json", "variables"]
+    assert [f for f in os.listdir(tmp_path) if f != "ck"] == []          # no temporaries left
+    for d, dirs, files in os.walk(out):
+        assert os.stat(d).st_mode & 0o777 == 0o775, d
+        for f in files:
+            assert os.stat(os.path.join(d, f)).st_mode & 0o777 == 0o664, f
+    second = checkpoint.identity(out)
+    assert second["path"] == str(out) and second["kind"] == "tagger-1ch"
+    assert first["sha256"] != second["sha256"]                    # the config is part of the identity
+    tagger = Tagger.from_checkpoint(out)
+    assert tagger.identity == second and tagger.cfg.num_heads == 2
+    # same weights and config elsewhere: same hash; one weight changed: another hash
+    kind, config, variables = checkpoint.load(out)
+    checkpoint.save(tmp_path / "copy", kind, config, variables)
+    assert checkpoint.identity(tmp_path / "copy")["sha256"] == second["sha256"]
+    variables["params"]["head"]["tracks_0_3"]["bias"][0] += 1e-6
+    checkpoint.save(tmp_path / "copy", kind, config, variables)
+    assert checkpoint.identity(tmp_path / "copy")["sha256"] != second["sha256"]
+
+
+@pytest.mark.parametrize("edit, expected", [
+    (lambda m: m.update(config=None), '"config": null'),
+    (lambda m: m["config"].update(embed_dim=32, num_heads=4), "has shape"),
+    (lambda m: m["config"].update(depth=3), "weights lack params/encoder/blocks_2"),
+    (lambda m: m["config"].update(in_channels=4), "tagger-1ch checkpoint with in_channels=4"),
+    (lambda m: m.update(kind="tagger-4ch"), "tagger-4ch checkpoint with in_channels=1"),
+    (lambda m: m["config"].update(num_tracks=4), "config"),
+])
+def test_config_that_does_not_match_the_weights_is_one_line(golden, tmp_path, capsys, edit, expected):
+    import json
+
+    from s5jax.tagger import Tagger
+
+    out = tmp_path / "ck"
+    assert main(["convert", _tiny_ckpt(golden), str(out), *TINY]) == 0
+    meta = json.loads((out / "config.json").read_text())
+    edit(meta)
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as e:
+        Tagger.from_checkpoint(out)
+    assert expected in str(e.value) and str(out) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_separator_config_mismatch_is_one_line(golden, tmp_path):
+    import json
+
+    from s5jax.separator import Separator
+
+    out = tmp_path / "sep"
+    assert main(["convert", str(golden / "resunet" / "tiny_lightning.ckpt"), str(out), "--set", "hop=40"]) == 0
+    meta = json.loads((out / "config.json").read_text())
+    meta["config"]["condition_dim"] = 64
+    (out / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError, match=r"has shape .* config implies"):
+        Separator.from_checkpoint(out)

@@ -210,3 +210,35 @@ def test_complete_results_with_other_settings_are_refused(data, tiny_ckpt, tmp_p
     assert infer(data, out, tiny_ckpt, tagger="tagger") == 2
     assert "holds results for" in one_error_line(capsys)
     assert _listing(out) == before
+
+
+def test_persistent_compile_cache_is_used_and_can_be_turned_off(data, tiny_ckpt, tmp_path):
+    """Two processes: the first fills $S5JAX_CACHE_DIR; --no-compile-cache leaves another empty; the
+    outputs agree bit for bit (a cached program computes what a fresh compile does)."""
+    def run(out, cache, *extra):
+        env = dict(os.environ, S5JAX_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
+        r = subprocess.run([sys.executable, "-m", "s5jax.cli", "infer", str(data), "--tagger", tiny_ckpt["forced"],
+                            "--separator", tiny_ckpt["separator"], "--out", str(out), "--quiet", *extra],
+                           env=env, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr[-1500:]
+
+    run(tmp_path / "a", tmp_path / "cache")
+    cached = os.listdir(tmp_path / "cache")
+    assert len(cached) >= 2                                       # tagger+separator program and more
+    run(tmp_path / "b", tmp_path / "cache")                       # served from the cache
+    run(tmp_path / "c", tmp_path / "off", "--no-compile-cache")
+    assert not (tmp_path / "off").exists() or os.listdir(tmp_path / "off") == []
+    for f in os.listdir(tmp_path / "a"):
+        if f.endswith(".wav"):      # samples, not bytes: the wav PEAK chunk holds a timestamp
+            a, b, c = (sf.read(str(tmp_path / x / f))[0] for x in "abc")
+            assert np.array_equal(a, b) and np.array_equal(a, c), f
+
+
+def test_precision_is_recorded_and_a_change_is_refused(data, tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert infer(data, out, tiny_ckpt, extra=["--precision", "default"]) == 0
+    capsys.readouterr()
+    rec = json.loads(next((out / ".s5jax" / "clips").glob("*.json")).read_text())
+    assert rec["made_by"]["precision"] == {"tagger": "default", "separator": "default"}
+    assert infer(data, out, tiny_ckpt) == 2
+    assert "precision.separator" in one_error_line(capsys)

@@ -84,14 +84,38 @@ def test_shapes_and_intermediates(tagger4):
     np.testing.assert_allclose(tagger4(wave(0, 2, 4, n)), out["logits"], rtol=1e-5, atol=1e-6)
 
 
-def test_chunk_layout_follows_official_encode_lms():
+def test_chunk_layout_follows_the_baseline_runtime():
+    """The baseline's portable_m2d: whole axis padded to a multiple of 16, chunk count from the
+    unpadded length (m2d_tagger.md section 3 table); not the later M2D release's last-chunk padding."""
     cfg = M2DConfig()
-    # (frames) -> (padded, full chunks, last partial chunk)
-    assert chunk_layout(1001, cfg) == (1001, 1, 0)          # 10 s: one chunk, 9 frames unused
-    assert chunk_layout(2002, cfg) == (2002, 2, 0)
-    assert chunk_layout(1500, cfg) == (1513, 1, 512)        # last chunk padded to a multiple of 16
-    assert chunk_layout(1997, cfg) == (2009, 2, 0)          # padding past 1001 is clipped off
-    assert chunk_layout(3, cfg) == (16, 0, 16)
+    steps = lambda f: (lambda u, n, r: n * (cfg.chunk_frames // 16) + r // 16)(*chunk_layout(f, cfg))
+    # (frames) -> (frames read, full chunks, last partial chunk)
+    assert chunk_layout(1001, cfg) == (1001, 1, 0) and steps(1001) == 62      # 10 s
+    assert chunk_layout(371, cfg) == (384, 0, 384) and steps(371) == 24        # 3.7 s
+    assert chunk_layout(1251, cfg) == (1257, 1, 256) and steps(1251) == 78     # 12.5 s: 1001 + 263 -> 16
+    assert chunk_layout(2001, cfg) == (2002, 2, 0) and steps(2001) == 124      # 20 s
+    assert chunk_layout(2301, cfg) == (2290, 2, 288) and steps(2301) == 142    # 23 s: 302 frames -> 18
+    assert steps(1500) == 62 + 31            # the later release's per-chunk padding would give 62 + 32
+    assert chunk_layout(13, cfg) == (16, 0, 16) and steps(13) == 1
+    # a last chunk under 16 frames (the official code raises) is dropped: 10.01-10.08 s, 20.02-20.09 s
+    for f in range(1002, 1009):
+        assert chunk_layout(f, cfg) == (1001, 1, 0), f
+    for f in range(2003, 2017):
+        assert chunk_layout(f, cfg) == (2002, 2, 0), f
+    assert chunk_layout(1009, cfg) == (1017, 1, 16)
+
+
+def test_last_chunk_under_16_frames_is_dropped():
+    """chunk_frames=50 (not a multiple of 16, like 1001): 51 frames -> padded 64 -> a 14-frame last
+    chunk, which gives no time step; the features are those of the first chunk alone."""
+    cfg = M2DConfig(in_channels=1, **dict(SMALL, chunk_frames=50))
+    tagger = Tagger(cfg, random_variables(cfg, 2))
+    out = tagger.intermediates(wave(4, 1, 1, 320 * 50))
+    lms = np.asarray(out["lms"])[0]                    # [1, 80, 51]
+    assert lms.shape[-1] == 51
+    feats = np.asarray(out["features"])[0]
+    assert feats.shape == (1, 3, 320)
+    np.testing.assert_allclose(feats, encode_chunk(tagger, lms[..., :48]), rtol=2e-5, atol=2e-5)
 
 
 def test_long_input_is_encoded_chunk_by_chunk(tagger4):
@@ -150,10 +174,19 @@ def test_batch_equals_per_clip(tagger4):
     np.testing.assert_allclose(batch, single, rtol=1e-5, atol=1e-5)
 
 
-def test_apply_fn_is_pure_and_jittable(tagger4):
+def test_apply_fn_is_stable_and_reads_only_its_arguments(tagger4):
+    """apply_fn is one object (callers may jit it once) and depends only on the variables passed: a
+    bias added to one class of the last head layer moves exactly that logit."""
+    assert tagger4.apply_fn is tagger4.apply_fn
     w = wave(6, 2, 4, 16000)
-    out = jax.jit(tagger4.apply_fn)(tagger4.variables, w)
-    np.testing.assert_allclose(np.asarray(out), np.asarray(tagger4(w)), rtol=1e-5, atol=1e-6)
+    fn = jax.jit(tagger4.apply_fn)
+    base = np.asarray(fn(tagger4.variables, w))
+    moved = jax.tree.map(lambda a: a, tagger4.variables)
+    moved["params"]["head"]["tracks_1_3"]["bias"] = moved["params"]["head"]["tracks_1_3"]["bias"].at[7].add(0.5)
+    out = np.asarray(fn(moved, w))
+    delta = np.zeros_like(base)
+    delta[:, 1, 7] = 0.5
+    np.testing.assert_allclose(out, base + delta, rtol=1e-6, atol=1e-6)
     assert tagger4.num_params > 0
 
 

@@ -5,12 +5,13 @@ import pathlib
 import numpy as np
 import pytest
 
+from conftest import require_torch
 from s5jax.official import read_state_dict
 from s5jax.torchfile import Opaque, load_torch_file
 
 
 def test_real_lightning_extras_load_inert(tmp_path):
-    torch = pytest.importorskip("torch")
+    torch = require_torch()
     w = torch.arange(12, dtype=torch.float32).reshape(3, 4)
     obj = {
         "state_dict": collections.OrderedDict([("model.w", w), ("model.n", torch.tensor(3))]),
@@ -48,3 +49,23 @@ def test_conversion_never_imports_torch(tmp_path):
     r = subprocess.run([sys.executable, "-c", code, ckpt, str(tmp_path / "out")], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr[-1000:]
     assert (tmp_path / "out" / "config.json").is_file()
+
+
+def test_missing_torch_fails_under_ci(tmp_path):
+    """With torch unimportable, a cross-check test is skipped normally and fails under CI=true."""
+    import os
+    import subprocess
+    import sys
+
+    (tmp_path / "block").mkdir()
+    (tmp_path / "block" / "torch.py").write_text("raise ModuleNotFoundError('No module named torch (blocked for this test)', name='torch')\n")
+    test = tmp_path / "test_x.py"
+    test.write_text("from conftest import require_torch\n\ndef test_x():\n    require_torch()\n")
+    tests = os.path.dirname(os.path.abspath(__file__))
+    for ci, expect in (("", "1 skipped"), ("true", "1 failed")):
+        env = dict(os.environ, CI=ci, PYTHONPATH=os.pathsep.join([str(tmp_path / "block"), tests,
+                                                                 os.environ.get("PYTHONPATH", "")]))
+        r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(test),
+                            "--rootdir", str(tmp_path), "--confcutdir", str(tmp_path)],
+                           env=env, capture_output=True, text=True, cwd=tmp_path)
+        assert expect in r.stdout, (ci, r.stdout[-800:])

@@ -86,9 +86,6 @@ class M2DConfig:
     def lax_precision(self):
         return PRECISIONS[self.precision]
 
-    def num_frames(self, samples: int) -> int:
-        return 1 + samples // self.hop
-
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
@@ -234,23 +231,31 @@ class ViTEncoder(nn.Module):
 
 
 def chunk_layout(frames: int, cfg: M2DConfig) -> tuple[int, int, int]:
-    """How the official `encode_lms` cuts `frames`: (frames after right zero-padding, number of
-    full chunks, frames of the last partial chunk or 0). The padding makes the last chunk a multiple
-    of `patch`; a last chunk that would then exceed chunk_frames is clipped (as in the original)."""
+    """How the baseline's `encode_lms` (its portable_m2d runtime) cuts `frames`: (frames the encoder
+    reads, after right zero-padding; number of full chunks; frames of the last partial chunk, or 0).
+
+    The whole frame axis is zero-padded to a multiple of `patch`, the chunk count is taken from the
+    unpadded length (ceil(frames / chunk_frames)), and chunk i is padded frames [i*unit, (i+1)*unit).
+    A chunk of l frames gives l // patch time steps, so the last chunk is trimmed to a multiple of
+    `patch` (the trimmed frames never reach an output). A last chunk under `patch` frames (10.01-10.08 s,
+    20.02-20.09 s, ...) makes the official code raise; here it is dropped (0 steps), so such a clip is
+    tagged from its full chunks.
+    """
     unit, p = cfg.chunk_frames, cfg.patch
     n_chunk = -(-frames // unit)
-    padded = frames + (p - frames % unit % p) % p
-    n_full = min(n_chunk, padded // unit)
-    rest = padded - n_full * unit if n_full < n_chunk else 0   # < unit here
-    return padded, n_full, rest
+    padded = -(-frames // p) * p
+    last = min(unit, padded - (n_chunk - 1) * unit)
+    n_full = n_chunk if last == unit else n_chunk - 1
+    rest = 0 if last == unit else last // p * p        # 0 also when the last chunk is under `patch`
+    return n_full * unit + rest, n_full, rest
 
 
 def encode_lms(encoder: ViTEncoder, lms: jax.Array, cfg: M2DConfig) -> jax.Array:
     """lms [batch, n_mels, frames] -> features [batch, time, F*D], chunks of chunk_frames encoded
     separately (full chunks folded into the batch) and concatenated along time."""
     b, m, frames = lms.shape
-    padded, n_full, rest = chunk_layout(frames, cfg)
-    lms = jnp.pad(lms, ((0, 0), (0, 0), (0, padded - frames)))
+    used, n_full, rest = chunk_layout(frames, cfg)
+    lms = jnp.pad(lms, ((0, 0), (0, 0), (0, max(0, used - frames))))
     unit = cfg.chunk_frames
     parts = []
     if n_full:
