@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 import struct
-import tempfile
 
 import numpy as np
 import soundfile as sf
 
-from .errors import AudioError, S5Error
+from .errors import AudioError
+from .files import temp_file, write_text_atomic  # noqa: F401  (write_text_atomic: re-exported)
 from .labels import SAMPLE_RATE
 
 
@@ -79,11 +79,7 @@ def write_audio(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int 
     path = os.fspath(path)
     data = np.asarray(waveform, dtype=np.float32)
     data = data.T if data.ndim == 2 else data
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".part-", suffix=".wav", dir=folder)
-    except OSError as e:
-        raise S5Error(f"{path}: cannot write here ({e.strerror})") from None
+    fd, tmp = temp_file(path, suffix=".wav")
     try:
         with os.fdopen(fd, "wb") as f:
             sf.write(f, data, sample_rate, subtype="FLOAT", format="WAV")
@@ -93,20 +89,3 @@ def write_audio(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int 
             os.unlink(tmp)
         raise
 
-
-def write_text_atomic(path: str | os.PathLike, text: str) -> None:
-    """Write a text file (JSON, CSV) under a temporary name and rename it into place."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=".part-", dir=folder)
-    except OSError as e:
-        raise S5Error(f"{path}: cannot write here ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise

@@ -6,19 +6,26 @@
       variables/      orbax StandardCheckpointer tree {"params": ..., "batch_stats": ...}
 
 A folder is written under a temporary name and renamed into place, so an interrupted conversion never
-leaves something that looks like a checkpoint.
+leaves something that looks like a checkpoint. `save` refuses a target that holds anything but an
+s5jax checkpoint (a user's files are never deleted); an existing checkpoint is swapped out atomically.
+
+Identity: `identity(folder)` = {"path", "kind", "sha256"}, the hash taken over the canonical JSON of
+{kind, config} and every weight array (path, dtype, shape, bytes) in sorted order, so it names the
+model, not the file layout orbax chose, and the same weights loaded anywhere hash the same. Run
+records (infer), cache manifests and submission configs store it to tell models apart.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
-import tempfile
 from typing import Any, Mapping
 
 import numpy as np
 
 from .errors import CheckpointError
+from .files import fix_tree_modes, temp_dir, write_json_atomic
 
 FORMAT = "s5jax-checkpoint"
 VERSION = 1
@@ -31,18 +38,43 @@ def _checkpointer():
     return ocp.StandardCheckpointer()
 
 
+def _is_checkpoint_folder(path: str) -> bool:
+    """True if `path` holds exactly an s5jax checkpoint (config.json of our format + variables/)."""
+    try:
+        names = set(os.listdir(path))
+        read_meta(path)
+    except (OSError, CheckpointError):
+        return False
+    return names <= {"config.json", "variables"}
+
+
+def check_target(out_dir: str | os.PathLike) -> str:
+    """`out_dir` as an absolute path if a checkpoint may be written there (absent, empty folder, or an
+    s5jax checkpoint); otherwise a CheckpointError, nothing touched."""
+    out_dir = os.path.abspath(os.fspath(out_dir))
+    if os.path.lexists(out_dir):
+        if not os.path.isdir(out_dir) or os.path.islink(out_dir):
+            raise CheckpointError(f"{out_dir}: exists and is not a folder; choose another output")
+        if os.listdir(out_dir) and not _is_checkpoint_folder(out_dir):
+            raise CheckpointError(f"{out_dir}: folder is not empty and not an s5jax checkpoint; "
+                                  "refusing to replace it (choose an empty or new folder)")
+    return out_dir
+
+
 def save(out_dir: str | os.PathLike, kind: str, config: Mapping[str, Any], variables: Mapping,
          source: str = "") -> None:
-    """Write a checkpoint folder atomically (replacing an existing one at `out_dir`)."""
+    """Write a checkpoint folder atomically. `out_dir` must be absent, an empty folder, or an s5jax
+    checkpoint (then replaced as a whole); anything else is a CheckpointError and is left untouched."""
     if kind not in KINDS:
         raise ValueError(f"unknown model kind {kind!r}")
-    out_dir = os.path.abspath(os.fspath(out_dir))
+    out_dir = check_target(out_dir)
     parent = os.path.dirname(out_dir)
     try:
         os.makedirs(parent, exist_ok=True)
-        tmp = tempfile.mkdtemp(prefix=".s5jax-", dir=parent)
+        tmp = temp_dir(parent)
     except OSError as e:
         raise CheckpointError(f"{out_dir}: cannot write the checkpoint here ({e.strerror})") from None
+    old = None
     try:
         ck = _checkpointer()
         tree = {k: dict(v) for k, v in variables.items()}
@@ -50,14 +82,19 @@ def save(out_dir: str | os.PathLike, kind: str, config: Mapping[str, Any], varia
         ck.wait_until_finished()
         meta = {"format": FORMAT, "version": VERSION, "kind": kind, "config": dict(config),
                 "source": os.fspath(source)}
-        with open(os.path.join(tmp, "config.json"), "w") as f:
-            json.dump(meta, f, indent=1)
+        write_json_atomic(os.path.join(tmp, "config.json"), meta)
+        fix_tree_modes(tmp)
         if os.path.lexists(out_dir):
-            shutil.rmtree(out_dir)
+            try:
+                os.rmdir(out_dir)                     # an empty folder
+            except OSError:
+                old = temp_dir(parent)                # a checkpoint: move it aside, swap, then drop it
+                os.replace(out_dir, os.path.join(old, "previous"))
         os.replace(tmp, out_dir)
     finally:
-        if os.path.exists(tmp):
-            shutil.rmtree(tmp, ignore_errors=True)
+        for leftover in (tmp, old):
+            if leftover and os.path.exists(leftover):
+                shutil.rmtree(leftover, ignore_errors=True)
 
 
 def read_meta(ckpt_dir: str | os.PathLike) -> dict:
@@ -83,6 +120,9 @@ def load(ckpt_dir: str | os.PathLike, kinds: tuple[str, ...] | None = None) -> t
     ckpt_dir = os.fspath(ckpt_dir)
     meta = read_meta(ckpt_dir)
     kind = meta["kind"]
+    if not isinstance(meta.get("config"), dict):
+        raise CheckpointError(f"{ckpt_dir}: config.json has no model config (\"config\": "
+                              f"{json.dumps(meta.get('config'))})")
     if kinds is not None and kind not in kinds:
         raise CheckpointError(f"{ckpt_dir}: holds a {kind} checkpoint, expected {' or '.join(kinds)}")
     try:
@@ -92,6 +132,36 @@ def load(ckpt_dir: str | os.PathLike, kinds: tuple[str, ...] | None = None) -> t
                               f"{str(e).splitlines()[0] if str(e) else ''})") from None
     variables = _to_numpy(variables)
     return kind, dict(meta["config"]), variables
+
+
+def _flat(tree, prefix: str = "") -> list[tuple[str, Any]]:
+    if isinstance(tree, Mapping):
+        return [kv for k in sorted(tree) for kv in _flat(tree[k], f"{prefix}/{k}")]
+    return [(prefix, tree)]
+
+
+def digest(kind: str, config: Mapping[str, Any], variables: Mapping) -> str:
+    """sha256 over the canonical {kind, config} JSON and every weight array, in sorted path order."""
+    h = hashlib.sha256(json.dumps({"kind": kind, "config": dict(config)}, sort_keys=True,
+                                  allow_nan=False).encode())
+    for path, leaf in _flat(variables):
+        a = np.ascontiguousarray(np.asarray(leaf))
+        h.update(f"{path}:{a.dtype.str}:{a.shape};".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def make_identity(path: str | os.PathLike | None, kind: str, config: Mapping[str, Any],
+                  variables: Mapping) -> dict:
+    """{"path": absolute folder or None (built in memory), "kind", "sha256"}."""
+    return {"path": None if path is None else os.path.abspath(os.fspath(path)), "kind": kind,
+            "sha256": digest(kind, config, variables)}
+
+
+def identity(ckpt_dir: str | os.PathLike) -> dict:
+    """A checkpoint folder's identity {"path", "kind", "sha256"} (reads the weights to hash them)."""
+    kind, config, variables = load(ckpt_dir)
+    return make_identity(ckpt_dir, kind, config, variables)
 
 
 def _to_numpy(tree):

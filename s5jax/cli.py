@@ -3,6 +3,10 @@
     s5jax convert CKPT OUT_DIR [--kind ...]   official PyTorch checkpoint -> s5jax checkpoint folder
     s5jax infer INPUT --tagger T --separator S --out OUT [--oracle DIR] [--zip NAME]
                                              the baseline system over a folder of soundscapes
+    s5jax infer ... --system CONFIG|PRESET [--tagger2 T1] [--separator2 B]
+                                             the refined system (s5jax.system) instead of the baseline
+    s5jax cache INPUT --tagger T --tagger2 T1 --separator S [--separator2 B] --out CACHE [--system ...]
+                                             per-clip model outputs for exact replay of system configs
     s5jax demo [--out DIR]                   the whole workflow on generated scenes and synthetic weights
 
 Errors in the user's input are printed as one line (`s5jax: error: ...`) with exit status 2.
@@ -16,28 +20,74 @@ from .errors import S5Error
 
 
 def _cmd_convert(args) -> int:
-    from .conversion import convert_checkpoint
+    from .official import convert_checkpoint
 
-    kind = convert_checkpoint(args.ckpt, args.out_dir, args.kind)
+    from .official import parse_overrides
+
+    kind = convert_checkpoint(args.ckpt, args.out_dir, args.kind, parse_overrides(args.set))
     print(f"wrote {kind} checkpoint to {args.out_dir}")
     return 0
+
+
+def _join_processes(args) -> tuple[int, int]:
+    from .processes import initialize
+
+    return initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def _cmd_infer(args) -> int:
     from .infer import run_infer
 
+    process = _join_processes(args)
+    engine = None
+    if args.system is not None:
+        from .system.pipeline import system_engine
+
+        engine = lambda batch_size: system_engine(args.system, [args.tagger, args.tagger2], args.separator,  # noqa: E731
+                                                  args.separator2, batch_size)
+    elif args.tagger2 or args.separator2:
+        raise S5Error("--tagger2 and --separator2 are used by a refined system: give --system CONFIG|PRESET")
     report = run_infer(args.input, args.out, args.tagger, args.separator, oracle_dir=args.oracle,
-                       batch_size=args.batch_size, zip_name=args.zip, progress=not args.quiet)
+                       batch_size=args.batch_size, zip_name=args.zip, progress=not args.quiet,
+                       engine=engine, process=process)
     print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
           f"{len(report.skipped)} skipped; outputs in {args.out}")
     unscored = report.scores["skipped"] if report.scores else {}
     return 1 if report.skipped or unscored else 0
 
 
+def _cmd_cache(args) -> int:
+    from .replay.cache import run_cache
+
+    process = _join_processes(args)
+    run_cache(args.input, args.out, [args.tagger, args.tagger2], args.separator, args.separator2,
+              systems=args.system, oracle_dir=args.oracle, batch_size=args.batch_size,
+              progress=not args.quiet, process=process)
+    return 0
+
+
+def _add_process_options(parser) -> None:
+    g = parser.add_argument_group("several processes (jax.distributed; each process takes every N-th clip)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0's coordinator, or 'auto' on a cluster JAX detects (SLURM, MPI, TPU)")
+    g.add_argument("--num-processes", type=_positive_int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
+
+
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
     return run_demo(args.out, clips=args.clips, batch_size=args.batch_size)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -49,6 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("ckpt", help="official Lightning .ckpt or M2D .pth")
     c.add_argument("out_dir", help="output folder (orbax variables + config.json)")
     c.add_argument("--kind", choices=KINDS, default=None, help="model kind (detected from the keys if omitted)")
+    c.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
+                   help="set a config field the checkpoint does not store (repeatable), e.g. "
+                        "num_heads=4 for a non-base M2D, hop=40 for a separator trained with another hop")
     c.set_defaults(func=_cmd_convert)
 
     i = sub.add_parser("infer", help="tag, separate and (with oracle targets) score a folder of soundscapes")
@@ -59,18 +112,41 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--out", required=True, help="output folder for stems, results.json, labels.csv, scores")
     i.add_argument("--oracle", default=None,
                    help="oracle_target folder (default: INPUT/oracle_target when present) -> scores")
-    i.add_argument("--batch-size", type=int, default=None,
+    i.add_argument("--batch-size", type=_positive_int, default=None,
                    help="clips per batch, split over all local devices (default: 1 per device on CPU, "
                         "where bigger batches are slower per clip; 4 per accelerator)")
     i.add_argument("--zip", default=None, metavar="NAME",
                    help="also write OUT/NAME.zip in the DCASE submission layout (NAME like Doe_Uni_task4_1)")
     i.add_argument("--quiet", action="store_true", help="no progress bar")
+    i.add_argument("--system", default=None, metavar="CONFIG|PRESET",
+                   help="run the refined system: a config JSON (e.g. a sweep's best.json) or a preset "
+                        "(baseline, system1, system2, system3)")
+    i.add_argument("--tagger2", default=None, help="the second tagger of the system (the taggers' kinds tell "
+                                                   "which is the 1-ch one)")
+    i.add_argument("--separator2", default=None, help="separator B for the dual-separator selection")
+    _add_process_options(i)
     i.set_defaults(func=_cmd_infer)
+
+    k = sub.add_parser("cache", help="cache per-clip model outputs so system configs replay exactly without audio")
+    k.add_argument("input", help="a dev-test set folder (soundscape/ and oracle_target/)")
+    k.add_argument("--tagger", required=True, help="a tagger checkpoint folder (4-ch or 1-ch)")
+    k.add_argument("--tagger2", required=True, help="the other tagger (one 4-ch, one 1-ch; kinds tell which)")
+    k.add_argument("--separator", required=True, help="separator A")
+    k.add_argument("--separator2", default=None, help="separator B (dual-separator selection)")
+    k.add_argument("--out", required=True, help="cache folder (new, or a cache of the same checkpoints to extend)")
+    k.add_argument("--system", action="append", default=None, metavar="CONFIG|PRESET",
+                   help="also cache every entry this system config reaches (repeatable; default: the presets "
+                        "system1, plus system3 with --separator2)")
+    k.add_argument("--oracle", default=None, help="oracle_target folder (default: INPUT/oracle_target)")
+    k.add_argument("--batch-size", type=_positive_int, default=None)
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_process_options(k)
+    k.set_defaults(func=_cmd_cache)
 
     d = sub.add_parser("demo", help="generate scenes + synthetic-weight official checkpoints, convert, infer, score")
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
     d.add_argument("--clips", type=int, default=6, help="number of generated soundscapes")
-    d.add_argument("--batch-size", type=int, default=2)
+    d.add_argument("--batch-size", type=_positive_int, default=2)
     d.set_defaults(func=_cmd_demo)
     return p
 

@@ -18,6 +18,9 @@ _EST_TAIL = re.compile(r"^(\d+)_([A-Za-z]+)$")
 
 def soundscape_folder(root: str) -> str:
     """The folder holding the mixtures: `<root>/soundscape` if present, else `<root>` itself."""
+    if os.path.isfile(root):
+        raise S5Error(f"{root}: is a file; give the folder holding the soundscapes (or the set folder "
+                      "with soundscape/)")
     if not os.path.isdir(root):
         raise S5Error(f"{root}: no such folder")
     sub = os.path.join(root, "soundscape")

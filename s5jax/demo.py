@@ -4,7 +4,8 @@
 2. official-format Lightning checkpoints of the 4-ch tagger and the separator, filled with synthetic
    weights (shapes from the official key manifests in `s5jax/data/`, fixed front-end buffers computed
    by our own front ends);
-3. `s5jax convert` of both, 4. `s5jax infer` with oracle scoring, 5. a re-run that resumes.
+3. conversion of both, 4. inference with oracle scoring, 5. a re-run that resumes — through the
+library functions behind `s5jax convert` / `s5jax infer` (the demo does not drive the CLI).
 
 The weights are random, so the scores say nothing about the models; the run shows that every stage
 works and what it writes. Replace step 2 by the official checkpoints for real numbers.
@@ -78,30 +79,32 @@ def write_synthetic_checkpoint(kind: str, path: str) -> str:
     return path
 
 
-def run_demo(out: str, clips: int = 6, batch_size: int = 2, seconds: float = 10.0) -> int:
-    from .cli import main as cli
+def run_demo(out: str, clips: int = 6, batch_size: int = 2, seconds: float = 10.0, log=print) -> int:
+    """Steps 1-5 in `out` (data/, official_ckpt/, ckpt/, infer/). Returns the exit status (0 = every
+    clip processed and scored)."""
+    from .infer import run_infer
+    from .official import convert_checkpoint
 
     data = os.path.join(out, "data")
     official = os.path.join(out, "official_ckpt")
     converted = os.path.join(out, "ckpt")
     result = os.path.join(out, "infer")
     os.makedirs(official, exist_ok=True)
-    print(f"[1/5] writing {clips} synthetic soundscapes + oracle targets to {data}")
+    log(f"[1/5] writing {clips} synthetic soundscapes + oracle targets to {data}")
     write_scene_set(data, clips, seed=0, cfg=SceneConfig(seconds=seconds))
-    print("[2/5] writing official-format checkpoints with synthetic weights")
+    log("[2/5] writing official-format checkpoints with synthetic weights")
     for kind in ("tagger-4ch", "separator"):
         write_synthetic_checkpoint(kind, os.path.join(official, f"{kind}.ckpt"))
-    print("[3/5] s5jax convert")
+    log("[3/5] converting (as `s5jax convert`)")
     for kind in ("tagger-4ch", "separator"):
-        rc = cli(["convert", os.path.join(official, f"{kind}.ckpt"), os.path.join(converted, kind)])
-        if rc:
-            return rc
-    args = ["infer", data, "--tagger", os.path.join(converted, "tagger-4ch"),
-            "--separator", os.path.join(converted, "separator"), "--out", result,
-            "--batch-size", str(batch_size), "--zip", "Demo_S5JAX_task4_1"]
-    print("[4/5] s5jax " + " ".join(args))
-    rc = cli(args)
-    if rc:
-        return rc
-    print("[5/5] re-run: finished clips are skipped (resume)")
-    return cli(args + ["--quiet"])
+        convert_checkpoint(os.path.join(official, f"{kind}.ckpt"), os.path.join(converted, kind))
+    args = dict(tagger_dir=os.path.join(converted, "tagger-4ch"),
+                separator_dir=os.path.join(converted, "separator"), batch_size=batch_size, log=log)
+    log(f"[4/5] inferring (as `s5jax infer {data} --out {result}`)")
+    report = run_infer(data, result, **args)
+    if report.skipped:
+        return 1
+    log("[5/5] re-run: finished clips are skipped (resume)")
+    report = run_infer(data, result, progress=False, **args)
+    log(f"resumed {len(report.resumed)} clip(s), processed {len(report.processed)}")
+    return 1 if report.skipped or report.processed else 0

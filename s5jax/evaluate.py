@@ -6,7 +6,6 @@ per-clip matrices S[i, j] = SNR(stem_i, ref_j) and M[j] = SNR(mix0, ref_j), whic
 """
 from __future__ import annotations
 
-import json
 import os
 
 import jax
@@ -14,9 +13,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from . import metric
-from .audio import read_audio, write_text_atomic
+from .audio import read_audio
 from .dataset import estimate_files, reference_files
 from .errors import S5Error
+from .files import temp_file, write_json_atomic, write_text_atomic
 from .labels import LABELS, NUM_SLOTS, SILENCE
 
 
@@ -96,11 +96,17 @@ def evaluate_folder(est_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
     summary["skipped"] = skipped
     folder = os.path.join(out_dir, "scores")
     os.makedirs(folder, exist_ok=True)
-    write_text_atomic(os.path.join(folder, "summary.json"), json.dumps(summary, indent=1))
+    write_json_atomic(os.path.join(folder, "summary.json"), summary)
     write_text_atomic(os.path.join(folder, "per_clip.csv"), "\n".join(rows) + "\n")
-    tmp = os.path.join(folder, ".matrices.part.npz")
-    np.savez(tmp, **{k: np.stack(v) if v else np.zeros((0,)) for k, v in mats.items()})
-    os.replace(tmp, os.path.join(folder, "matrices.npz"))
+    fd, tmp = temp_file(os.path.join(folder, "matrices.npz"), suffix=".npz")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{k: np.stack(v) if v else np.zeros((0,)) for k, v in mats.items()})
+        os.replace(tmp, os.path.join(folder, "matrices.npz"))
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
     return summary
 
 

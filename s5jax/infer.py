@@ -1,13 +1,30 @@
-"""`s5jax infer`: the baseline S5 system over a folder of soundscapes.
+"""`s5jax infer`: an S5 system over a folder of soundscapes.
 
 For every soundscape: tag, order silence last, separate; write one float wav per non-silent slot as
 `<soundscape>_<slot>_<label>.wav`, then a per-clip record. Afterwards: the official probabilities JSON,
 a labels CSV, and, with oracle targets, the scores (CA-SDRi, mixture and source accuracy; per clip,
 per class, overall).
 
-Resumable: a clip is done when its record `<out>/.s5jax/clips/<name>.json` exists (written last,
-atomically, after its wavs) and every wav it lists exists; re-running skips done clips. Bad input
-files are reported one line each, skipped, summarised at the end, and make the exit status non-zero.
+What the system computes per batch is one callable, `Engine.compute(mixture [b, 4, n]) -> (labels
+[b, 3], probs [b, 3], stems [b, 3, n])`; `baseline_engine` builds the official baseline from two
+checkpoints, and other systems supply their own Engine (with their settings and checkpoint
+identities in `Engine.settings`).
+
+Safety (the output folder may hold a user's files and other runs' results):
+- Run record: every clip record `<out>/.s5jax/clips/<name>.json` carries `made_by` = the engine's
+  settings (checkpoint identities, system, precision). A record made by other settings — complete, or
+  left by a killed run — makes the run refuse, naming the difference; nothing is mixed.
+- Claims: before writing a clip's stems the record lists them (`claimed`, `complete: false`); only
+  files a record of ours claims are ever replaced or deleted. A file in the way that no record claims
+  fails that clip. Top-level results (results.json, labels.csv, scores/) are ours when
+  `<out>/.s5jax/run.json` exists; otherwise an existing one stops the run before any work.
+- The output folder may not be, or lie inside, the input mixtures' folder or the oracle folder.
+- Non-finite model outputs fail the clip (nothing written); JSON is strict (no NaN).
+- Temporaries are `.part-<pid>-*`: a run removes only those whose process is dead.
+- Written files and folders follow the umask.
+A clip is done when its record is complete and every stem it lists exists; a re-run skips done clips.
+Bad input files are reported one line each, skipped, summarised at the end, and make the exit status
+non-zero.
 """
 from __future__ import annotations
 
@@ -16,13 +33,18 @@ import os
 import sys
 import zipfile
 from dataclasses import dataclass, field
+from typing import Callable
 
 import numpy as np
 
-from .audio import read_audio, write_audio, write_text_atomic
-from .dataset import estimate_files, estimate_name, list_soundscapes, oracle_folder
+from .audio import read_audio, write_audio
+from .dataset import estimate_name, list_soundscapes, oracle_folder, reference_files, soundscape_folder
 from .errors import S5Error
+from .files import clean_stale_parts, part_prefix, write_json_atomic, write_text_atomic
 from .labels import LABELS, SILENCE
+
+RUN_FILE = "run.json"
+TOP_LEVEL = ("results.json", "labels.csv", "scores")
 
 
 @dataclass
@@ -33,54 +55,147 @@ class InferReport:
     scores: dict | None = None
 
 
+@dataclass
+class Engine:
+    """A system ready to run: `compute(mixture [b, 4, n] float32) -> (labels [b, 3] int, probs [b, 3],
+    stems [b, 3, n])` with silent slots last; `settings` = everything that decides the outputs (JSON:
+    checkpoint identities, system name and config, precision), recorded with each clip."""
+    compute: Callable[[np.ndarray], tuple]
+    settings: dict
+    nparams: int
+    min_samples: int
+
+
 def _record_path(out_dir: str, name: str) -> str:
     return os.path.join(out_dir, ".s5jax", "clips", f"{name}.json")
 
 
-def _load_record(out_dir: str, name: str) -> dict | None:
-    """The clip's record if the clip is complete (record and every listed wav present)."""
-    path = _record_path(out_dir, name)
+def _read_record(out_dir: str, name: str) -> dict | None:
     try:
-        with open(path) as f:
+        with open(_record_path(out_dir, name)) as f:
             rec = json.load(f)
-    except (OSError, ValueError):
+    except FileNotFoundError:
         return None
-    if all(os.path.isfile(os.path.join(out_dir, e["filename"])) for e in rec.get("estimate", [])):
-        return rec
+    except (OSError, ValueError) as e:
+        raise S5Error(f"{_record_path(out_dir, name)}: unreadable clip record ({e}); "
+                      "delete it or use another --out") from None
+    return rec if isinstance(rec, dict) else None
+
+
+def _is_done(out_dir: str, rec: dict | None) -> bool:
+    return bool(rec and rec.get("complete") and all(
+        os.path.isfile(os.path.join(out_dir, e["filename"])) for e in rec.get("estimate", [])))
+
+
+def _comparable(settings: dict) -> dict:
+    """Settings without checkpoint paths: a moved checkpoint with the same hash is the same model."""
+    def strip(v):
+        if isinstance(v, dict):
+            return {k: strip(x) for k, x in v.items() if k != "path"}
+        if isinstance(v, list):
+            return [strip(x) for x in v]
+        return v
+    return strip(settings)
+
+
+def settings_difference(old: dict, new: dict, prefix: str = "") -> str | None:
+    """The first difference between two settings dicts, as words ('tagger.sha256: 1a2b.. != 3c4d..'),
+    or None when they agree (checkpoint paths ignored)."""
+    old, new = _comparable(old), _comparable(new)
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key, "<absent>"), new.get(key, "<absent>")
+        if isinstance(a, dict) and isinstance(b, dict):
+            diff = settings_difference(a, b, f"{prefix}{key}.")
+            if diff:
+                return diff
+        elif a != b:
+            short = lambda v: v[:12] + ".." if isinstance(v, str) and len(v) > 16 else json.dumps(v)
+            return f"{prefix}{key}: {short(a)} then, {short(b)} now"
     return None
 
 
-def _check_writable(out_dir: str) -> None:
-    """Create the output folders, prove they are writable, and drop temporary files that a killed
-    earlier run left behind (finished files are only ever renamed into place)."""
+def _check_folders(input_dir: str, out_dir: str, oracle_dir: str | None) -> None:
+    """Refuse an output folder that is, or is inside, the mixtures' folder or the oracle folder, or is
+    the set folder itself (a sibling such as SET/infer_out is fine)."""
+    out = os.path.realpath(out_dir)
+    guarded = [("input", os.path.realpath(soundscape_folder(input_dir)))]
+    if oracle_dir is not None:
+        guarded.insert(0, ("oracle", os.path.realpath(oracle_dir)))
+    guarded.append(("input", os.path.realpath(input_dir)))
+    for k, (what, folder) in enumerate(guarded):
+        inside = out.startswith(folder + os.sep) and k < len(guarded) - 1
+        if out == folder or inside:
+            raise S5Error(f"{out_dir}: the output folder is {'inside the' if inside else 'the'} {what} "
+                          f"folder {folder}; choose a separate --out (infer never writes among its inputs)")
+
+
+def _prepare_out(out_dir: str, settings: dict) -> None:
+    """Create the output folders, prove they are writable (a probe of this process), drop temporaries
+    of dead processes, and make sure the top-level results there are ours to replace."""
+    clips = os.path.join(out_dir, ".s5jax", "clips")
     try:
-        os.makedirs(os.path.join(out_dir, ".s5jax", "clips"), exist_ok=True)
-        for folder in (out_dir, os.path.join(out_dir, ".s5jax", "clips")):
-            for f in os.listdir(folder):
-                if f.startswith(".part-"):
-                    os.unlink(os.path.join(folder, f))
-        probe = os.path.join(out_dir, ".s5jax", ".write-test")
+        if os.path.isfile(out_dir):
+            raise S5Error(f"{out_dir}: is a file, not an output folder")
+        ours = os.path.isfile(os.path.join(out_dir, ".s5jax", RUN_FILE))
+        if not ours and os.path.isdir(out_dir):
+            foreign = [f for f in TOP_LEVEL if os.path.lexists(os.path.join(out_dir, f))]
+            if foreign:
+                raise S5Error(f"{out_dir}: holds {foreign[0]} not written by s5jax infer; refusing to "
+                              "overwrite it (choose another --out)")
+        os.makedirs(clips, exist_ok=True)
+        for folder in (out_dir, clips, os.path.join(out_dir, "scores")):
+            clean_stale_parts(folder)
+        probe = os.path.join(out_dir, ".s5jax", part_prefix() + "probe")
         with open(probe, "w") as f:
             f.write("ok")
         os.unlink(probe)
     except OSError as e:
         raise S5Error(f"{out_dir}: output folder is not writable ({e.strerror})") from None
+    write_json_atomic(os.path.join(out_dir, ".s5jax", RUN_FILE), {"made_by": settings})
 
 
-def _write_clip(out_dir: str, name: str, labels, probs, stems) -> dict:
-    """Write the stems of one clip, then its record (the record marks the clip complete)."""
-    for path, _, _ in estimate_files(out_dir, name):   # leftovers of an interrupted earlier run
-        os.unlink(path)
-    estimate = []
+def _check_records(out_dir: str, clips: list[tuple[str, str]], settings: dict) -> dict[str, dict]:
+    """Every existing clip record, after checking it was made by these settings (else S5Error)."""
+    records = {}
+    for name, _ in clips:
+        rec = _read_record(out_dir, name)
+        if rec is None:
+            continue
+        diff = settings_difference(rec.get("made_by") or {}, settings)
+        if diff:
+            state = "results" if rec.get("complete") else "an unfinished clip"
+            raise S5Error(f"{out_dir}: holds {state} for {name} made with other settings ({diff}); "
+                          "use another --out, or delete that folder to start over")
+        records[name] = rec
+    return records
+
+
+def _write_clip(out_dir: str, name: str, labels, probs, stems, settings: dict, old: dict | None) -> dict:
+    """Claim, then write the stems of one clip, then mark its record complete. Only files claimed by a
+    record of ours are replaced or removed; anything else in the way fails the clip."""
+    estimate, files = [], []
     for slot, (lab, p) in enumerate(zip(labels, probs)):
         if int(lab) == SILENCE:
             continue
         fname = estimate_name(name, slot, int(lab))
-        write_audio(os.path.join(out_dir, fname), stems[slot])
         estimate.append({"filename": fname, "label": LABELS[int(lab)], "probability": float(p)})
-    rec = {"soundscape": name, "estimate": estimate,
-           "slots": [{"label": LABELS[int(l)], "probability": float(p)} for l, p in zip(labels, probs)]}
-    write_text_atomic(_record_path(out_dir, name), json.dumps(rec))
+        files.append((fname, stems[slot]))
+    claimed_before = set((old or {}).get("claimed", []))
+    for fname, _ in files:
+        if os.path.lexists(os.path.join(out_dir, fname)) and fname not in claimed_before:
+            raise S5Error(f"{os.path.join(out_dir, fname)}: exists and was not written by s5jax infer; "
+                          "not overwriting it (move it away or use another --out)")
+    rec = {"soundscape": name, "made_by": settings, "complete": False,
+           "claimed": sorted(claimed_before | {f for f, _ in files})}
+    write_json_atomic(_record_path(out_dir, name), rec, indent=None)
+    for fname, wav in files:
+        write_audio(os.path.join(out_dir, fname), wav)
+    for stale in claimed_before - {f for f, _ in files}:     # ours, from an interrupted earlier run
+        if os.path.lexists(os.path.join(out_dir, stale)):
+            os.unlink(os.path.join(out_dir, stale))
+    rec.update(complete=True, claimed=[f for f, _ in files], estimate=estimate,
+               slots=[{"label": LABELS[int(l)], "probability": float(p)} for l, p in zip(labels, probs)])
+    write_json_atomic(_record_path(out_dir, name), rec, indent=None)
     return rec
 
 
@@ -96,47 +211,98 @@ def default_batch_size() -> int:
     return per_device * jax.local_device_count()
 
 
-def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
-              oracle_dir: str | None = None, batch_size: int | None = None, zip_name: str | None = None,
-              progress: bool = True, log=print) -> InferReport:
-    """Run the baseline over `input_dir`, write everything to `out_dir`; returns what happened."""
-    from tqdm import tqdm
-
+def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int) -> Engine:
+    """The official baseline (tagger -> silence last -> separator), data-parallel over local devices."""
     from . import Separator, Tagger
     from .pipeline import sharded_baseline
 
+    tagger = Tagger.from_checkpoint(tagger_dir)
+    separator = Separator.from_checkpoint(separator_dir)
+    system = sharded_baseline(tagger.apply_fn, tagger.variables, separator.apply_fn, separator.variables)
+
+    def compute(mixture: np.ndarray):
+        out = system(mixture, pad_to=batch_size)
+        return out.labels, out.probs, out.stems
+
+    settings = {"system": "baseline", "tagger": tagger.identity, "separator": separator.identity,
+                "precision": {"tagger": tagger.cfg.precision, "separator": separator.cfg.precision}}
+    return Engine(compute, settings, int(tagger.num_params + separator.num_params),
+                  max(tagger.min_samples, separator.min_samples))
+
+
+def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separator_dir: str | None = None,
+              oracle_dir: str | None = None, batch_size: int | None = None, zip_name: str | None = None,
+              progress: bool = True, log=print,
+              engine: Callable[[int], Engine] | None = None,
+              process: tuple[int, int] = (0, 1)) -> InferReport:
+    """Run a system over `input_dir`, write everything to `out_dir`; returns what happened.
+
+    The system is the baseline from `tagger_dir` + `separator_dir`, or `engine(batch_size) -> Engine`
+    (called once the folders are checked, so a bad folder fails before any model is loaded).
+    `process` = (index, count) of a jax.distributed job: this process computes every count-th clip;
+    after a barrier, process 0 alone writes results, labels and scores over all clips."""
+    from tqdm import tqdm
+
+    if batch_size is not None and batch_size < 1:
+        raise S5Error(f"--batch-size must be at least 1, got {batch_size}")
     clips = list_soundscapes(input_dir)
     if oracle_dir is None:
         oracle_dir = oracle_folder(input_dir)
     elif not os.path.isdir(oracle_dir):
         raise S5Error(f"{oracle_dir}: no such oracle folder")
-    _check_writable(out_dir)
-    tagger = Tagger.from_checkpoint(tagger_dir)
-    separator = Separator.from_checkpoint(separator_dir)
-    system = sharded_baseline(tagger.apply_fn, tagger.variables, separator.apply_fn, separator.variables)
+    _check_folders(input_dir, out_dir, oracle_dir)
+    if oracle_dir is not None:
+        listing = sorted(os.listdir(oracle_dir))
+        if not any(reference_files(oracle_dir, name, listing) for name, _ in clips):
+            raise S5Error(f"{oracle_dir}: no oracle target matches any of the {len(clips)} soundscapes "
+                          "(expected <soundscape>[_<n>]_<label>.wav); wrong --oracle folder?")
     if batch_size is None:
         batch_size = default_batch_size()
-    min_samples = max(tagger.min_samples, separator.min_samples)
+    if engine is None:
+        if not (tagger_dir and separator_dir):
+            raise S5Error("give --tagger and --separator checkpoint folders")
+        eng = baseline_engine(tagger_dir, separator_dir, batch_size)
+    else:
+        eng = engine(batch_size)
+    existing = _check_records(out_dir, clips, eng.settings) if os.path.isdir(out_dir) else {}
+    _prepare_out(out_dir, eng.settings)
 
     report = InferReport()
     done: dict[str, dict] = {}   # name -> record of every complete clip (resumed or written now)
     todo = []
     for name, path in clips:
-        if (rec := _load_record(out_dir, name)) is not None:
-            done[name] = rec
+        if _is_done(out_dir, existing.get(name)):
+            done[name] = existing[name]
             report.resumed.append(name)
         else:
             todo.append((name, path))
+    if process[1] > 1:
+        from .processes import share
+
+        mine = set(share([name for name, _ in clips], process))   # from the full list: same split everywhere
+        todo = [t for t in todo if t[0] in mine]
     if report.resumed:
         log(f"resuming: {len(report.resumed)} clip(s) already done, {len(todo)} to go")
 
     bar = tqdm(total=len(todo), desc="infer", unit="clip", disable=not progress, file=sys.stderr)
 
+    def fail(name: str, why: str) -> None:
+        report.skipped[name] = why
+        log(f"skipped: {why}")
+
     def run(group: list[tuple[str, np.ndarray]]):
-        out = system(np.stack([w for _, w in group]), pad_to=batch_size)
+        labels, probs, stems = (np.asarray(a) for a in eng.compute(np.stack([w for _, w in group])))
         for k, (name, _) in enumerate(group):
-            done[name] = _write_clip(out_dir, name, out.labels[k], out.probs[k], out.stems[k])
-            report.processed.append(name)
+            if not (np.isfinite(stems[k]).all() and np.isfinite(probs[k]).all()):
+                fail(name, f"{dict(clips)[name]}: the model output is not finite (NaN/Inf; input level "
+                           "out of range?); nothing written for this clip")
+                continue
+            try:
+                done[name] = _write_clip(out_dir, name, labels[k], probs[k], stems[k], eng.settings,
+                                         existing.get(name))
+                report.processed.append(name)
+            except S5Error as e:
+                fail(name, str(e))
         bar.update(len(group))
         group.clear()
 
@@ -144,12 +310,11 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
     for name, path in todo:
         try:
             wav = read_audio(path, channels=4)
-            if wav.shape[-1] < min_samples:
+            if wav.shape[-1] < eng.min_samples:
                 raise S5Error(f"{path}: {wav.shape[-1]} samples is too short for the models "
-                              f"(at least {min_samples})")
+                              f"(at least {eng.min_samples})")
         except S5Error as e:
-            report.skipped[name] = str(e)
-            log(f"skipped: {e}")
+            fail(name, str(e))
             bar.update(1)
             continue
         group = pending.setdefault(wav.shape[-1], [])
@@ -160,12 +325,24 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
         if group:
             run(group)
     bar.close()
+    if process[1] > 1:
+        from .processes import barrier
+
+        barrier("s5jax-infer-clips", process)
+        if process[0] != 0:
+            return report                  # process 0 writes what covers every clip
+        for name, path in clips:           # the other processes' clips, from their records
+            if name not in done and name not in report.skipped:
+                rec = _read_record(out_dir, name)
+                if _is_done(out_dir, rec):
+                    done[name] = rec
+                else:
+                    report.skipped[name] = f"{path}: not completed by the process that had it (see its log)"
 
     records = [done[name] for name, _ in clips if name in done]
-    nparams = int(tagger.num_params + separator.num_params)
-    results = {"nparams": nparams,
+    results = {"nparams": eng.nparams,
                "probabilities": [{"soundscape": r["soundscape"], "estimate": r["estimate"]} for r in records]}
-    write_text_atomic(os.path.join(out_dir, "results.json"), json.dumps(results, indent=1))
+    write_json_atomic(os.path.join(out_dir, "results.json"), results)
     rows = ["soundscape,slot,label,probability"]
     rows += [f"{r['soundscape']},{i},{s['label']},{s['probability']:.6f}"
              for r in records for i, s in enumerate(r["slots"])]
@@ -192,7 +369,7 @@ def write_submission_zip(out_dir: str, zip_name: str, records: list[dict]) -> st
     """`<out>/<zip_name>.zip` holding `<zip_name>/` (e.g. Doe_Uni_task4_1/): the estimate wavs and the
     probabilities JSON, as the DCASE submission expects. Written atomically."""
     path = os.path.join(out_dir, f"{zip_name}.zip")
-    tmp = os.path.join(out_dir, f".part-{zip_name}.zip")
+    tmp = os.path.join(out_dir, f"{part_prefix()}{zip_name}.zip")
     with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
         for r in records:
             for e in r["estimate"]:

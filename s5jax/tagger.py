@@ -1,6 +1,6 @@
 """`Tagger`: the official M2D audio tagger (1-ch or 4-ch) loaded from an s5jax checkpoint folder.
 
-    tagger = Tagger.from_checkpoint("ckpt/tagger_4ch")
+    tagger = Tagger.from_checkpoint("ckpt/tagger_4ch")   # shared loading/checks: s5jax.wrapper
     logits = tagger(waveform)            # waveform [batch, channels, samples] float32, 32 kHz
     pred = tagger.predict(waveform)      # TagPrediction(labels [b,3], probs [b,3], softmax [b,3,19])
 
@@ -10,43 +10,21 @@ weights as device arrays. Calls on the object are jitted, one compilation per in
 """
 from __future__ import annotations
 
-import os
-from typing import Callable, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from . import checkpoint
 from .errors import AudioError, CheckpointError
 from .models.m2d import M2DConfig, M2DTagger
+from .wrapper import LoadedModel
 
 
 class TagPrediction(NamedTuple):
     labels: jax.Array    # [batch, tracks] int32 class index per track (18 = silence)
     probs: jax.Array     # [batch, tracks] float32 softmax probability of that class
     softmax: jax.Array   # [batch, tracks, classes] float32
-
-
-def make_apply_fn(cfg: M2DConfig) -> Callable:
-    """Pure (variables, waveform [batch, channels, samples]) -> logits [batch, tracks, classes]."""
-    model = M2DTagger(cfg)
-
-    def apply_fn(variables, waveform):
-        return model.apply(variables, waveform)[0]
-
-    return apply_fn
-
-
-def make_intermediates_fn(cfg: M2DConfig) -> Callable:
-    """Pure (variables, waveform) -> dict(logits, lms, features, pooled) for probing."""
-    model = M2DTagger(cfg)
-
-    def intermediates_fn(variables, waveform):
-        logits, inter = model.apply(variables, waveform)
-        return {"logits": logits, **inter}
-
-    return intermediates_fn
 
 
 def predict_from_logits(logits: jax.Array) -> TagPrediction:
@@ -57,42 +35,42 @@ def predict_from_logits(logits: jax.Array) -> TagPrediction:
     return TagPrediction(labels, probs, softmax)
 
 
-class Tagger:
+class Tagger(LoadedModel):
     """An M2D tagger with its weights. Construct with `Tagger.from_checkpoint(dir)`."""
 
     KINDS = ("tagger-1ch", "tagger-4ch")
+    CONFIG = M2DConfig
 
-    def __init__(self, cfg: M2DConfig, variables, kind: str = "", source: str = "tagger"):
-        self.cfg = cfg
-        self.kind = kind or ("tagger-4ch" if cfg.in_channels == 4 else "tagger-1ch")
-        self.source = source
-        self.variables = jax.device_put(variables)
-        self.apply_fn = make_apply_fn(cfg)
+    def __init__(self, cfg: M2DConfig, variables, kind: str = "", source: str | None = None,
+                 identity: dict | None = None):
+        super().__init__(cfg, variables, kind, source, identity)
         self._logits = jax.jit(self.apply_fn)
         self._predict = jax.jit(lambda v, w: predict_from_logits(self.apply_fn(v, w)))
-        self._intermediates = jax.jit(make_intermediates_fn(cfg))
+        module = self.module
+
+        def intermediates(variables, waveform):
+            logits, inter = module.apply(variables, waveform)
+            return {"logits": logits, **inter}
+
+        self._intermediates = jax.jit(intermediates)
 
     @classmethod
-    def from_checkpoint(cls, ckpt_dir: str | os.PathLike) -> "Tagger":
-        """Load an s5jax checkpoint folder written by `s5jax convert` (CheckpointError if it is not a tagger)."""
-        kind, config, variables = checkpoint.load(ckpt_dir, kinds=cls.KINDS)
-        try:
-            cfg = M2DConfig.from_dict(config)
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{os.fspath(ckpt_dir)}: bad tagger config ({e})") from None
+    def default_kind(cls, cfg: M2DConfig) -> str:
+        return "tagger-4ch" if cfg.in_channels == 4 else "tagger-1ch"
+
+    @staticmethod
+    def make_module(cfg: M2DConfig) -> M2DTagger:
+        return M2DTagger(cfg)
+
+    @staticmethod
+    def example_inputs(cfg: M2DConfig) -> tuple:
+        return (jax.ShapeDtypeStruct((1, cfg.in_channels, cfg.hop * cfg.patch), np.float32),)
+
+    @classmethod
+    def check_config(cls, cfg: M2DConfig, kind: str, source: str) -> None:
         if cfg.in_channels != (4 if kind == "tagger-4ch" else 1):
-            raise CheckpointError(f"{os.fspath(ckpt_dir)}: {kind} checkpoint with in_channels={cfg.in_channels}")
-        return cls(cfg, variables, kind, os.fspath(ckpt_dir))
-
-    @property
-    def num_params(self) -> int:
-        """Learned parameters (BatchNorm running statistics not counted)."""
-        return checkpoint.num_params(self.variables)
-
-    @property
-    def min_samples(self) -> int:
-        """Shortest input: the reflect padding of the STFT needs more than n_fft/2 samples."""
-        return self.cfg.n_fft // 2 + 1
+            raise CheckpointError(f"{source}: {kind} checkpoint with in_channels={cfg.in_channels} "
+                                  "in its config")
 
     def check_input(self, waveform) -> jax.Array:
         """Validate waveform [batch, channels, samples] (float, finite, enough channels and samples)."""

@@ -53,3 +53,33 @@ def golden():
     if not GOLDEN.is_dir():
         pytest.fail(f"golden folder not found at {GOLDEN} (set S5JAX_GOLDEN)")
     return GOLDEN
+
+
+def forced_tagger(src: str, out: str, classes) -> str:
+    """A copy of the tagger checkpoint `src` whose track t always predicts `classes[t]` (18 = silence):
+    a large bias on that class in each track's last layer. Deterministic labels for end-to-end tests."""
+    from s5jax import checkpoint
+
+    kind, config, variables = checkpoint.load(src)
+    for t, c in enumerate(classes):
+        bias = variables["params"]["head"][f"tracks_{t}_3"]["bias"]
+        bias[...] = 0.0
+        bias[c] = 1e4
+    checkpoint.save(out, kind, config, variables, source=f"{src} (forced {list(classes)})")
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_ckpt(tmp_path_factory):
+    """The tiny official checkpoints (golden/*/tiny_lightning*.ckpt) converted by `s5jax convert`, and
+    forced-label variants of the tagger: {"tagger", "separator", "forced", "forced_other"}."""
+    from s5jax.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_ckpt")
+    assert main(["convert", str(GOLDEN / "m2d" / "tiny_lightning_1c.ckpt"), str(root / "tagger"),
+                 "--set", "num_heads=4"]) == 0
+    assert main(["convert", str(GOLDEN / "resunet" / "tiny_lightning.ckpt"), str(root / "separator"),
+                 "--set", "hop=40"]) == 0
+    return {"tagger": str(root / "tagger"), "separator": str(root / "separator"),
+            "forced": forced_tagger(str(root / "tagger"), str(root / "forced"), (18, 3, 15)),
+            "forced_other": forced_tagger(str(root / "tagger"), str(root / "forced_other"), (5, 18, 9))}

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import golden_state_dict, write_lightning_ckpt
 from s5jax.cli import main
-from s5jax.conversion import convert_checkpoint
+from s5jax.official import convert_checkpoint
 from s5jax.errors import CheckpointError
 from s5jax.torchfile import load_torch_file, save_torch_file
 

@@ -109,9 +109,12 @@ def test_infer_outputs_stems_scores_and_zip(setup, capsys):
     assert _infer(data, out, ckpt) == 0
     assert "resuming: 5 clip(s) already done, 0 to go" in capsys.readouterr().out
     os.unlink(out / ".s5jax" / "clips" / f"{names[0]}.json")
-    (out / ".part-killed.wav").write_bytes(b"half a wav")      # what a killed run leaves behind
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    killed = out / f".part-{gone.pid}-x.wav"                   # what a killed run leaves behind
+    killed.write_bytes(b"half a wav")
     assert _infer(data, out, ckpt) == 0
-    assert not (out / ".part-killed.wav").exists()
+    assert not killed.exists()
     assert "resuming: 4 clip(s) already done, 1 to go" in capsys.readouterr().out
     again = json.loads((out / "results.json").read_text())
     assert [[e["filename"] for e in c["estimate"]] for c in again["probabilities"]] == \
@@ -196,3 +199,36 @@ def test_unreadable_oracle_target_is_reported_and_fails_the_run(setup, tmp_path,
     assert any("not scored" in l and str(target) in l and "sample rate 16000" in l for l in out.splitlines())
     summary = json.loads((tmp_path / "out" / "scores" / "summary.json").read_text())
     assert len(summary["skipped"]) == 1 and summary["clips"] == 4
+
+
+def test_forced_silent_slot_end_to_end(tiny_ckpt, tmp_path, capsys):
+    """A tagger forced to (silence, Buzzer, Speech): silence moves last, stems are named by their slot
+    after the move, no file for the silent slot, the record keeps it, and scoring counts it."""
+    data = tmp_path / "data"
+    write_scene_set(data, 2, seed=3, cfg=SceneConfig(seconds=1.0, silent_rate=0.0))
+    out = tmp_path / "out"
+    assert main(["infer", str(data), "--tagger", tiny_ckpt["forced"], "--separator", tiny_ckpt["separator"],
+                 "--out", str(out), "--quiet"]) == 0
+    capsys.readouterr()
+    from s5jax import Separator
+
+    separator = Separator.from_checkpoint(tiny_ckpt["separator"])
+    rows = (out / "scores" / "per_clip.csv").read_text().splitlines()[1:]
+    for name in sorted(p[:-4] for p in os.listdir(data / "soundscape")):
+        assert sorted(f for f in os.listdir(out) if f.startswith(name)) == \
+            [f"{name}_0_Buzzer.wav", f"{name}_1_Speech.wav"]
+        rec = json.loads((out / ".s5jax" / "clips" / f"{name}.json").read_text())
+        assert [s["label"] for s in rec["slots"]] == ["Buzzer", "Speech", "silence"]
+        mix = read_audio(data / "soundscape" / f"{name}.wav", channels=4)
+        stems = np.asarray(separator(mix[None], np.array([[3, 15, SILENCE]], np.int32)))[0]
+        assert not stems[2].any()
+        est = np.zeros_like(stems)
+        for i, f in enumerate((f"{name}_0_Buzzer.wav", f"{name}_1_Speech.wav")):
+            est[i] = read_audio(out / f)[0]
+            assert np.linalg.norm(est[i] - stems[i]) <= 1e-6 * np.linalg.norm(stems[i])
+        refs = reference_files(str(data / "oracle_target"), name)
+        ref_wf = np.stack([read_audio(p)[0] for p, _ in refs])
+        value = metric.ca_sdri_reference(est, [3, 15, SILENCE], ref_wf, [c for _, c in refs], mix[0])
+        row = next(r.split(",") for r in rows if r.startswith(name + ","))
+        assert row[2] == "Buzzer Speech"
+        assert (row[1] == "" if value is None else float(row[1]) == pytest.approx(value, abs=1e-4))

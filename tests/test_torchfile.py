@@ -5,7 +5,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from s5jax.conversion import read_state_dict
+from s5jax.official import read_state_dict
 from s5jax.torchfile import Opaque, load_torch_file
 
 

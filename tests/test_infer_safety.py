@@ -1,0 +1,212 @@
+"""`s5jax infer` never loses data and never mixes runs: refusals, claims, run records, umask,
+temporaries, non-finite outputs. Tiny official checkpoints (converted) keep every run cheap."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from s5jax.cli import main
+from s5jax.scenes import SceneConfig, write_scene_set
+
+
+def _listing(folder) -> dict:
+    """Every file under `folder` -> (size, mtime_ns): to prove a refused run touched nothing."""
+    out = {}
+    for d, _, files in os.walk(folder):
+        for f in files:
+            st = os.stat(os.path.join(d, f))
+            out[os.path.relpath(os.path.join(d, f), folder)] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("safety") / "data"
+    write_scene_set(root, 3, seed=5, cfg=SceneConfig(seconds=1.0, silent_rate=0.0))
+    return root
+
+
+def infer(data, out, ckpt, tagger="forced", extra=()):
+    return main(["infer", str(data), "--tagger", ckpt[tagger], "--separator", ckpt["separator"],
+                 "--out", str(out), "--quiet", *extra])
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("s5jax: error: ") and "\n" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("where", ["soundscape", "oracle_target", "."])
+def test_out_inside_input_or_oracle_is_refused(data, tiny_ckpt, capsys, where):
+    before = _listing(data)
+    out = data / where if where != "." else data
+    assert infer(data, out, tiny_ckpt) == 2
+    assert "output folder is" in one_error_line(capsys)
+    assert _listing(data) == before and not (data / where / ".s5jax").exists()
+
+
+def test_out_inside_oracle_subfolder_is_refused(data, tiny_ckpt, capsys):
+    assert infer(data, data / "oracle_target" / "sub", tiny_ckpt) == 2
+    assert "inside the oracle folder" in one_error_line(capsys)
+    assert not (data / "oracle_target" / "sub").exists()
+
+
+def test_oracle_without_any_match_is_an_error(data, tiny_ckpt, tmp_path, capsys):
+    other = tmp_path / "oracle"
+    other.mkdir()
+    (other / "elsewhere_0001_Speech.wav").write_bytes(b"")
+    assert infer(data, tmp_path / "out", tiny_ckpt, extra=["--oracle", str(other)]) == 2
+    assert "no oracle target matches any of the 3 soundscapes" in one_error_line(capsys)
+    assert not (tmp_path / "out").exists()
+
+
+def test_bad_arguments(data, tiny_ckpt, tmp_path, capsys):
+    for bad in ("0", "-2"):
+        with pytest.raises(SystemExit) as e:
+            infer(data, tmp_path / "out", tiny_ckpt, extra=["--batch-size", bad])
+        assert e.value.code == 2 and "must be at least 1" in capsys.readouterr().err
+    wav = next((data / "soundscape").iterdir())
+    assert infer(wav, tmp_path / "out", tiny_ckpt) == 2
+    assert "is a file; give the folder" in one_error_line(capsys)
+
+
+def test_foreign_results_file_is_not_overwritten(data, tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "results.json").write_text("my own results")
+    assert infer(data, out, tiny_ckpt) == 2
+    assert "results.json not written by s5jax infer" in one_error_line(capsys)
+    assert (out / "results.json").read_text() == "my own results" and os.listdir(out) == ["results.json"]
+
+
+def test_unclaimed_stem_file_fails_only_its_clip(data, tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    out.mkdir()
+    name = sorted(os.listdir(data / "soundscape"))[0][:-4]
+    mine = out / f"{name}_0_Buzzer.wav"             # what the forced tagger (18, 3, 15) writes first
+    mine.write_bytes(b"a user's file")
+    assert infer(data, out, tiny_ckpt) == 1
+    printed = capsys.readouterr().out
+    assert f"{mine}: exists and was not written by s5jax infer" in printed
+    assert mine.read_bytes() == b"a user's file"
+    done = [r["soundscape"] for r in json.loads((out / "results.json").read_text())["probabilities"]]
+    assert len(done) == 2 and name not in done
+
+
+def test_outputs_follow_the_umask(data, tiny_ckpt, tmp_path):
+    old = os.umask(0o002)
+    try:
+        assert infer(data, tmp_path / "out", tiny_ckpt) == 0
+    finally:
+        os.umask(old)
+    out = tmp_path / "out"
+    wavs = [f for f in os.listdir(out) if f.endswith(".wav")]
+    assert len(wavs) == 6
+    for f in wavs + ["results.json", "labels.csv", "scores/summary.json", "scores/matrices.npz",
+                     ".s5jax/run.json"]:
+        assert oct(os.stat(out / f).st_mode & 0o777) == oct(0o664), f
+    for d in ("", ".s5jax", ".s5jax/clips", "scores"):
+        assert oct(os.stat(out / d).st_mode & 0o777) == oct(0o775), d
+
+
+def test_non_finite_output_fails_the_clip_and_json_stays_strict(data, tiny_ckpt, tmp_path, capsys):
+    import shutil
+
+    copy = tmp_path / "data"
+    shutil.copytree(data, copy)
+    huge = sorted((copy / "soundscape").iterdir())[1]
+    x = np.full((32000, 4), 1e30, np.float32)
+    x[::2] *= -1
+    sf.write(str(huge), x, 32000, subtype="FLOAT")
+    out = tmp_path / "out"
+    assert infer(copy, out, tiny_ckpt) == 1
+    assert "the model output is not finite" in capsys.readouterr().out
+
+    def no_constants(c):
+        raise AssertionError(f"non-standard JSON constant {c}")
+    results = json.loads((out / "results.json").read_text(), parse_constant=no_constants)
+    assert huge.stem not in [r["soundscape"] for r in results["probabilities"]]
+    assert not [f for f in os.listdir(out) if f.startswith(huge.stem)]
+    json.loads((out / "scores" / "summary.json").read_text(), parse_constant=no_constants)
+
+
+def test_temporaries_of_live_runs_are_kept_dead_ones_removed(data, tiny_ckpt, tmp_path):
+    out = tmp_path / "out"
+    (out / ".s5jax" / "clips").mkdir(parents=True)
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    try:
+        (out / f".part-{live.pid}-x.wav").write_bytes(b"in flight")
+        (out / ".s5jax" / "clips" / f".part-{live.pid}-y").write_bytes(b"in flight")
+        (out / f".part-{dead.pid}-z.wav").write_bytes(b"left by a killed run")
+        (out / ".part-notours.wav").write_bytes(b"not named like ours")
+        assert infer(data, out, tiny_ckpt) == 0
+        assert (out / f".part-{live.pid}-x.wav").exists() and (out / ".s5jax/clips" / f".part-{live.pid}-y").exists()
+        assert not (out / f".part-{dead.pid}-z.wav").exists()
+        assert (out / ".part-notours.wav").exists()
+    finally:
+        live.kill()
+        live.wait()
+
+
+def test_killed_then_rerun_with_other_checkpoints_is_refused(data, tiny_ckpt, tmp_path, capsys):
+    """A real SIGKILL mid-run, then a run with another tagger: refused, naming the difference, nothing
+    touched; the same settings then resume and finish."""
+    import shutil
+
+    many = tmp_path / "data"
+    shutil.copytree(data, many)
+    for k, f in enumerate(sorted((many / "soundscape").iterdir())):
+        for j in range(2):      # more clips, several lengths: each length compiles, so the run is slow enough
+            x, sr = sf.read(str(f))
+            sf.write(str(many / "soundscape" / f"{f.stem}x{j}.wav"), x[: len(x) - 3200 * (k * 2 + j + 1)], sr,
+                     subtype="FLOAT")
+    out = tmp_path / "out"
+    argv = [sys.executable, "-m", "s5jax.cli", "infer", str(many), "--tagger", tiny_ckpt["forced"],
+            "--separator", tiny_ckpt["separator"], "--out", str(out), "--quiet", "--batch-size", "1"]
+    proc = subprocess.Popen(argv, env=dict(os.environ, JAX_PLATFORMS="cpu", S5JAX_CACHE_DIR=str(tmp_path / "cc")),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    clips = out / ".s5jax" / "clips"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (clips.is_dir() and any(f.endswith(".json") for f in os.listdir(clips))):
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    records = [f for f in os.listdir(clips) if f.endswith(".json")]
+    assert 1 <= len(records) < 9, records           # killed part-way
+    before = _listing(out)
+
+    assert infer(many, out, tiny_ckpt, tagger="forced_other") == 2
+    err = one_error_line(capsys)
+    assert "made with other settings (tagger.sha256:" in err and str(out) in err
+    assert _listing(out) == before
+
+    assert infer(many, out, tiny_ckpt) == 0
+    printed = capsys.readouterr().out
+    results = json.loads((out / "results.json").read_text())["probabilities"]
+    assert len(results) == 9
+    assert all([e["filename"].split("_", 2)[2] for e in r["estimate"]] == ["0_Buzzer.wav", "1_Speech.wav"]
+               for r in results)
+    complete = sum(json.loads((clips / f).read_text())["complete"] for f in records)
+    if complete:
+        assert f"resuming: {complete} clip(s) already done" in printed
+
+
+def test_complete_results_with_other_settings_are_refused(data, tiny_ckpt, tmp_path, capsys):
+    out = tmp_path / "out"
+    assert infer(data, out, tiny_ckpt) == 0
+    capsys.readouterr()
+    before = _listing(out)
+    assert infer(data, out, tiny_ckpt, tagger="tagger") == 2
+    assert "holds results for" in one_error_line(capsys)
+    assert _listing(out) == before

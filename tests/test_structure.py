@@ -1,0 +1,104 @@
+"""The library's import graph has no cycles — counting imports inside functions too, since a lazy
+import still ties two modules into one concept that neither can be understood without."""
+from __future__ import annotations
+
+import ast
+import pathlib
+
+PKG = pathlib.Path(__file__).resolve().parents[1] / "s5jax"
+
+
+def _module_name(path: pathlib.Path, pkg: pathlib.Path) -> str:
+    parts = path.relative_to(pkg.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(pkg: pathlib.Path = PKG) -> dict[str, set[str]]:
+    """module -> the s5jax modules it imports (anywhere in its body)."""
+    files = {_module_name(p, pkg): p for p in pkg.rglob("*.py")}
+    graph: dict[str, set[str]] = {m: set() for m in files}
+    for mod, path in files.items():
+        is_pkg = path.name == "__init__.py"
+        for node in ast.walk(ast.parse(path.read_text())):
+            targets = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = mod.split(".") if is_pkg else mod.split(".")[:-1]
+                    base = base[: len(base) - (node.level - 1)]
+                    origin = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    origin = node.module or ""
+                # `from pkg import name` imports the submodule pkg.name when there is one
+                targets = [f"{origin}.{a.name}" if f"{origin}.{a.name}" in files else origin
+                           for a in node.names]
+            for t in targets:
+                while t and t not in files:        # `import s5jax.models.m2d.x` -> nearest module
+                    t = t.rpartition(".")[0]
+                if t and t != mod:
+                    graph[mod].add(t)
+    return graph
+
+
+def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every strongly connected component of more than one module (Tarjan), each sorted."""
+    index, low, stack, on, out = {}, {}, [], set(), []
+
+    def visit(v):
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(graph[v]):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            comp = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                comp.append(w)
+                if w == v:
+                    break
+            if len(comp) > 1:
+                out.append(sorted(comp))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return out
+
+
+def test_no_import_cycles():
+    graph = import_graph()
+    assert "s5jax.official" in graph and "s5jax.models.m2d" in graph["s5jax.official"]
+    assert find_cycles(graph) == []
+
+
+def test_cycle_finder_sees_lazy_imports(tmp_path):
+    """The checker itself: a cycle made only of a function-level import is found."""
+    pkg = tmp_path / "s5jax"
+    (pkg / "models").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "models" / "__init__.py").write_text("")
+    (pkg / "rules.py").write_text("def f():\n    from .models.net import g\n")
+    (pkg / "models" / "net.py").write_text("from ..rules import f\n")
+    (pkg / "cli.py").write_text("import s5jax.demo\n")
+    (pkg / "demo.py").write_text("def run():\n    from s5jax import cli\n")
+    assert find_cycles(import_graph(pkg)) == [["s5jax.cli", "s5jax.demo"],
+                                             ["s5jax.models.net", "s5jax.rules"]]
+
+
+def test_roles():
+    """Models use only the rule engine; the rule engine, checkpoint and wrapper never import models,
+    the official reader or the programs; the demo does not drive the CLI."""
+    graph = import_graph()
+    for m in ("s5jax.conversion", "s5jax.checkpoint", "s5jax.wrapper"):
+        bad = {t for t in graph[m] if t.startswith(("s5jax.models", "s5jax.official", "s5jax.cli",
+                                                      "s5jax.infer"))}
+        assert not bad, (m, bad)
+    assert "s5jax.official" not in graph["s5jax.models.m2d"] | graph["s5jax.models.resunet"]
+    assert "s5jax.cli" not in graph["s5jax.demo"]
