@@ -188,18 +188,24 @@ class Totals(NamedTuple):
     missing: jax.Array
 
 
-def _totals(params: Params, prep: Prepared, weights: jax.Array, sw: Switches) -> Totals:
+CONFIG_BLOCK = 4   # configs replayed together; a loop over blocks keeps the [block, N, ...] temporaries in cache
+
+
+def _totals(params: Params, prep: Prepared, weights: jax.Array, sw: Switches, block: int = CONFIG_BLOCK) -> Totals:
+    w = weights.T                                       # [N, G]
+    hi = jax.lax.Precision.HIGHEST
+
     def one(p):
         c = jax.vmap(_replay_clip, in_axes=(None, 0, None))(p, prep, sw)
         s = jnp.where(c.valid, c.score, 0.0)
-        return s, c.valid.astype(jnp.float32), c.missing.astype(jnp.float32)
-    s, v, m = jax.vmap(one)(params)                     # [C, N]
-    w = weights.T                                       # [N, G]
-    hi = jax.lax.Precision.HIGHEST
-    return Totals(jnp.matmul(s, w, precision=hi), jnp.matmul(v, w, precision=hi), jnp.matmul(m, w, precision=hi))
+        per_clip = jnp.stack([s, c.valid.astype(jnp.float32), c.missing.astype(jnp.float32)])   # [3, N]
+        return jnp.matmul(per_clip, w, precision=hi)     # [3, G]
+
+    out = jax.lax.map(one, params, batch_size=block)    # [C, 3, G]
+    return Totals(out[:, 0], out[:, 1], out[:, 2])
 
 
-totals = jax.jit(_totals, static_argnames="sw")
+totals = jax.jit(_totals, static_argnames=("sw", "block"))
 totals.__doc__ = """C configs × clip groups: params [C], weights [G, N] (clip membership of each group,
 0/1) -> Totals [C, G].  Dataset CA-SDRi of group g = score_sum / scored (the official mean over
 non-None clips); a config with missing > 0 is not scored there."""
@@ -210,6 +216,33 @@ def mean_score(t: Totals) -> np.ndarray:
     s, n, m = (np.asarray(x, np.float64) for x in t)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((n > 0) & (m == 0), s / n, np.nan)
+
+
+def bucket(n: int, least: int = 8) -> int:
+    """A padded size for n (the next power of two, at least `least`): calls with nearby sizes share
+    one compiled program instead of compiling per size."""
+    return max(least, 1 << max(0, int(n) - 1).bit_length())
+
+
+def pad_configs(params: Params, size: int) -> Params:
+    """Pad the config axis to `size` by repeating the last config."""
+    c = int(np.asarray(params.w1).shape[0])
+    if size == c:
+        return params
+    return Params(*(np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], size - c, 0)]) for a in params))
+
+
+def pad_entries(cache: CacheArrays, size: int) -> CacheArrays:
+    """Pad the entry axis E of a cache to `size` with MISSING_KEY entries (never found)."""
+    e = int(cache.keys.shape[1])
+    if size <= e:
+        return cache
+    def pad(a, value):
+        a = np.asarray(a)
+        width = [(0, 0), (0, size - e)] + [(0, 0)] * (a.ndim - 2)
+        return np.pad(a, width, constant_values=value)
+    return cache._replace(keys=pad(cache.keys, MISSING_KEY), retag=pad(cache.retag, 0),
+                          energy_db=pad(cache.energy_db, -np.inf), S=pad(cache.S, 0))
 
 
 def missing_by_clip(clips: ClipReplay) -> dict[int, set[int]]:
@@ -246,16 +279,15 @@ class ShardedReplay:
         if self.pad:
             prep = jax.tree_util.tree_map(lambda a: np.concatenate([a, np.repeat(a[:1], self.pad, 0)]), prep)
         self.prep = jax.device_put(prep, NamedSharding(self.mesh, P("clip")))
-        self._fn = jax.jit(_totals, static_argnames="sw",
+        self._fn = jax.jit(_totals, static_argnames=("sw", "block"),
                            out_shardings=NamedSharding(self.mesh, P("config")))
 
     def __call__(self, params: Params, weights: np.ndarray) -> Totals:
         """params [C] (numpy), weights [G, N] -> Totals [C, G] (numpy)."""
         c = int(np.asarray(params.w1).shape[0])
         n_cfg = self.mesh.shape["config"]
-        cpad = (-c) % n_cfg
-        if cpad:
-            params = Params(*(np.concatenate([a, np.repeat(a[-1:], cpad, 0)]) for a in params))
+        size = bucket(c)
+        params = pad_configs(params, size + (-size) % n_cfg)
         w = np.asarray(weights, np.float32)
         if self.pad:
             w = np.concatenate([w, np.zeros((w.shape[0], self.pad), np.float32)], axis=1)
@@ -265,5 +297,6 @@ class ShardedReplay:
         return Totals(*(np.asarray(x)[:c] for x in out))
 
 
-__all__ = ["prepare", "replay", "replay_configs", "totals", "mean_score", "missing_by_clip", "decode_key",
+__all__ = ["prepare", "replay", "replay_configs", "totals", "mean_score", "missing_by_clip", "decode_key", "bucket",
+           "pad_configs", "pad_entries",
            "Prepared", "ClipReplay", "Replay", "Totals", "ShardedReplay"]

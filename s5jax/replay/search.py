@@ -89,7 +89,7 @@ class Evaluator:
 
     def __init__(self, cache: CacheArrays, fill: Fill | None = None, devices=None, max_rounds: int = 8,
                  chunk: int = 256):
-        self.cache = cache
+        self.cache = R.pad_entries(cache, R.bucket(cache.keys.shape[1], 4))
         self.fill = fill
         self.devices = devices
         self.max_rounds = max_rounds
@@ -117,7 +117,8 @@ class Evaluator:
     def _refill(self, miss: dict) -> bool:
         if not miss or self.fill is None:
             return False
-        self.cache = self.fill(miss)
+        cache = self.fill(miss)
+        self.cache = R.pad_entries(cache, R.bucket(cache.keys.shape[1], 4))
         self._sharded.clear()
         self._prep.clear()
         self.fill_rounds += 1
@@ -131,6 +132,7 @@ class Evaluator:
         prep = self.prepared(sw)
         for i in range(0, c, self.chunk):
             part = Params(*(np.asarray(a)[i:i + self.chunk] for a in params))
+            part = R.pad_configs(part, R.bucket(int(part.w1.shape[0])))
             for n, ks in R.missing_by_clip(R.replay_configs(part, prep, sw).clips).items():
                 miss.setdefault(n, set()).update(ks)
         return miss
@@ -226,10 +228,14 @@ def _around(grid: Sequence[float], cur: float) -> list[float]:
     return sorted(set(g) | set(round(x, 6) for x in extra))
 
 
+STEPS = ("fusion", "verification", "gates", "coordinate", "per_class")
+
+
 def search(start: SystemConfig, ev: Evaluator, weights: np.ndarray | None = None, grids: Grids = Grids(),
-           margin: float = 0.01, eps: float = 1e-4, max_cd_rounds: int = 4, per_class: bool = True,
-           progress: bool = True, log=print) -> SearchResult:
-    """Tune start's thresholds on the clips weighted by `weights` [N] (0/1; default all)."""
+           margin: float = 0.01, eps: float = 1e-4, max_cd_rounds: int = 4,
+           steps: Sequence[str] = STEPS, progress: bool = True, log=print) -> SearchResult:
+    """Tune start's thresholds on the clips weighted by `weights` [N] (0/1; default all), running the
+    `steps` (a subset of STEPS, always in that order)."""
     from tqdm.auto import tqdm
 
     w = np.ones((1, ev.n_clips), np.float32) if weights is None else np.asarray(weights, np.float32)[None]
@@ -245,7 +251,7 @@ def search(start: SystemConfig, ev: Evaluator, weights: np.ndarray | None = None
     tables, prog = [], [("start", cur_score)]
     for stage in ("fusion", "verification", "gates"):
         names = act[stage]
-        if not names:
+        if not names or stage not in steps:
             continue
         combos, cfgs = _grid_configs(cur, names, [getattr(grids, n) for n in names])
         s = score(cfgs)
@@ -260,7 +266,7 @@ def search(start: SystemConfig, ev: Evaluator, weights: np.ndarray | None = None
 
     globals_ = [n for st in ("fusion", "verification", "gates") for n in act[st]]
     rows = []
-    for rnd in range(max_cd_rounds):
+    for rnd in range(max_cd_rounds if "coordinate" in steps else 0):
         moved = False
         for name in tqdm(globals_, desc=f"coordinate descent {rnd + 1}", disable=not progress, leave=False):
             vals = _around(getattr(grids, name), _value(cur, name))
@@ -275,12 +281,12 @@ def search(start: SystemConfig, ev: Evaluator, weights: np.ndarray | None = None
         prog.append((f"coordinate {rnd + 1}", cur_score))
         if not moved:
             break
-    if globals_:
+    if rows:
         tables.append(StageTable("coordinate", ["round", "param", "old", "best", "gain", "accepted"], rows))
         log(f"coordinate descent: {cur_score:.4f} dB")
 
     per = [n for n in ("verify", "drop", "gate") if n in globals_]
-    if per_class and per:
+    if "per_class" in steps and per:
         rows = []
         steps = [(c, n) for c in range(NUM_CLASSES) for n in per]
         for c, name in tqdm(steps, desc="per class", disable=not progress, leave=False):
@@ -372,5 +378,5 @@ def class_report(out: R.Replay, cache: CacheArrays) -> ClassReport:
                        silent, alarmed)
 
 
-__all__ = ["Grids", "SMALL_GRIDS", "Evaluator", "search", "SearchResult", "StageTable", "bootstrap_gain",
+__all__ = ["STEPS", "Grids", "SMALL_GRIDS", "Evaluator", "search", "SearchResult", "StageTable", "bootstrap_gain",
            "fold_ids", "class_report", "ClassReport", "active_params"]
