@@ -10,6 +10,8 @@
     s5jax submit --dev-test DEV --eval EVAL --tagger T --separator S [--system ...] --author A --affiliation F
                  --number K --out D          the DCASE submission package D/A_F_task4_K(.zip)
     s5jax submit --check PACKAGE [--dev-test DEV] [--eval EVAL]   check a package folder or zip
+    s5jax sweep CACHE --out DIR [--system START] [--margin M] [--folds K] [--oracle]
+                                             tune a system config by exact CA-SDRi replay over the cache
     s5jax demo [--out DIR]                   the whole workflow on generated scenes and synthetic weights
 
 Errors in the user's input are printed as one line (`s5jax: error: ...`) with exit status 2.
@@ -50,10 +52,8 @@ def _engine(args):
     if args.system is not None:
         from .system.pipeline import system_engine
 
-        if args.precision is not None:
-            raise S5Error("--precision applies to the baseline; a --system run uses the checkpoints' own")
         return lambda batch_size: system_engine(args.system, [args.tagger, args.tagger2], args.separator,
-                                                args.separator2, batch_size)
+                                                args.separator2, batch_size, args.precision)
     if args.tagger2 or args.separator2:
         raise S5Error("--tagger2 and --separator2 are used by a refined system: give --system CONFIG|PRESET")
     from .infer import baseline_engine
@@ -108,9 +108,50 @@ def _cmd_cache(args) -> int:
     from .replay.cache import run_cache
 
     process = _join_processes(args)
+    _compile_cache(args)
     run_cache(args.input, args.out, [args.tagger, args.tagger2], args.separator, args.separator2,
               systems=args.system, oracle_dir=args.oracle, batch_size=args.batch_size,
               progress=not args.quiet, process=process)
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from .replay.sweep import GRIDS, check_out_dir, run_sweep
+    from .system.config import load_system
+
+    start = load_system(args.system) if args.system else None     # bad config / OUT: fail before any work
+    check_out_dir(args.out)
+    fill, made_by = None, {}
+    if args.synthetic:
+        if args.cache:
+            raise S5Error("give either a CACHE folder or --synthetic N, not both")
+        from .replay.synthetic import SyntheticWorld
+
+        world = SyntheticWorld(args.synthetic, seed=args.seed)
+        cache, fill, made_by = world.cache(), world.fill, {"synthetic": {"clips": args.synthetic, "seed": args.seed}}
+        has_b = True
+    elif not args.cache:
+        raise S5Error("give a CACHE folder (made by `s5jax cache`) or --synthetic N")
+    else:
+        from .replay.cache import CacheBuilder, load, read_manifest
+
+        names, cache = load(args.cache)
+        made_by = read_manifest(args.cache)["models"]
+        has_b = made_by.get("separator2") is not None
+        if args.input:
+            from .system.pipeline import load_models
+
+            t4, t1, sep_a, sep_b = load_models([args.tagger, args.tagger2], args.separator, args.separator2)
+            builder = CacheBuilder.open(args.cache, args.input, t4, t1, sep_a, sep_b, args.oracle_dir)
+
+            def fill(missing):
+                builder.fill({names[i]: keys for i, keys in missing.items()})
+                return builder.load(names)[1]
+    if start is None:
+        start = load_system("system3" if has_b else "system1")
+    run_sweep(cache, start, args.out, fill=fill, grids=GRIDS[args.grid], margin=args.margin, folds=args.folds,
+              oracle=args.oracle, bootstrap=args.bootstrap, seed=args.seed, progress=not args.quiet,
+              made_by=made_by)
     return 0
 
 
@@ -226,7 +267,35 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--batch-size", type=_positive_int, default=None)
     k.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_process_options(k)
+    _cache_option(k)
     k.set_defaults(func=_cmd_cache)
+
+    w = sub.add_parser("sweep", help="tune a system config over a cache by exact CA-SDRi replay (staged grids, "
+                                     "coordinate descent, per-class thresholds)")
+    w.add_argument("cache", nargs="?", default=None, help="a cache folder made by `s5jax cache`")
+    w.add_argument("--out", required=True, help="new or empty folder for best.json, report.md, tables, plots")
+    w.add_argument("--system", default=None, metavar="CONFIG|PRESET",
+                   help="start config (its switches stay fixed; default system3 if the cache has separator B, "
+                        "else system1)")
+    w.add_argument("--margin", type=float, default=0.01,
+                   help="a per-class change is accepted only if it gains more than this (dB, default 0.01)")
+    w.add_argument("--folds", type=int, default=0, help="also tune on K-1 folds and score the held-out fold (K>=2)")
+    w.add_argument("--oracle", action="store_true",
+                   help="also score ground-truth labels as queries through separator A (the labelling bound)")
+    w.add_argument("--bootstrap", type=_positive_int, default=1000, help="resamples for the 95%% interval of the gain")
+    w.add_argument("--grid", choices=("default", "small"), default="default", help="threshold grids")
+    w.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap")
+    w.add_argument("--synthetic", type=_positive_int, default=None, metavar="N",
+                   help="instead of a cache: a synthetic cache world of N clips with a known optimum")
+    g = w.add_argument_group("computing missing entries (else configs that need them are reported unscored)")
+    g.add_argument("--input", default=None, help="the dev-test folder the cache was made from")
+    g.add_argument("--oracle-dir", default=None, help="oracle_target folder (default: INPUT/oracle_target)")
+    g.add_argument("--tagger", default=None)
+    g.add_argument("--tagger2", default=None)
+    g.add_argument("--separator", default=None)
+    g.add_argument("--separator2", default=None)
+    w.add_argument("--quiet", action="store_true", help="no progress bars")
+    w.set_defaults(func=_cmd_sweep)
 
     d = sub.add_parser("demo", help="generate scenes + synthetic-weight official checkpoints, convert, infer, score")
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")

@@ -427,8 +427,6 @@ def test_refusals_before_any_work(sets, tmp_path, capsys):
     assert "no such package folder or zip" in _one_error_line(capsys)
     assert main(["submit", "--dev-test", sets["dev"], "--out", str(tmp_path)]) == 2
     assert "submit needs --eval --tagger --separator --author --affiliation --number" in _one_error_line(capsys)
-    assert main(_submit_args(sets, tmp_path, extra=["--system", "baseline", "--precision", "high"])) == 2
-    assert "--precision applies to the baseline" in _one_error_line(capsys)
     assert main(["infer", sets["eval"], "--tagger", sets["tagger"], "--separator", sets["separator"],
                  "--out", str(tmp_path / "o"), "--zip", NAME]) == 2
     assert "s5jax submit" in _one_error_line(capsys)
@@ -512,15 +510,19 @@ def test_killed_submit_resumes(sets, tmp_path):
 
 
 def test_system_option_is_passed_to_infer(sets, package, tmp_path):
-    """`--system baseline` runs the refined-system engine with the baseline preset: the same package
-    (that preset equals the baseline), and its config records the system."""
-    assert main(_submit_args(sets, tmp_path, number="2", extra=["--system", "baseline"])) == 0
+    """`--system baseline --precision high` runs the refined-system engine with the baseline preset:
+    the same package (that preset equals the baseline; precision has no effect on CPU), and its config
+    records the system and the precision."""
+    assert main(_submit_args(sets, tmp_path, number="2", extra=["--system", "baseline", "--precision", "high"])) == 0
     name2 = "Doe_Uni_task4_2"
     res = json.loads((tmp_path / name2 / "eval_results.json").read_text())
     base = json.loads((package / NAME / "eval_results.json").read_text())
-    assert res["probabilities"] == base["probabilities"]
+    files = lambda r: [[(e["filename"], e["label"]) for e in c["estimate"]] for c in r["probabilities"]]  # noqa: E731
+    probs = lambda r: [e["probability"] for c in r["probabilities"] for e in c["estimate"]]  # noqa: E731
+    assert files(res) == files(base) and probs(res) == pytest.approx(probs(base), rel=1e-5)
     assert res["config"]["system"] == "baseline" and "system_config" in res["config"]
     assert "system_config" not in base["config"]      # the plain baseline engine has none
+    assert set(res["config"]["precision"].values()) == {"high"}
     assert sorted(os.listdir(tmp_path / name2 / "eval_out")) == sorted(os.listdir(package / NAME / "eval_out"))
 
 

@@ -98,12 +98,13 @@ def _prepare_clip(P1, P4, ref_labels, M, keys, retag, energy, S, sw: Switches):
     return Prepared(pairs, keys, r, energy, table, silent, ref_labels, S, M)
 
 
-@functools.partial(jax.jit, static_argnames="sw")
-def prepare(cache: CacheArrays, sw: Switches) -> Prepared:
-    """The config-independent part of the replay, once per cache and switches (jitted, vmapped over clips)."""
+@functools.partial(jax.jit, static_argnames=("sw", "block"))
+def prepare(cache: CacheArrays, sw: Switches, block: int = 16) -> Prepared:
+    """The config-independent part of the replay, once per cache and switches (jitted; clips in blocks
+    of `block`, which bounds the memory of the score tables' temporaries)."""
     c = jax.tree_util.tree_map(jnp.asarray, cache)
-    return jax.vmap(functools.partial(_prepare_clip, sw=sw))(
-        c.P1, c.P4, c.ref_labels.astype(jnp.int32), c.M, c.keys.astype(jnp.int32), c.retag, c.energy_db, c.S)
+    xs = (c.P1, c.P4, c.ref_labels.astype(jnp.int32), c.M, c.keys.astype(jnp.int32), c.retag, c.energy_db, c.S)
+    return jax.lax.map(lambda x: _prepare_clip(*x, sw=sw), xs, batch_size=block)
 
 
 class ClipReplay(NamedTuple):
@@ -188,18 +189,24 @@ class Totals(NamedTuple):
     missing: jax.Array
 
 
-def _totals(params: Params, prep: Prepared, weights: jax.Array, sw: Switches) -> Totals:
+CONFIG_BLOCK = 4   # configs replayed together; a loop over blocks keeps the [block, N, ...] temporaries in cache
+
+
+def _totals(params: Params, prep: Prepared, weights: jax.Array, sw: Switches, block: int = CONFIG_BLOCK) -> Totals:
+    w = weights.T                                       # [N, G]
+    hi = jax.lax.Precision.HIGHEST
+
     def one(p):
         c = jax.vmap(_replay_clip, in_axes=(None, 0, None))(p, prep, sw)
         s = jnp.where(c.valid, c.score, 0.0)
-        return s, c.valid.astype(jnp.float32), c.missing.astype(jnp.float32)
-    s, v, m = jax.vmap(one)(params)                     # [C, N]
-    w = weights.T                                       # [N, G]
-    hi = jax.lax.Precision.HIGHEST
-    return Totals(jnp.matmul(s, w, precision=hi), jnp.matmul(v, w, precision=hi), jnp.matmul(m, w, precision=hi))
+        per_clip = jnp.stack([s, c.valid.astype(jnp.float32), c.missing.astype(jnp.float32)])   # [3, N]
+        return jnp.matmul(per_clip, w, precision=hi)     # [3, G]
+
+    out = jax.lax.map(one, params, batch_size=block)    # [C, 3, G]
+    return Totals(out[:, 0], out[:, 1], out[:, 2])
 
 
-totals = jax.jit(_totals, static_argnames="sw")
+totals = jax.jit(_totals, static_argnames=("sw", "block"))
 totals.__doc__ = """C configs × clip groups: params [C], weights [G, N] (clip membership of each group,
 0/1) -> Totals [C, G].  Dataset CA-SDRi of group g = score_sum / scored (the official mean over
 non-None clips); a config with missing > 0 is not scored there."""
@@ -210,6 +217,33 @@ def mean_score(t: Totals) -> np.ndarray:
     s, n, m = (np.asarray(x, np.float64) for x in t)
     with np.errstate(invalid="ignore", divide="ignore"):
         return np.where((n > 0) & (m == 0), s / n, np.nan)
+
+
+def bucket(n: int, least: int = 8) -> int:
+    """A padded size for n (the next power of two, at least `least`): calls with nearby sizes share
+    one compiled program instead of compiling per size."""
+    return max(least, 1 << max(0, int(n) - 1).bit_length())
+
+
+def pad_configs(params: Params, size: int) -> Params:
+    """Pad the config axis to `size` by repeating the last config."""
+    c = int(np.asarray(params.w1).shape[0])
+    if size == c:
+        return params
+    return Params(*(np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], size - c, 0)]) for a in params))
+
+
+def pad_entries(cache: CacheArrays, size: int) -> CacheArrays:
+    """Pad the entry axis E of a cache to `size` with MISSING_KEY entries (never found)."""
+    e = int(cache.keys.shape[1])
+    if size <= e:
+        return cache
+    def pad(a, value):
+        a = np.asarray(a)
+        width = [(0, 0), (0, size - e)] + [(0, 0)] * (a.ndim - 2)
+        return np.pad(a, width, constant_values=value)
+    return cache._replace(keys=pad(cache.keys, MISSING_KEY), retag=pad(cache.retag, 0),
+                          energy_db=pad(cache.energy_db, -np.inf), S=pad(cache.S, 0))
 
 
 def missing_by_clip(clips: ClipReplay) -> dict[int, set[int]]:
@@ -223,14 +257,33 @@ def missing_by_clip(clips: ClipReplay) -> dict[int, set[int]]:
     return out
 
 
+def entry_groups(keys: np.ndarray, least_clips: int = 128) -> list[tuple[np.ndarray, int]]:
+    """Clips grouped by how many entries they hold -> [(clip indices, E of the group)].
+
+    A look-up scans a clip's E entries and a few clips reach many tuples, so replaying every clip at
+    the largest E would waste most of the work; each group is padded only to its own largest count
+    (a power of two), and groups under `least_clips` clips join the next larger one."""
+    count = np.sum(np.asarray(keys) != MISSING_KEY, axis=1)
+    size = np.array([bucket(int(c), least=2) for c in count])
+    groups, pending = [], np.zeros(0, np.int64)
+    for e in sorted(set(size.tolist())):
+        pending = np.concatenate([pending, np.nonzero(size == e)[0]])
+        if len(pending) >= least_clips or e == size.max():
+            groups.append((np.sort(pending), int(e)))
+            pending = np.zeros(0, np.int64)
+    return groups
+
+
 class ShardedReplay:
     """`totals` with configs × clips sharded over a 2-D device mesh ("config", "clip").
 
-    The prepared cache is padded (weight 0 clips) and placed once, split over the "clip" axis and
-    replicated over "config"; each call pads the config axis to the mesh and splits it over "config".
-    XLA inserts the sum over clip shards."""
+    Clips are split into groups by entry count (`entry_groups`); each group's prepared arrays are
+    trimmed to its entry count, padded with weight-0 clips to the mesh, placed once split over the
+    "clip" axis and replicated over "config"; each call pads the config axis to a bucket and the mesh,
+    splits it over "config", and adds the groups' totals.  XLA inserts the sum over clip shards."""
 
-    def __init__(self, prep: Prepared, sw: Switches, devices=None, config_axis: int | None = None):
+    def __init__(self, prep: Prepared, sw: Switches, devices=None, config_axis: int | None = None,
+                 least_clips: int = 128):
         devices = list(devices if devices is not None else jax.devices())
         n_dev = len(devices)
         n_cfg = config_axis if config_axis is not None else n_dev
@@ -238,32 +291,36 @@ class ShardedReplay:
             raise ValueError(f"config axis {n_cfg} does not divide {n_dev} devices")
         self.mesh = Mesh(np.array(devices).reshape(n_cfg, n_dev // n_cfg), ("config", "clip"))
         self.sw = sw
-        n = int(prep.keys.shape[0])
         n_clip_shards = n_dev // n_cfg
-        self.n_clips = n
-        self.pad = (-n) % n_clip_shards
+        self.n_clips = int(prep.keys.shape[0])
         prep = jax.tree_util.tree_map(lambda a: np.asarray(a), prep)
-        if self.pad:
-            prep = jax.tree_util.tree_map(lambda a: np.concatenate([a, np.repeat(a[:1], self.pad, 0)]), prep)
-        self.prep = jax.device_put(prep, NamedSharding(self.mesh, P("clip")))
-        self._fn = jax.jit(_totals, static_argnames="sw",
+        entry_fields = {"keys", "r", "energy", "table", "S"}
+        self.groups = []
+        for idx, e in entry_groups(prep.keys, least_clips):
+            pad = (-len(idx)) % n_clip_shards
+            rows = np.concatenate([idx, np.repeat(idx[:1], pad)])
+            sub = Prepared(**{f: (jax.tree_util.tree_map(lambda a: a[rows], v) if f not in entry_fields
+                                  else v[rows][:, :e]) for f, v in prep._asdict().items()})
+            self.groups.append((idx, pad, jax.device_put(sub, NamedSharding(self.mesh, P("clip")))))
+        self._fn = jax.jit(_totals, static_argnames=("sw", "block"),
                            out_shardings=NamedSharding(self.mesh, P("config")))
 
     def __call__(self, params: Params, weights: np.ndarray) -> Totals:
         """params [C] (numpy), weights [G, N] -> Totals [C, G] (numpy)."""
         c = int(np.asarray(params.w1).shape[0])
         n_cfg = self.mesh.shape["config"]
-        cpad = (-c) % n_cfg
-        if cpad:
-            params = Params(*(np.concatenate([a, np.repeat(a[-1:], cpad, 0)]) for a in params))
-        w = np.asarray(weights, np.float32)
-        if self.pad:
-            w = np.concatenate([w, np.zeros((w.shape[0], self.pad), np.float32)], axis=1)
-        params = jax.device_put(params, NamedSharding(self.mesh, P("config")))
-        w = jax.device_put(w, NamedSharding(self.mesh, P(None, "clip")))
-        out = self._fn(params, self.prep, w, sw=self.sw)
-        return Totals(*(np.asarray(x)[:c] for x in out))
+        size = bucket(c, least=1)
+        params = jax.device_put(pad_configs(params, size + (-size) % n_cfg), NamedSharding(self.mesh, P("config")))
+        weights = np.asarray(weights, np.float32)
+        total = None
+        for idx, pad, sub in self.groups:
+            w = np.concatenate([weights[:, idx], np.zeros((weights.shape[0], pad), np.float32)], axis=1)
+            w = jax.device_put(w, NamedSharding(self.mesh, P(None, "clip")))
+            out = self._fn(params, sub, w, sw=self.sw)
+            total = out if total is None else Totals(*(a + b for a, b in zip(total, out)))
+        return Totals(*(np.asarray(x, np.float64)[:c] for x in total))
 
 
-__all__ = ["prepare", "replay", "replay_configs", "totals", "mean_score", "missing_by_clip", "decode_key",
+__all__ = ["prepare", "replay", "replay_configs", "totals", "mean_score", "missing_by_clip", "decode_key", "bucket", "entry_groups",
+           "pad_configs", "pad_entries",
            "Prepared", "ClipReplay", "Replay", "Totals", "ShardedReplay"]

@@ -179,9 +179,10 @@ def sharded_system(config, tagger4, tagger1, separator, separator2=None, devices
     return DataParallel(fn, weights, devices)
 
 
-def load_models(tagger_dirs, separator_dir: str, separator2_dir: str | None = None):
+def load_models(tagger_dirs, separator_dir: str, separator2_dir: str | None = None, precision: str | None = None):
     """Checkpoint folders -> (tagger4, tagger1, separator, separator2); the taggers are given in any
-    order (`--tagger`, `--tagger2`) and told apart by their checkpoint kind; absent ones are None."""
+    order (`--tagger`, `--tagger2`) and told apart by their checkpoint kind; absent ones are None.
+    `precision` overrides every model's matmul precision (None: the checkpoints' own)."""
     from ..errors import S5Error
     from ..separator import Separator
     from ..tagger import Tagger
@@ -190,12 +191,13 @@ def load_models(tagger_dirs, separator_dir: str, separator2_dir: str | None = No
     for d in tagger_dirs:
         if d is None:
             continue
-        t = Tagger.from_checkpoint(d)
+        t = Tagger.from_checkpoint(d, precision=precision)
         if t.kind in taggers:
             raise S5Error(f"{d}: a second {t.kind} tagger; give one 4-ch and one 1-ch tagger")
         taggers[t.kind] = t
-    separator2 = Separator.from_checkpoint(separator2_dir) if separator2_dir else None
-    return taggers.get("tagger-4ch"), taggers.get("tagger-1ch"), Separator.from_checkpoint(separator_dir), separator2
+    separator2 = Separator.from_checkpoint(separator2_dir, precision=precision) if separator2_dir else None
+    return (taggers.get("tagger-4ch"), taggers.get("tagger-1ch"),
+            Separator.from_checkpoint(separator_dir, precision=precision), separator2)
 
 
 def check_models(config, name: str, tagger4, tagger1, separator2) -> None:
@@ -212,7 +214,7 @@ def check_models(config, name: str, tagger4, tagger1, separator2) -> None:
 
 
 def system_engine(system: str, tagger_dirs, separator_dir: str, separator2_dir: str | None,
-                  batch_size: int):
+                  batch_size: int, precision: str | None = None):
     """`s5jax infer --system`: an infer Engine running `system` (preset name or config JSON path)."""
     import numpy as np
 
@@ -220,7 +222,7 @@ def system_engine(system: str, tagger_dirs, separator_dir: str, separator2_dir: 
     from .config import PRESETS, load_system
 
     config = load_system(system)
-    t4, t1, sep_a, sep_b = load_models(tagger_dirs, separator_dir, separator2_dir)
+    t4, t1, sep_a, sep_b = load_models(tagger_dirs, separator_dir, separator2_dir, precision)
     check_models(config, system, t4, t1, sep_b)
     sw = config.switches()
     t1 = t1 if (sw.use_tagger1 or sw.refine or sw.separator_b) else None   # loaded but unused: not recorded
