@@ -543,3 +543,24 @@ def test_dev_results_where_the_official_code_divides_by_zero(tmp_path):
         {"metric": "label_metrics", "value": {"acc": True, "tp": 0, "fp": 0, "fn": 0}}]] * 2
     assert res["details"][0]["est_labels"] == res["details"][0]["ref_labels"] == ["silence"] * 3
     assert (res["nparams"], res["config"]) == (7, {"k": 1})
+
+
+def test_check_accepts_what_the_official_checker_accepts(package, tmp_path, capsys):
+    """A stem named `<soundscape>_<label>.wav` (no slot index) and an audio-URL file pass, as with
+    the official checker."""
+    folder = tmp_path / NAME
+    shutil.copytree(package / NAME, folder)
+    stem = _first_stem(folder)
+    soundscape, label = "_".join(stem.split("_")[:2]), stem[:-4].rsplit("_", 1)[1]   # eval_0000, Percussion
+    plain = f"{soundscape}_{label}.wav"
+    os.rename(folder / "eval_out" / stem, folder / "eval_out" / plain)
+
+    def rename(obj):
+        for c in obj["probabilities"]:
+            for e in c["estimate"]:
+                if e["filename"] == stem:
+                    e["filename"] = plain
+    _edit_json(folder / "eval_results.json", rename)
+    (folder / "Doe_Uni_task4.audio_url.txt").write_text("https://example.org/demo\n")
+    assert main(["submit", "--check", str(folder)]) == 0
+    assert f"{folder}: OK" in capsys.readouterr().out
