@@ -488,7 +488,8 @@ def run_submit(dev_dir: str, eval_dir: str, out_dir: str, tagger_dir: str, separ
                progress: bool = True, log: Callable = print, **infer_options) -> str:
     """Make `out_dir/A_F_task4_K/` and `out_dir/A_F_task4_K.zip`; returns the zip's path.
 
-    infer_options are passed to `run_infer` unchanged (e.g. a system config) and recorded in `config`.
+    infer_options go to `run_infer` unchanged (e.g. `engine=`: a refined system, a precision); what they
+    decide is recorded in `config` through infer's run record.
     Refuses (PackageError, nothing deleted) a non-empty eval_out or a package folder or zip it did not
     make, an out folder inside a set, a dev-test set without oracle targets, any clip that could not be
     processed or scored (a package must cover every soundscape).
