@@ -93,3 +93,41 @@ def test_full_system_equals_its_stages_run_one_by_one(setup):
         events["A kept"] += int((live & ~use_b).sum())
         events["gated"] += int(((out.refined[i] != SILENCE) & ~live).sum())
     assert all(v > 0 for v in events.values()), events      # every stage acted on some clip
+
+
+def test_infer_with_the_baseline_preset_writes_the_same_bytes(setup):
+    """`s5jax infer --system baseline` == plain `s5jax infer`: every stem, results.json, labels.csv and
+    the scores byte for byte (only the run records differ: they name the system)."""
+    from s5jax.cli import main
+
+    root, data, paths, _, _ = setup
+    outs = []
+    for extra in ([], ["--system", "baseline"]):
+        outs.append(root / f"out{len(outs)}")
+        assert main(["infer", data, "--tagger", paths["tagger-4ch"], "--separator", paths["separator"],
+                     "--out", str(outs[-1]), "--batch-size", "2", "--quiet", *extra]) == 0
+    files = sorted(f for f in os.listdir(outs[0]) if not f.startswith("."))
+    assert files == sorted(f for f in os.listdir(outs[1]) if not f.startswith("."))
+    assert sum(f.endswith(".wav") for f in files) >= 6 and "results.json" in files and "labels.csv" in files
+    files += [os.path.join("scores", f) for f in os.listdir(outs[0] / "scores")]
+    for f in files:
+        if os.path.isfile(outs[0] / f):
+            assert (outs[0] / f).read_bytes() == (outs[1] / f).read_bytes(), f
+
+
+def test_a_config_needing_an_absent_model_is_a_one_line_error(setup, capsys):
+    from s5jax.cli import main
+
+    root, data, paths, _, _ = setup
+    base = ["infer", data, "--separator", paths["separator"], "--quiet"]
+    for extra, why in [(["--tagger", paths["tagger-4ch"], "--system", "system1"], "give it with --tagger2"),
+                       (["--tagger", paths["tagger-4ch"], "--tagger2", paths["tagger-1ch"], "--system", "system3"],
+                        "give --separator2"),
+                       (["--tagger", paths["tagger-1ch"], "--tagger2", paths["tagger-1ch"], "--system", "system1"],
+                        "a second tagger-1ch"),
+                       (["--tagger", paths["tagger-4ch"], "--tagger2", paths["tagger-1ch"]], "give --system")]:
+        out = root / "refused"
+        assert main(base + extra + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], (why, err)
+        assert not out.exists()
