@@ -77,11 +77,6 @@ def clean_stale_parts(folder: str) -> list[str]:
     return removed
 
 
-def make_dirs(path: str) -> None:
-    """`os.makedirs` (mkdir already follows the umask)."""
-    os.makedirs(path, exist_ok=True)
-
-
 def temp_file(path: str, suffix: str = "") -> tuple[int, str]:
     """An open temporary file beside `path` (fd, name), mode set from the umask."""
     folder = os.path.dirname(os.path.abspath(path))

@@ -61,8 +61,16 @@ class LoadedModel:
         self.source = source or self.kind
         self.module = self.make_module(cfg)
         self.apply_fn: Callable = self._pure(self.module)
-        self.identity = identity or checkpoint.make_identity(None, self.kind, cfg.to_dict(), variables)
+        self._identity = identity
         self.variables = jax.device_put(variables)      # once; calls reuse the device arrays
+
+    @property
+    def identity(self) -> dict:
+        """{"path", "kind", "sha256"}: from the folder it was loaded from, or (built in memory) hashed
+        on first use from the config and the weights, path None."""
+        if self._identity is None:
+            self._identity = checkpoint.make_identity(None, self.kind, self.cfg.to_dict(), self.variables)
+        return self._identity
 
     # ------------------------------------------------------------------ for subclasses
     @classmethod

@@ -105,10 +105,15 @@ def test_infer_outputs_stems_scores_and_zip(setup, capsys):
         listed = sorted(z.namelist())
     assert listed == sorted([f"Doe_Uni_task4_1/{f}" for f in wavs] + ["Doe_Uni_task4_1/Doe_Uni_task4_1.json"])
 
-    # resume: nothing to redo; a clip whose record is gone is redone, the others skipped
+    # resume: nothing to redo; a clip left unfinished (record not complete, a stem missing: what a kill
+    # mid-clip leaves) is redone, the others skipped
     assert _infer(data, out, ckpt) == 0
     assert "resuming: 5 clip(s) already done, 0 to go" in capsys.readouterr().out
-    os.unlink(out / ".s5jax" / "clips" / f"{names[0]}.json")
+    rec_path = out / ".s5jax" / "clips" / f"{names[0]}.json"
+    rec = json.loads(rec_path.read_text())
+    rec_path.write_text(json.dumps(dict(rec, complete=False)))
+    if rec["estimate"]:
+        os.unlink(out / rec["estimate"][0]["filename"])
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     killed = out / f".part-{gone.pid}-x.wav"                   # what a killed run leaves behind

@@ -184,6 +184,7 @@ def test_killed_then_rerun_with_other_checkpoints_is_refused(data, tiny_ckpt, tm
     proc.wait()
     records = [f for f in os.listdir(clips) if f.endswith(".json")]
     assert 1 <= len(records) < 9, records           # killed part-way
+    complete = sum(json.loads((clips / f).read_text())["complete"] for f in records)
     before = _listing(out)
 
     assert infer(many, out, tiny_ckpt, tagger="forced_other") == 2
@@ -197,7 +198,6 @@ def test_killed_then_rerun_with_other_checkpoints_is_refused(data, tiny_ckpt, tm
     assert len(results) == 9
     assert all([e["filename"].split("_", 2)[2] for e in r["estimate"]] == ["0_Buzzer.wav", "1_Speech.wav"]
                for r in results)
-    complete = sum(json.loads((clips / f).read_text())["complete"] for f in records)
     if complete:
         assert f"resuming: {complete} clip(s) already done" in printed
 
