@@ -182,6 +182,7 @@ def test_sharded_over_8_devices_equals_one_device(tmp_path):
             res[cax] = R.mean_score(t)[:, 0].tolist()
         one = R.ShardedReplay(prep, sw, devices=jax.devices()[:1])(params, w)
         res["one"] = R.mean_score(one)[:, 0].tolist()
+        res["plain"] = R.mean_score(R.totals(params, prep, w, sw))[:, 0].tolist()
         print(json.dumps(res))
     """)
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
@@ -191,5 +192,5 @@ def test_sharded_over_8_devices_equals_one_device(tmp_path):
     res = json.loads(r.stdout.strip().splitlines()[-1])
     one = np.array(res["one"])
     assert np.isfinite(one).all() and np.ptp(one) > 0.1
-    for cax in ("1", "2", "8"):
+    for cax in ("1", "2", "8", "plain"):
         np.testing.assert_allclose(res[cax], one, atol=1e-5)

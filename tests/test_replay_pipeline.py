@@ -102,3 +102,64 @@ def test_replay_equals_infer_and_scoring_its_files(runs):
         stats["B kept"] += int(np.asarray(clips.use_b).sum())
     assert len(seen_labels) >= 4, "the configs should decide differently"
     assert all(v > 0 for v in stats.values()), stats
+
+
+def _two_processes(args: list[str], tmp) -> None:
+    """Run `s5jax ARGS` as 2 jax.distributed processes on localhost (CPU), both must succeed."""
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    code = "import sys; from s5jax.cli import main; sys.exit(main(sys.argv[1:]))"
+    procs = [subprocess.Popen([sys.executable, "-c", code, *args, "--coordinator", f"127.0.0.1:{port}",
+                               "--num-processes", "2", "--process-id", str(i)],
+                              stdout=open(tmp / f"p{i}.out", "w"), stderr=subprocess.STDOUT,
+                              env=dict(os.environ, JAX_PLATFORMS="cpu"))
+             for i in range(2)]
+    for i, p in enumerate(procs):
+        assert p.wait(timeout=900) == 0, (tmp / f"p{i}.out").read_text()[-3000:]
+
+
+def test_two_processes_build_the_same_cache_and_outputs(runs, tmp_path):
+    """cache and infer split over 2 jax.distributed processes: each writes only its clips, process 0
+    the manifest / results and scores; everything equals the single-process runs."""
+    from s5jax.audio import read_audio
+
+    root, outs = runs
+    models = ["--tagger", str(root / "models" / "t4"), "--tagger2", str(root / "models" / "t1"),
+              "--separator", str(root / "models" / "sepA"), "--separator2", str(root / "models" / "sepB"),
+              "--batch-size", "2", "--quiet"]
+    data = str(root / "data")
+    _two_processes(["cache", data, *models, "--out", str(tmp_path / "cache"), "--system", str(root / "dual.json")],
+                   tmp_path)
+    assert "process 0: 3 clip(s) tagged" in (tmp_path / "p0.out").read_text()
+    assert "process 1: 3 clip(s) tagged" in (tmp_path / "p1.out").read_text()
+    names, split = cache.load(str(tmp_path / "cache"))
+    names1, single = cache.load(str(root / "cache"))
+    assert names == names1 and len(names) == 6
+    for i in range(len(names)):
+        keys = split.keys[i][split.keys[i] != np.iinfo(np.int32).max]
+        idx = [list(single.keys[i]).index(k) for k in keys]       # a subset of the single run's entries
+        for f in ("retag", "S"):
+            np.testing.assert_allclose(getattr(split, f)[i, :len(keys)], getattr(single, f)[i, idx],
+                                       rtol=1e-4, atol=1e-4)
+        np.testing.assert_allclose(split.P4[i], single.P4[i], rtol=1e-4, atol=1e-6)
+
+    out = tmp_path / "out"
+    _two_processes(["infer", data, *models, "--system", str(root / "dual.json"), "--out", str(out)], tmp_path)
+    assert "CA-SDRi" in (tmp_path / "p0.out").read_text() and "CA-SDRi" not in (tmp_path / "p1.out").read_text()
+    r2 = json.loads((out / "results.json").read_text())
+    r1 = json.loads((outs["dual"] / "results.json").read_text())
+    assert [[e["filename"] for e in c["estimate"]] for c in r2["probabilities"]] == \
+           [[e["filename"] for e in c["estimate"]] for c in r1["probabilities"]]
+    for c in r1["probabilities"]:
+        for e in c["estimate"]:
+            a, b = (read_audio(o / e["filename"])[0] for o in (out, outs["dual"]))
+            assert np.linalg.norm(a - b) <= 1e-5 * max(np.linalg.norm(b), 1e-12)
+    s1 = json.loads((outs["dual"] / "scores" / "summary.json").read_text())
+    s2 = json.loads((out / "scores" / "summary.json").read_text())
+    assert s2["clips"] == 6 and abs(s2["ca_sdri"] - s1["ca_sdri"]) <= 1e-5

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from s5jax.cli import main
+from s5jax.replay.arrays import MISSING_KEY as MISSING
 from s5jax.replay.search import SMALL_GRIDS, Evaluator, Grids, search
 from s5jax.replay.synthetic import SyntheticWorld
 from s5jax.system.config import SystemConfig, preset
@@ -108,3 +109,34 @@ def test_sweep_refuses_a_non_empty_out_and_bad_folds(tmp_path, capsys):
     assert main(["sweep", "--synthetic", "5", "--out", str(tmp_path / "o2"), "--folds", "1", "--quiet"]) == 2
     assert "--folds 1" in capsys.readouterr().err
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.slow
+def test_sweep_over_a_real_cache_fills_missing_entries_from_the_models(tmp_path, capsys):
+    """`s5jax cache` with tiny models, then `s5jax sweep CACHE` with the models: the entries the
+    search reaches are computed between rounds, the tuned config's score equals its replay."""
+    from s5jax.replay import cache as C
+    from tiny_system import write_models, write_scenes
+
+    paths = write_models(str(tmp_path / "models"))
+    data = write_scenes(str(tmp_path / "data"), count=4)
+    models = ["--tagger", paths["tagger-4ch"], "--tagger2", paths["tagger-1ch"], "--separator", paths["separator"]]
+    cache_dir = str(tmp_path / "cache")
+    assert main(["cache", data, *models, "--out", cache_dir, "--system", "baseline", "--quiet"]) == 0
+    _, before = C.load(cache_dir)
+    out = tmp_path / "sw"
+    code = main(["sweep", cache_dir, "--out", str(out), "--system", "system1", "--grid", "small", "--input", data,
+                 *models, "--bootstrap", "50", "--oracle", "--quiet"])
+    assert code == 0, capsys.readouterr().err
+    _, after = C.load(cache_dir)
+    assert (after.keys != MISSING).sum() > (before.keys != MISSING).sum()     # entries computed on demand
+    s = json.loads((out / "summary.json").read_text())
+    assert s["missing_clips"] == {"baseline": 0, "start": 0, "tuned": 0} and s["search"]["fill_rounds"] > 0
+    assert s["made_by"]["separator"]["kind"] == "separator"
+    best = SystemConfig.load(out / "best.json")
+    ev = Evaluator(after)
+    r = ev.replay(best)
+    assert not np.asarray(r.clips.missing).any()
+    tuned = np.asarray(r.clips.score, np.float64)
+    if np.isfinite(tuned).any():
+        assert abs(float(np.nanmean(tuned)) - s["tuned"]) < 1e-5

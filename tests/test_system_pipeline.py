@@ -93,3 +93,52 @@ def test_full_system_equals_its_stages_run_one_by_one(setup):
         events["A kept"] += int((live & ~use_b).sum())
         events["gated"] += int(((out.refined[i] != SILENCE) & ~live).sum())
     assert all(v > 0 for v in events.values()), events      # every stage acted on some clip
+
+
+def test_infer_with_the_baseline_preset_writes_what_plain_infer_writes(setup):
+    """`s5jax infer --system baseline` == plain `s5jax infer`: the same files, labels, probabilities and
+    stems. Not byte for byte: plain infer itself differs in the last bit of some stem samples from one
+    run (process) to the next on this CPU; in one process the two are bit-identical (test above)."""
+    import json
+
+    from s5jax.audio import read_audio
+    from s5jax.cli import main
+
+    root, data, paths, _, _ = setup
+    outs = []
+    for extra in ([], ["--system", "baseline"]):
+        outs.append(root / f"out{len(outs)}")
+        assert main(["infer", data, "--tagger", paths["tagger-4ch"], "--separator", paths["separator"],
+                     "--out", str(outs[-1]), "--batch-size", "2", "--quiet", *extra]) == 0
+    files = sorted(f for f in os.listdir(outs[0]) if not f.startswith("."))
+    assert files == sorted(f for f in os.listdir(outs[1]) if not f.startswith("."))
+    wavs = [f for f in files if f.endswith(".wav")]
+    assert len(wavs) >= 6 and "results.json" in files
+    assert (outs[0] / "labels.csv").read_text() == (outs[1] / "labels.csv").read_text()
+    r0, r1 = (json.loads((o / "results.json").read_text()) for o in outs)
+    assert r0["nparams"] == r1["nparams"]
+    for c0, c1 in zip(r0["probabilities"], r1["probabilities"]):
+        assert [e["filename"] for e in c0["estimate"]] == [e["filename"] for e in c1["estimate"]]
+        for e0, e1 in zip(c0["estimate"], c1["estimate"]):
+            assert e0["probability"] == pytest.approx(e1["probability"], rel=1e-6)
+    for f in wavs:
+        a, b = (read_audio(o / f)[0] for o in outs)
+        assert np.linalg.norm(a - b) <= 1e-6 * np.linalg.norm(a), f
+
+
+def test_a_config_needing_an_absent_model_is_a_one_line_error(setup, capsys):
+    from s5jax.cli import main
+
+    root, data, paths, _, _ = setup
+    base = ["infer", data, "--separator", paths["separator"], "--quiet"]
+    for extra, why in [(["--tagger", paths["tagger-4ch"], "--system", "system1"], "give it with --tagger2"),
+                       (["--tagger", paths["tagger-4ch"], "--tagger2", paths["tagger-1ch"], "--system", "system3"],
+                        "give --separator2"),
+                       (["--tagger", paths["tagger-1ch"], "--tagger2", paths["tagger-1ch"], "--system", "system1"],
+                        "a second tagger-1ch"),
+                       (["--tagger", paths["tagger-4ch"], "--tagger2", paths["tagger-1ch"]], "give --system")]:
+        out = root / "refused"
+        assert main(base + extra + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and why in err[0], (why, err)
+        assert not out.exists()

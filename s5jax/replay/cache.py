@@ -29,7 +29,7 @@ import numpy as np
 from ..errors import S5Error
 from ..files import write_bytes_atomic, write_json_atomic
 from ..labels import NUM_SLOTS
-from ..processes import share
+from ..processes import barrier, share
 from .arrays import MISSING_KEY, N_LABELS, CacheArrays
 
 FORMAT = "s5jax-cache"
@@ -226,17 +226,15 @@ class CacheBuilder:
         models = {"tagger-4ch": tagger4.identity, "tagger-1ch": tagger1.identity,
                   "separator": separator.identity,
                   "separator2": None if separator2 is None else separator2.identity}
-        if os.path.isfile(cache_dir):
-            raise CacheError(f"{cache_dir}: is a file, not a cache folder")
-        man = read_manifest(cache_dir) if os.path.isdir(cache_dir) else None
-        if man is None and os.path.isdir(cache_dir) and os.listdir(cache_dir):
-            raise CacheError(f"{cache_dir}: folder is not empty and not an s5jax cache; choose a new folder")
-        if man is not None:
+        if process[0] == 0:          # process 0 checks or starts the folder; the others then check its manifest
+            models = _open_folder(cache_dir, models, input_dir, oracle_dir)
+        barrier("s5jax-cache-open", process)
+        if process[0] != 0:
+            man = read_manifest(cache_dir)
+            if man is None:
+                raise CacheError(f"{cache_dir}: no manifest.json after process 0 opened the cache")
             check_models(man, models, cache_dir)
             models = {r: models[r] or man["models"].get(r) for r in ROLES}
-        os.makedirs(os.path.join(cache_dir, "clips"), exist_ok=True)
-        if process[0] == 0 and (man is None or man["models"] != models):
-            write_manifest(cache_dir, models, input_dir, oracle_dir, man and man.get("clips"))
         separators = [separator] + ([separator2] if separator2 is not None else [])
         return cls(cache_dir, input_dir, oracle_dir, clips, tagger4, tagger1, separators, models,
                    batch_size or default_batch_size(), process)
@@ -352,6 +350,22 @@ class CacheBuilder:
         return write_manifest(self.cache_dir, self.identities, self.input_dir, self.oracle_dir, names)
 
 
+def _open_folder(cache_dir: str, models: dict, input_dir: str, oracle_dir: str) -> dict:
+    """Check an existing cache folder against `models` or start a new one; -> the models recorded."""
+    if os.path.isfile(cache_dir):
+        raise CacheError(f"{cache_dir}: is a file, not a cache folder")
+    man = read_manifest(cache_dir) if os.path.isdir(cache_dir) else None
+    if man is None and os.path.isdir(cache_dir) and os.listdir(cache_dir):
+        raise CacheError(f"{cache_dir}: folder is not empty and not an s5jax cache; choose a new folder")
+    if man is not None:
+        check_models(man, models, cache_dir)
+        models = {r: models[r] or man["models"].get(r) for r in ROLES}
+    os.makedirs(os.path.join(cache_dir, "clips"), exist_ok=True)
+    if man is None or man["models"] != models:
+        write_manifest(cache_dir, models, input_dir, oracle_dir, man and man.get("clips"))
+    return models
+
+
 def reach(builder: CacheBuilder, configs: list, names: list[str] | None = None, progress=None,
           max_rounds: int = 4) -> int:
     """Fill every entry the system `configs` (SystemConfigs) reach on `names` (default: the builder's
@@ -386,7 +400,6 @@ def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, s
     does its share of the clips; process 0 records the clip list once all are in."""
     from tqdm import tqdm
 
-    from ..processes import barrier
     from ..system.config import load_system
     from ..system.pipeline import load_models
 
@@ -400,7 +413,6 @@ def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, s
         if cfg.switches().separator_b and sep_b is None:
             raise CacheError(f"system {name} selects between two separators: give --separator2")
     builder = CacheBuilder.open(cache_dir, input_dir, t4, t1, sep_a, sep_b, oracle_dir, batch_size, process)
-    barrier("s5jax-cache-open", process)
     with tqdm(total=len(builder.mine), desc="cache: taggers", unit="clip", disable=not progress) as bar:
         done = builder.base(progress=bar.update)
     with tqdm(desc="cache: entries", unit="entry", disable=not progress) as bar:

@@ -93,9 +93,8 @@ def silent_probs(P4: jax.Array, labels: jax.Array) -> jax.Array:
     4-ch tagger's silence tracks moved last, so this is what plain `s5jax infer` reports for them."""
     from ..labels import SILENCE
     from ..pipeline import silence_last
-    from ..tagger import predict_from_logits
 
-    tl, tp, _ = predict_from_logits(jnp.log(P4))      # argmax of the softmax (log keeps the order)
+    tl = jnp.argmax(P4, axis=-1)                        # the baseline's per-track class
     tp = jnp.where(tl == SILENCE, P4[..., SILENCE], 0.0)
     _, tp = silence_last(jnp.where(tl == SILENCE, SILENCE, 0), tp)   # silence tracks last, in order
     n_live4 = jnp.sum(tl != SILENCE, axis=-1, keepdims=True)
