@@ -1,8 +1,17 @@
 """`s5jax` command line: one console command with subcommands.
 
     s5jax convert CKPT OUT_DIR [--kind ...]   official PyTorch checkpoint -> s5jax checkpoint folder
-    s5jax infer INPUT --tagger T --separator S --out OUT [--oracle DIR] [--zip NAME]
+    s5jax infer INPUT --tagger T --separator S --out OUT [--oracle DIR]
                                              the baseline system over a folder of soundscapes
+    s5jax infer ... --system CONFIG|PRESET [--tagger2 T1] [--separator2 B]
+                                             the refined system (s5jax.system) instead of the baseline
+    s5jax cache INPUT --tagger T --tagger2 T1 --separator S [--separator2 B] --out CACHE [--system ...]
+                                             per-clip model outputs for exact replay of system configs
+    s5jax submit --dev-test DEV --eval EVAL --tagger T --separator S [--system ...] --author A --affiliation F
+                 --number K --out D          the DCASE submission package D/A_F_task4_K(.zip)
+    s5jax submit --check PACKAGE [--dev-test DEV] [--eval EVAL]   check a package folder or zip
+    s5jax sweep CACHE --out DIR [--system START] [--margin M] [--folds K] [--oracle]
+                                             tune a system config by exact CA-SDRi replay over the cache
     s5jax demo [--out DIR]                   the whole workflow on generated scenes and synthetic weights
     s5jax train tagger|separator CONFIG [--out DIR]   train on scenes synthesised from a dev-set folder
 
@@ -27,6 +36,12 @@ def _cmd_convert(args) -> int:
     return 0
 
 
+def _join_processes(args) -> tuple[int, int]:
+    from .processes import initialize
+
+    return initialize(args.coordinator, args.num_processes, args.process_id)
+
+
 def _compile_cache(args) -> None:
     if not args.no_compile_cache:
         from . import compile_cache
@@ -34,17 +49,120 @@ def _compile_cache(args) -> None:
         compile_cache.enable()
 
 
-def _cmd_infer(args) -> int:
-    from .infer import baseline_engine, run_infer
+def _engine(args):
+    """The engine factory of infer/submit: the refined system for --system, else the baseline."""
+    if args.system is not None:
+        from .system.pipeline import system_engine
 
+        return lambda batch_size: system_engine(args.system, [args.tagger, args.tagger2], args.separator,
+                                                args.separator2, batch_size, args.precision)
+    if args.tagger2 or args.separator2:
+        raise S5Error("--tagger2 and --separator2 are used by a refined system: give --system CONFIG|PRESET")
+    from .infer import baseline_engine
+
+    return lambda batch_size: baseline_engine(args.tagger, args.separator, batch_size, args.precision)
+
+
+def _cmd_infer(args) -> int:
+    from .infer import run_infer
+
+    if args.zip is not None:
+        raise S5Error("infer --zip is gone: make the DCASE submission package with `s5jax submit` "
+                      "(see `s5jax submit --help`)")
     _compile_cache(args)
-    engine = lambda batch_size: baseline_engine(args.tagger, args.separator, batch_size, args.precision)
+    process = _join_processes(args)
     report = run_infer(args.input, args.out, oracle_dir=args.oracle, batch_size=args.batch_size,
-                       zip_name=args.zip, progress=not args.quiet, engine=engine)
+                       progress=not args.quiet, engine=_engine(args), process=process)
     print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
           f"{len(report.skipped)} skipped; outputs in {args.out}")
     unscored = report.scores["skipped"] if report.scores else {}
     return 1 if report.skipped or unscored else 0
+
+
+def _cmd_submit(args) -> int:
+    from .submit import check_package, run_submit
+
+    if args.check:
+        given = [f"--{k.replace('_', '-')}" for k in _SUBMIT_MAKE if getattr(args, k) is not None]
+        if given:
+            raise S5Error(f"submit --check takes only --dev-test and --eval, not {' '.join(given)}")
+        s = check_package(args.check, args.dev_test, args.eval)
+        capi = "n/a" if s.capi_sdri is None else f"{s.capi_sdri:.3f} dB"
+        print(f"{args.check}: OK ({s.name}: {s.soundscapes} evaluation soundscapes, {s.stems} stems, "
+              f"{s.dev_clips} dev-test clips, CAPI-SDRi {capi})")
+        return 0
+    missing = [f"--{k.replace('_', '-')}" for k in ("dev_test", "eval", *_SUBMIT_MAKE)
+               if getattr(args, k) is None and k not in _SUBMIT_OPTIONAL]
+    if missing:
+        raise S5Error(f"submit needs {' '.join(missing)} (or --check PACKAGE to check one)")
+    _compile_cache(args)
+    run_submit(args.dev_test, args.eval, args.out, args.tagger, args.separator, args.author, args.affiliation,
+               args.number, batch_size=args.batch_size, progress=not args.quiet, engine=_engine(args))
+    return 0
+
+
+_SUBMIT_MAKE = ("tagger", "separator", "author", "affiliation", "number", "out", "system", "tagger2",
+                "separator2")
+_SUBMIT_OPTIONAL = ("system", "tagger2", "separator2")
+
+
+def _cmd_cache(args) -> int:
+    from .replay.cache import run_cache
+
+    process = _join_processes(args)
+    _compile_cache(args)
+    run_cache(args.input, args.out, [args.tagger, args.tagger2], args.separator, args.separator2,
+              systems=args.system, oracle_dir=args.oracle, batch_size=args.batch_size,
+              progress=not args.quiet, process=process)
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from .replay.sweep import GRIDS, check_out_dir, run_sweep
+    from .system.config import load_system
+
+    start = load_system(args.system) if args.system else None     # bad config / OUT: fail before any work
+    check_out_dir(args.out)
+    fill, made_by = None, {}
+    if args.synthetic:
+        if args.cache:
+            raise S5Error("give either a CACHE folder or --synthetic N, not both")
+        from .replay.synthetic import SyntheticWorld
+
+        world = SyntheticWorld(args.synthetic, seed=args.seed)
+        cache, fill, made_by = world.cache(), world.fill, {"synthetic": {"clips": args.synthetic, "seed": args.seed}}
+        has_b = True
+    elif not args.cache:
+        raise S5Error("give a CACHE folder (made by `s5jax cache`) or --synthetic N")
+    else:
+        from .replay.cache import CacheBuilder, load, read_manifest
+
+        names, cache = load(args.cache)
+        made_by = read_manifest(args.cache)["models"]
+        has_b = made_by.get("separator2") is not None
+        if args.input:
+            from .system.pipeline import load_models
+
+            t4, t1, sep_a, sep_b = load_models([args.tagger, args.tagger2], args.separator, args.separator2)
+            builder = CacheBuilder.open(args.cache, args.input, t4, t1, sep_a, sep_b, args.oracle_dir)
+
+            def fill(missing):
+                builder.fill({names[i]: keys for i, keys in missing.items()})
+                return builder.load(names)[1]
+    if start is None:
+        start = load_system("system3" if has_b else "system1")
+    run_sweep(cache, start, args.out, fill=fill, grids=GRIDS[args.grid], margin=args.margin, folds=args.folds,
+              oracle=args.oracle, bootstrap=args.bootstrap, seed=args.seed, progress=not args.quiet,
+              made_by=made_by)
+    return 0
+
+
+def _add_process_options(parser) -> None:
+    g = parser.add_argument_group("several processes (jax.distributed; each process takes every N-th clip)")
+    g.add_argument("--coordinator", default=None, metavar="HOST:PORT",
+                   help="address of process 0's coordinator, or 'auto' on a cluster JAX detects (SLURM, MPI, TPU)")
+    g.add_argument("--num-processes", type=_positive_int, default=None)
+    g.add_argument("--process-id", type=int, default=None)
 
 
 def _cmd_demo(args) -> int:
@@ -62,6 +180,13 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _precision_option(p) -> None:
+    p.add_argument("--precision", choices=("highest", "high", "default"), default=None,
+                   help="matmul/conv precision of both models (default: the checkpoints' own, 'highest': "
+                        "float32-exact everywhere; 'high'/'default' allow TF32/bf16 passes on GPU/TPU; "
+                        "no effect on CPU). Recorded with the results")
 
 
 def _cache_option(p) -> None:
@@ -101,15 +226,84 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--batch-size", type=_positive_int, default=None,
                    help="clips per batch, split over all local devices (default: 1 per device on CPU, "
                         "where bigger batches are slower per clip; 4 per accelerator)")
-    i.add_argument("--zip", default=None, metavar="NAME",
-                   help="also write OUT/NAME.zip in the DCASE submission layout (NAME like Doe_Uni_task4_1)")
+    i.add_argument("--zip", default=None, help=argparse.SUPPRESS)   # gone: says to use `s5jax submit`
     i.add_argument("--quiet", action="store_true", help="no progress bar")
-    i.add_argument("--precision", choices=("highest", "high", "default"), default=None,
-                   help="matmul/conv precision of both models (default: the checkpoints' own, 'highest': "
-                        "float32-exact everywhere; 'high'/'default' allow TF32/bf16 passes on GPU/TPU; "
-                        "no effect on CPU). Recorded with the results")
+    i.add_argument("--system", default=None, metavar="CONFIG|PRESET",
+                   help="run the refined system: a config JSON (e.g. a sweep's best.json) or a preset "
+                        "(baseline, system1, system2, system3)")
+    i.add_argument("--tagger2", default=None, help="the second tagger of the system (the taggers' kinds tell "
+                                                   "which is the 1-ch one)")
+    i.add_argument("--separator2", default=None, help="separator B for the dual-separator selection")
+    _add_process_options(i)
+    _precision_option(i)
     _cache_option(i)
     i.set_defaults(func=_cmd_infer)
+
+    s = sub.add_parser("submit", help="run the system on the dev-test and evaluation sets and write the "
+                                      "DCASE submission package (folder + zip), or --check one")
+    s.add_argument("--dev-test", default=None, metavar="DEV",
+                   help="dev-test set folder (soundscape/ + oracle_target/): scored into dev_set_test_results.json")
+    s.add_argument("--eval", default=None, metavar="EVAL", help="evaluation set folder: stems into eval_out/")
+    s.add_argument("--tagger", default=None, help="s5jax tagger checkpoint folder")
+    s.add_argument("--separator", default=None, help="s5jax separator checkpoint folder")
+    s.add_argument("--author", default=None, help="author surname (letters, digits, '-')")
+    s.add_argument("--affiliation", default=None, help="affiliation abbreviation (letters, digits, '-')")
+    s.add_argument("--number", default=None, help="submission number K (1, 2, ...)")
+    s.add_argument("--out", default=None, metavar="D", help="writes D/A_F_task4_K/ and D/A_F_task4_K.zip "
+                                                           "(work files in D/.s5jax-submit/)")
+    s.add_argument("--system", default=None, metavar="CONFIG|PRESET", help="as for infer: the refined system")
+    s.add_argument("--tagger2", default=None, help="as for infer: the system's second tagger")
+    s.add_argument("--separator2", default=None, help="as for infer: separator B of the system")
+    s.add_argument("--batch-size", type=_positive_int, default=None, help="as for infer")
+    _precision_option(s)
+    _cache_option(s)
+    s.add_argument("--check", default=None, metavar="PACKAGE",
+                   help="only check an existing package folder or zip (with --dev-test/--eval: against those sets)")
+    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    s.set_defaults(func=_cmd_submit)
+    k = sub.add_parser("cache", help="cache per-clip model outputs so system configs replay exactly without audio")
+    k.add_argument("input", help="a dev-test set folder (soundscape/ and oracle_target/)")
+    k.add_argument("--tagger", required=True, help="a tagger checkpoint folder (4-ch or 1-ch)")
+    k.add_argument("--tagger2", required=True, help="the other tagger (one 4-ch, one 1-ch; kinds tell which)")
+    k.add_argument("--separator", required=True, help="separator A")
+    k.add_argument("--separator2", default=None, help="separator B (dual-separator selection)")
+    k.add_argument("--out", required=True, help="cache folder (new, or a cache of the same checkpoints to extend)")
+    k.add_argument("--system", action="append", default=None, metavar="CONFIG|PRESET",
+                   help="also cache every entry this system config reaches (repeatable; default: the presets "
+                        "system1, plus system3 with --separator2)")
+    k.add_argument("--oracle", default=None, help="oracle_target folder (default: INPUT/oracle_target)")
+    k.add_argument("--batch-size", type=_positive_int, default=None)
+    k.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_process_options(k)
+    _cache_option(k)
+    k.set_defaults(func=_cmd_cache)
+
+    w = sub.add_parser("sweep", help="tune a system config over a cache by exact CA-SDRi replay (staged grids, "
+                                     "coordinate descent, per-class thresholds)")
+    w.add_argument("cache", nargs="?", default=None, help="a cache folder made by `s5jax cache`")
+    w.add_argument("--out", required=True, help="new or empty folder for best.json, report.md, tables, plots")
+    w.add_argument("--system", default=None, metavar="CONFIG|PRESET",
+                   help="start config (its switches stay fixed; default system3 if the cache has separator B, "
+                        "else system1)")
+    w.add_argument("--margin", type=float, default=0.01,
+                   help="a per-class change is accepted only if it gains more than this (dB, default 0.01)")
+    w.add_argument("--folds", type=int, default=0, help="also tune on K-1 folds and score the held-out fold (K>=2)")
+    w.add_argument("--oracle", action="store_true",
+                   help="also score ground-truth labels as queries through separator A (the labelling bound)")
+    w.add_argument("--bootstrap", type=_positive_int, default=1000, help="resamples for the 95%% interval of the gain")
+    w.add_argument("--grid", choices=("default", "small"), default="default", help="threshold grids")
+    w.add_argument("--seed", type=int, default=0, help="seed of the folds and the bootstrap")
+    w.add_argument("--synthetic", type=_positive_int, default=None, metavar="N",
+                   help="instead of a cache: a synthetic cache world of N clips with a known optimum")
+    g = w.add_argument_group("computing missing entries (else configs that need them are reported unscored)")
+    g.add_argument("--input", default=None, help="the dev-test folder the cache was made from")
+    g.add_argument("--oracle-dir", default=None, help="oracle_target folder (default: INPUT/oracle_target)")
+    g.add_argument("--tagger", default=None)
+    g.add_argument("--tagger2", default=None)
+    g.add_argument("--separator", default=None)
+    g.add_argument("--separator2", default=None)
+    w.add_argument("--quiet", action="store_true", help="no progress bars")
+    w.set_defaults(func=_cmd_sweep)
 
     d = sub.add_parser("demo", help="generate scenes + synthetic-weight official checkpoints, convert, infer, score")
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")

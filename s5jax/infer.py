@@ -31,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import zipfile
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -53,6 +52,7 @@ class InferReport:
     resumed: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)   # name -> one-line reason
     scores: dict | None = None
+    records: list[dict] = field(default_factory=list)   # per-clip records of the done clips, set order
 
 
 @dataclass
@@ -233,13 +233,16 @@ def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int,
 
 
 def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separator_dir: str | None = None,
-              oracle_dir: str | None = None, batch_size: int | None = None, zip_name: str | None = None,
+              oracle_dir: str | None = None, batch_size: int | None = None,
               progress: bool = True, log=print,
-              engine: Callable[[int], Engine] | None = None) -> InferReport:
+              engine: Callable[[int], Engine] | None = None,
+              process: tuple[int, int] = (0, 1)) -> InferReport:
     """Run a system over `input_dir`, write everything to `out_dir`; returns what happened.
 
     The system is the baseline from `tagger_dir` + `separator_dir`, or `engine(batch_size) -> Engine`
-    (called once the folders are checked, so a bad folder fails before any model is loaded)."""
+    (called once the folders are checked, so a bad folder fails before any model is loaded).
+    `process` = (index, count) of a jax.distributed job: this process computes every count-th clip;
+    after a barrier, process 0 alone writes results, labels and scores over all clips."""
     from tqdm import tqdm
 
     if batch_size is not None and batch_size < 1:
@@ -275,6 +278,11 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
             report.resumed.append(name)
         else:
             todo.append((name, path))
+    if process[1] > 1:
+        from .processes import share
+
+        mine = set(share([name for name, _ in clips], process))   # from the full list: same split everywhere
+        todo = [t for t in todo if t[0] in mine]
     if report.resumed:
         log(f"resuming: {len(report.resumed)} clip(s) already done, {len(todo)} to go")
 
@@ -324,8 +332,21 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
         if group:
             run(group)
     bar.close()
+    if process[1] > 1:
+        from .processes import barrier
 
-    records = [done[name] for name, _ in clips if name in done]
+        barrier("s5jax-infer-clips", process)
+        if process[0] != 0:
+            return report                  # process 0 writes what covers every clip
+        for name, path in clips:           # the other processes' clips, from their records
+            if name not in done and name not in report.skipped:
+                rec = _read_record(out_dir, name)
+                if _is_done(out_dir, rec):
+                    done[name] = rec
+                else:
+                    report.skipped[name] = f"{path}: not completed by the process that had it (see its log)"
+
+    records = report.records = [done[name] for name, _ in clips if name in done]
     results = {"nparams": eng.nparams,
                "probabilities": [{"soundscape": r["soundscape"], "estimate": r["estimate"]} for r in records]}
     write_json_atomic(os.path.join(out_dir, "results.json"), results)
@@ -342,24 +363,9 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
                                         [(r["soundscape"], paths[r["soundscape"]]) for r in records],
                                         out_dir, log=log)
         log(format_summary(report.scores))
-    if zip_name:
-        write_submission_zip(out_dir, zip_name, records)
     if report.skipped:
         log(f"{len(report.skipped)} clip(s) skipped:")
         for name, why in report.skipped.items():
             log(f"  {why}")
     return report
 
-
-def write_submission_zip(out_dir: str, zip_name: str, records: list[dict]) -> str:
-    """`<out>/<zip_name>.zip` holding `<zip_name>/` (e.g. Doe_Uni_task4_1/): the estimate wavs and the
-    probabilities JSON, as the DCASE submission expects. Written atomically."""
-    path = os.path.join(out_dir, f"{zip_name}.zip")
-    tmp = os.path.join(out_dir, f"{part_prefix()}{zip_name}.zip")
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as z:
-        for r in records:
-            for e in r["estimate"]:
-                z.write(os.path.join(out_dir, e["filename"]), f"{zip_name}/{e['filename']}")
-        z.write(os.path.join(out_dir, "results.json"), f"{zip_name}/{zip_name}.json")
-    os.replace(tmp, path)
-    return path

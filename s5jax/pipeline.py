@@ -62,6 +62,7 @@ class DataParallel:
 
     The weights are placed once, replicated on every device; each call pads the batch to a multiple of
     the device count (padding is dropped from the outputs), so any batch size works on any mesh.
+    `batch` is one array or a tuple of arrays sharing the leading batch axis.
     """
 
     def __init__(self, fn: Callable, weights: tuple, devices=None):
@@ -74,14 +75,14 @@ class DataParallel:
         self._fn = jax.jit(fn, in_shardings=(replicated, self.batch_sharding),
                            out_shardings=self.batch_sharding)
 
-    def __call__(self, batch: np.ndarray, pad_to: int = 0):
-        """batch [b, ...] -> outputs for the b clips. `pad_to` pads a short last batch to the usual
-        size so it reuses the compiled program instead of compiling a new shape."""
-        n = batch.shape[0]
+    def __call__(self, batch, pad_to: int = 0):
+        """batch [b, ...] (or a tuple of such) -> outputs for the b clips. `pad_to` pads a short last
+        batch to the usual size so it reuses the compiled program instead of compiling a new shape."""
+        n = jax.tree.leaves(batch)[0].shape[0]
         pad = max(n, pad_to) - n
         pad += (-(n + pad)) % self.n_devices
         if pad:
-            batch = np.concatenate([batch, np.zeros((pad,) + batch.shape[1:], batch.dtype)])
+            batch = jax.tree.map(lambda a: np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]), batch)
         out = self._fn(self.weights, jax.device_put(batch, self.batch_sharding))
         return jax.tree.map(lambda a: np.asarray(a)[:n], out)
 

@@ -1,0 +1,326 @@
+"""Exact CA-SDRi replay of system configs over the cache (reference/refined_system.md §7-8).
+
+    prep = prepare(cache, sw)                   # once per cache and switches (config-independent work)
+    out  = replay(params, prep, sw)             # one config: per-clip labels, CA-SDRi, valid, counts, missing
+    out  = replay_configs(params_C, prep, sw)   # C configs (leading axis), vmapped: fields [C, N, ...]
+    tot  = totals(params_C, prep, sw, weights)  # per config and clip group: score sums, valid and missing counts
+    ShardedReplay(prep, sw)(params_C, weights)  # the same, configs × clips sharded over every device
+
+The decisions are those of `s5jax.system.decisions` (the pipeline's own functions); the replay only
+looks the separated stems up in the cache.  What `prepare` computes once per clip is exactly what
+depends on no threshold:
+  - the taggers' proposals and their class-wise pairing (`decisions.pair`);
+  - each entry's confirmation r [3] of its own tuple (`decisions.confirmation`);
+  - the clip score (`metric.clip_score_detail`) of every label/stem pattern a config can reach from an
+    entry of separator A: its tuple with any subset of slots silenced (gates, 2³) and, with
+    separator B, any subset of slots taking B's stem of the same tuple (2³): a table [E, 8] or [E, 64].
+So a replay per (config, clip) is the thresholded fusion, two or three key look-ups, the gates and one
+table read.  An all-silence tuple needs no entry (nothing is separated or scored from its stems).
+
+A (config, clip) whose decisions reach a (separator, tuple) absent from the cache is `missing`: never
+scored (score NaN, valid False), and the keys it needs are returned (`missing_keys`, MISSING_KEY where
+none) so a driver can compute them and replay again.  Keys reachable only after a missing entry
+(the second-pass tuple depends on the first pass's re-tag) appear in a later round.
+"""
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from ..labels import NUM_SLOTS, SILENCE
+from ..metric import clip_score_detail, label_counts_padded
+from ..system import decisions as D
+from ..system.config import Params, Switches
+from .arrays import MISSING_KEY, N_LABELS, CacheArrays, entry_key
+
+SEP_B_OFFSET = N_LABELS ** 3      # entry_key(1, q) - entry_key(0, q)
+_BITS = np.array([1, 2, 4], np.int32)
+
+
+def decode_key(key):
+    """entry key -> (separator, queries [..., 3]) (inverse of `entry_key`)."""
+    q = jnp.stack([(key // N_LABELS ** 2) % N_LABELS, (key // N_LABELS) % N_LABELS, key % N_LABELS], axis=-1)
+    return key // SEP_B_OFFSET, q.astype(jnp.int32)
+
+
+class Prepared(NamedTuple):
+    """Config-independent per-clip arrays (leading axis N clips; E entries)."""
+    pairs: D.Pairs          # fields [N, 6] / [N, 3]
+    keys: jax.Array         # [N, E] int32
+    r: jax.Array            # [N, E, 3] confirmation of each entry's stems for its own tuple
+    energy: jax.Array       # [N, E, 3] stem energies, dB re mixture channel 0
+    table: jax.Array        # [N, E, 8 or 64] clip score (NaN = None) by pattern keep + 8·use_b
+    silent: jax.Array       # [N] clip score with every slot silent (0 with references, NaN without)
+    ref_labels: jax.Array   # [N, 3]
+    S: jax.Array            # [N, E, 3, 3] (kept for the per-slot S rows a replay used)
+    M: jax.Array            # [N, 3]
+
+
+def _patterns(use_b_bits: bool) -> np.ndarray:
+    """[K, 2, 3] bool: pattern m -> (keep slot k, use B's stem for slot k); m = keep + 8·use_b."""
+    m = np.arange(64 if use_b_bits else 8)
+    keep = (m[:, None] & _BITS) > 0
+    use_b = ((m[:, None] >> 3) & _BITS) > 0
+    return np.stack([keep, use_b], axis=1)
+
+
+def _lookup(keys: jax.Array, key: jax.Array):
+    """(index, found) of key in a clip's key table keys [E] (unsorted use is fine: equality scan)."""
+    eq = keys == key
+    return jnp.argmax(eq).astype(jnp.int32), jnp.any(eq)
+
+
+def _prepare_clip(P1, P4, ref_labels, M, keys, retag, energy, S, sw: Switches):
+    props = (D.proposals(P1, sw.proposal), D.proposals(P4, sw.proposal))
+    pairs = D.pair(*props, sw)
+    _, q = decode_key(keys)                                           # [E, 3]
+    r = D.confirmation(retag, q, sw.confirm)                          # [E, 3]
+    pat = jnp.asarray(_patterns(sw.separator_b))                      # [K, 2, 3]
+    if sw.separator_b:
+        partner, found = jax.vmap(lambda k: _lookup(keys, k + SEP_B_OFFSET))(keys)
+        S_b = jnp.where(found[:, None, None], S[partner], jnp.nan)    # B's S rows of the same tuple
+    else:
+        S_b = S
+
+    def score(q_e, S_a, S_be, keep, use_b):
+        labels = jnp.where(keep, q_e, SILENCE)
+        rows = jnp.where(use_b[:, None], S_be, S_a)
+        return clip_score_detail(labels, ref_labels, rows, M).score
+
+    per_pattern = jax.vmap(score, in_axes=(None, None, None, 0, 0))
+    table = jax.vmap(per_pattern, in_axes=(0, 0, 0, None, None))(q, S, S_b, pat[:, 0], pat[:, 1])
+    silent = clip_score_detail(jnp.full((NUM_SLOTS,), SILENCE), ref_labels, S[0], M).score
+    return Prepared(pairs, keys, r, energy, table, silent, ref_labels, S, M)
+
+
+@functools.partial(jax.jit, static_argnames=("sw", "block"))
+def prepare(cache: CacheArrays, sw: Switches, block: int = 16) -> Prepared:
+    """The config-independent part of the replay, once per cache and switches (jitted; clips in blocks
+    of `block`, which bounds the memory of the score tables' temporaries)."""
+    c = jax.tree_util.tree_map(jnp.asarray, cache)
+    xs = (c.P1, c.P4, c.ref_labels.astype(jnp.int32), c.M, c.keys.astype(jnp.int32), c.retag, c.energy_db, c.S)
+    return jax.lax.map(lambda x: _prepare_clip(*x, sw=sw), xs, batch_size=block)
+
+
+class ClipReplay(NamedTuple):
+    """One config on one clip (batched: leading axes)."""
+    labels: jax.Array        # [3] int32 final slot labels (18 = silence), slot k = stem k
+    score: jax.Array         # [] float32 CA-SDRi (NaN when None or missing)
+    valid: jax.Array         # [] bool scored and not None
+    missing: jax.Array       # [] bool decisions need an entry the cache lacks
+    missing_keys: jax.Array  # [3] int32 keys needed: first pass A, second pass A, separator B (MISSING_KEY = not needed)
+    entry: jax.Array         # [3] int32 entry index (into keys) of the stem kept for each slot
+    use_b: jax.Array         # [3] bool slot's stem from separator B
+
+
+def _replay_clip(params: Params, pc: Prepared, sw: Switches) -> ClipReplay:
+    q, conf = D.fuse_pairs(pc.pairs, params, sw)
+    silent1 = jnp.all(q == SILENCE)
+    k1 = entry_key(0, q)
+    i1, f1 = _lookup(pc.keys, k1)
+    f1 = f1 | silent1
+    if sw.refine:
+        (q2, conf2), _ = D.refine(q, conf, pc.r[i1], params)
+        changed = jnp.any(q2 != q)
+        k2 = entry_key(0, q2)
+        i2, f2 = _lookup(pc.keys, k2)
+        i2 = jnp.where(changed, i2, i1)
+        f2 = f1 & (~changed | f2 | jnp.all(q2 == SILENCE))
+        need2 = f1 & ~f2
+    else:
+        q2, conf2, i2, f2, k2, need2 = q, conf, i1, f1, k1, jnp.array(False)
+    silent2 = jnp.all(q2 == SILENCE)
+    if sw.separator_b:
+        kb = entry_key(1, q2)
+        ib, fb = _lookup(pc.keys, kb)
+        fb = fb | silent2
+        final = D.finalize(q2, conf2, pc.r[i2], pc.r[ib], pc.energy[i2], pc.energy[ib], params, sw)
+        needb = f2 & ~fb
+    else:
+        ib, fb, kb, needb = i2, jnp.array(True), k1, jnp.array(False)
+        final = D.finalize(q2, conf2, pc.r[i2], None, pc.energy[i2], None, params, sw)
+    found = f2 & fb
+    keep = final.labels != SILENCE
+    m = jnp.sum(jnp.where(keep, _BITS, 0)) + 8 * jnp.sum(jnp.where(final.use_b, _BITS, 0))
+    score = jnp.where(jnp.any(keep), pc.table[i2, m], pc.silent)
+    score = jnp.where(found, score, jnp.nan)
+    missing_keys = jnp.stack([jnp.where(f1, MISSING_KEY, k1), jnp.where(need2, k2, MISSING_KEY),
+                              jnp.where(f2 & needb, kb, MISSING_KEY)]).astype(jnp.int32)
+    entry = jnp.where(final.use_b, ib, i2)
+    return ClipReplay(final.labels, score, ~jnp.isnan(score), ~found, missing_keys, entry, final.use_b)
+
+
+class Replay(NamedTuple):
+    """Per-clip results of one config ([N, ...]) or of C configs ([C, N, ...])."""
+    clips: ClipReplay
+    tp: jax.Array            # label counts per clip (metric.label_counts_padded)
+    fp: jax.Array
+    fn: jax.Array
+    correct: jax.Array
+
+
+def _replay_one(params: Params, prep: Prepared, sw: Switches) -> Replay:
+    clips = jax.vmap(_replay_clip, in_axes=(None, 0, None))(params, prep, sw)
+    counts = label_counts_padded(clips.labels, prep.ref_labels)
+    return Replay(clips, *counts)
+
+
+@functools.partial(jax.jit, static_argnames="sw")
+def replay(params: Params, prep: Prepared, sw: Switches) -> Replay:
+    """One config (unbatched Params) over every clip: fields [N, ...]."""
+    return _replay_one(params, prep, sw)
+
+
+@functools.partial(jax.jit, static_argnames="sw")
+def replay_configs(params: Params, prep: Prepared, sw: Switches) -> Replay:
+    """C configs (Params with a leading axis C): fields [C, N, ...]."""
+    return jax.vmap(_replay_one, in_axes=(0, None, None))(params, prep, sw)
+
+
+class Totals(NamedTuple):
+    """Per config and clip group [C, G]: Σ clip CA-SDRi over scored clips, number scored, number missing."""
+    score_sum: jax.Array
+    scored: jax.Array
+    missing: jax.Array
+
+
+CONFIG_BLOCK = 4   # configs replayed together; a loop over blocks keeps the [block, N, ...] temporaries in cache
+
+
+def _totals(params: Params, prep: Prepared, weights: jax.Array, sw: Switches, block: int = CONFIG_BLOCK) -> Totals:
+    w = weights.T                                       # [N, G]
+    hi = jax.lax.Precision.HIGHEST
+
+    def one(p):
+        c = jax.vmap(_replay_clip, in_axes=(None, 0, None))(p, prep, sw)
+        s = jnp.where(c.valid, c.score, 0.0)
+        per_clip = jnp.stack([s, c.valid.astype(jnp.float32), c.missing.astype(jnp.float32)])   # [3, N]
+        return jnp.matmul(per_clip, w, precision=hi)     # [3, G]
+
+    out = jax.lax.map(one, params, batch_size=block)    # [C, 3, G]
+    return Totals(out[:, 0], out[:, 1], out[:, 2])
+
+
+totals = jax.jit(_totals, static_argnames=("sw", "block"))
+totals.__doc__ = """C configs × clip groups: params [C], weights [G, N] (clip membership of each group,
+0/1) -> Totals [C, G].  Dataset CA-SDRi of group g = score_sum / scored (the official mean over
+non-None clips); a config with missing > 0 is not scored there."""
+
+
+def mean_score(t: Totals) -> np.ndarray:
+    """Dataset CA-SDRi [C, G] from Totals (NaN where nothing scored or something is missing)."""
+    s, n, m = (np.asarray(x, np.float64) for x in t)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where((n > 0) & (m == 0), s / n, np.nan)
+
+
+def bucket(n: int, least: int = 8) -> int:
+    """A padded size for n (the next power of two, at least `least`): calls with nearby sizes share
+    one compiled program instead of compiling per size."""
+    return max(least, 1 << max(0, int(n) - 1).bit_length())
+
+
+def pad_configs(params: Params, size: int) -> Params:
+    """Pad the config axis to `size` by repeating the last config."""
+    c = int(np.asarray(params.w1).shape[0])
+    if size == c:
+        return params
+    return Params(*(np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], size - c, 0)]) for a in params))
+
+
+def pad_entries(cache: CacheArrays, size: int) -> CacheArrays:
+    """Pad the entry axis E of a cache to `size` with MISSING_KEY entries (never found)."""
+    e = int(cache.keys.shape[1])
+    if size <= e:
+        return cache
+    def pad(a, value):
+        a = np.asarray(a)
+        width = [(0, 0), (0, size - e)] + [(0, 0)] * (a.ndim - 2)
+        return np.pad(a, width, constant_values=value)
+    return cache._replace(keys=pad(cache.keys, MISSING_KEY), retag=pad(cache.retag, 0),
+                          energy_db=pad(cache.energy_db, -np.inf), S=pad(cache.S, 0))
+
+
+def missing_by_clip(clips: ClipReplay) -> dict[int, set[int]]:
+    """{clip index: keys needed} from replay results with any leading config axes ([..., N, 3])."""
+    keys = np.asarray(clips.missing_keys)
+    keys = keys.reshape(-1, keys.shape[-2], keys.shape[-1])
+    out: dict[int, set[int]] = {}
+    cfg, clip, slot = np.nonzero(keys != MISSING_KEY)
+    for n, k in zip(clip.tolist(), keys[cfg, clip, slot].tolist()):
+        out.setdefault(n, set()).add(k)
+    return out
+
+
+def entry_groups(keys: np.ndarray, least_clips: int = 128) -> list[tuple[np.ndarray, int]]:
+    """Clips grouped by how many entries they hold -> [(clip indices, E of the group)].
+
+    A look-up scans a clip's E entries and a few clips reach many tuples, so replaying every clip at
+    the largest E would waste most of the work; each group is padded only to its own largest count
+    (a power of two), and groups under `least_clips` clips join the next larger one."""
+    count = np.sum(np.asarray(keys) != MISSING_KEY, axis=1)
+    size = np.array([bucket(int(c), least=2) for c in count])
+    groups, pending = [], np.zeros(0, np.int64)
+    for e in sorted(set(size.tolist())):
+        pending = np.concatenate([pending, np.nonzero(size == e)[0]])
+        if len(pending) >= least_clips or e == size.max():
+            groups.append((np.sort(pending), int(e)))
+            pending = np.zeros(0, np.int64)
+    return groups
+
+
+class ShardedReplay:
+    """`totals` with configs × clips sharded over a 2-D device mesh ("config", "clip").
+
+    Clips are split into groups by entry count (`entry_groups`); each group's prepared arrays are
+    trimmed to its entry count, padded with weight-0 clips to the mesh, placed once split over the
+    "clip" axis and replicated over "config"; each call pads the config axis to a bucket and the mesh,
+    splits it over "config", and adds the groups' totals.  XLA inserts the sum over clip shards."""
+
+    def __init__(self, prep: Prepared, sw: Switches, devices=None, config_axis: int | None = None,
+                 least_clips: int = 128):
+        devices = list(devices if devices is not None else jax.devices())
+        n_dev = len(devices)
+        n_cfg = config_axis if config_axis is not None else n_dev
+        if n_dev % n_cfg:
+            raise ValueError(f"config axis {n_cfg} does not divide {n_dev} devices")
+        self.mesh = Mesh(np.array(devices).reshape(n_cfg, n_dev // n_cfg), ("config", "clip"))
+        self.sw = sw
+        n_clip_shards = n_dev // n_cfg
+        self.n_clips = int(prep.keys.shape[0])
+        prep = jax.tree_util.tree_map(lambda a: np.asarray(a), prep)
+        entry_fields = {"keys", "r", "energy", "table", "S"}
+        self.groups = []
+        for idx, e in entry_groups(prep.keys, least_clips):
+            pad = (-len(idx)) % n_clip_shards
+            rows = np.concatenate([idx, np.repeat(idx[:1], pad)])
+            sub = Prepared(**{f: (jax.tree_util.tree_map(lambda a: a[rows], v) if f not in entry_fields
+                                  else v[rows][:, :e]) for f, v in prep._asdict().items()})
+            self.groups.append((idx, pad, jax.device_put(sub, NamedSharding(self.mesh, P("clip")))))
+        self._fn = jax.jit(_totals, static_argnames=("sw", "block"),
+                           out_shardings=NamedSharding(self.mesh, P("config")))
+
+    def __call__(self, params: Params, weights: np.ndarray) -> Totals:
+        """params [C] (numpy), weights [G, N] -> Totals [C, G] (numpy)."""
+        c = int(np.asarray(params.w1).shape[0])
+        n_cfg = self.mesh.shape["config"]
+        size = bucket(c, least=1)
+        params = jax.device_put(pad_configs(params, size + (-size) % n_cfg), NamedSharding(self.mesh, P("config")))
+        weights = np.asarray(weights, np.float32)
+        total = None
+        for idx, pad, sub in self.groups:
+            w = np.concatenate([weights[:, idx], np.zeros((weights.shape[0], pad), np.float32)], axis=1)
+            w = jax.device_put(w, NamedSharding(self.mesh, P(None, "clip")))
+            out = self._fn(params, sub, w, sw=self.sw)
+            total = out if total is None else Totals(*(a + b for a, b in zip(total, out)))
+        return Totals(*(np.asarray(x, np.float64)[:c] for x in total))
+
+
+__all__ = ["prepare", "replay", "replay_configs", "totals", "mean_score", "missing_by_clip", "decode_key", "bucket", "entry_groups",
+           "pad_configs", "pad_entries",
+           "Prepared", "ClipReplay", "Replay", "Totals", "ShardedReplay"]

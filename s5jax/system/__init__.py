@@ -1,0 +1,1 @@
+"""The refined system of the report: its configuration and its decision rules (pure, batched jnp)."""

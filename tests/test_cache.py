@@ -1,0 +1,131 @@
+"""The on-disk cache: values equal to the models', entries never computed twice, resumable, refusals."""
+from __future__ import annotations
+
+import hashlib
+import os
+
+import numpy as np
+import pytest
+
+from s5jax import metric
+from s5jax.audio import read_audio
+from s5jax.dataset import reference_files
+from s5jax.replay import cache
+from s5jax.replay.arrays import MISSING_KEY, entry_key
+from s5jax.separator import Separator
+from s5jax.tagger import Tagger
+from tiny_system import write_models, write_scenes
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cache")
+    paths = write_models(str(root / "models"))
+    data = write_scenes(str(root / "data"), count=4)
+    models = {"t4": Tagger.from_checkpoint(paths["tagger-4ch"]), "t1": Tagger.from_checkpoint(paths["tagger-1ch"]),
+              "A": Separator.from_checkpoint(paths["separator"]), "B": Separator.from_checkpoint(paths["separator2"])}
+    return root, data, models
+
+
+def _open(folder, data, m, **kw):
+    return cache.CacheBuilder.open(str(folder), data, m["t4"], m["t1"], m["A"], m.get("B"), batch_size=2, **kw)
+
+
+def _tree_digest(folder) -> dict:
+    out = {}
+    for d, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(d, f)
+            out[os.path.relpath(p, folder)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return out
+
+
+def test_base_and_entries_equal_the_models_and_are_never_recomputed(setup, tmp_path):
+    root, data, m = setup
+    b = _open(tmp_path / "c", data, m)
+    assert b.base() == b.mine and len(b.mine) == 4
+    tuples = [(0, (1, 2, 18)), (0, (2, 1, 18)), (1, (1, 2, 18)), (0, (18, 18, 18))]
+    keys = [int(entry_key(s, np.array(q))) for s, q in tuples]
+    assert b.fill({n: keys[:3] for n in b.mine}) == 12
+    assert b.fill({n: keys[:3] for n in b.mine}) == 0              # all cached: nothing computed
+    assert b.fill({n: keys for n in b.mine[:1]}) == 1             # only the new one
+    assert b.computed == 13
+    names, arr = cache.load(str(tmp_path / "c"), b.mine)
+    assert arr.keys.shape == (4, 4)
+    assert (arr.keys[0] == sorted(keys)).all() and (arr.keys[1:, 3] == MISSING_KEY).all()
+    for i, name in enumerate(names):
+        mix = read_audio(os.path.join(data, "soundscape", f"{name}.wav"), channels=4)
+        refs = np.zeros((3, mix.shape[1]), np.float32)
+        found = reference_files(os.path.join(data, "oracle_target"), name)
+        for j, (p, _) in enumerate(found):
+            refs[j] = read_audio(p)[0]
+        assert list(arr.ref_labels[i][:len(found)]) == [c for _, c in found]
+        np.testing.assert_allclose(arr.P4[i], np.asarray(m["t4"].predict(mix[None]).softmax[0]), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(arr.P1[i], np.asarray(m["t1"].predict(mix[None, :1]).softmax[0]), rtol=1e-4, atol=1e-6)
+        np.testing.assert_allclose(arr.M[i], np.asarray(metric.mixture_snr(mix[0], refs)), rtol=1e-5, atol=1e-5)
+        for s, q in tuples[:3]:
+            e = list(arr.keys[i]).index(int(entry_key(s, np.array(q))))
+            stems = np.asarray(m["AB"[s]](mix[None], np.array([q], np.int32)))[0]
+            np.testing.assert_allclose(arr.S[i, e], np.asarray(metric.snr_matrix(stems, refs)), rtol=1e-4, atol=1e-4)
+            retag = np.asarray(m["t1"].predict(stems[:, None]).softmax)
+            np.testing.assert_allclose(arr.retag[i, e], retag, rtol=1e-4, atol=1e-6)
+            power = (stems ** 2).mean(-1) / (mix[0] ** 2).mean()
+            with np.errstate(divide="ignore"):
+                np.testing.assert_allclose(arr.energy_db[i, e], 10 * np.log10(power), rtol=1e-4)
+            assert np.isneginf(arr.energy_db[i, e, 2])                 # the silent slot: a zero stem
+    # resumable: a clip whose file is gone is recomputed, the others are kept as they are
+    os.unlink(cache.clip_path(str(tmp_path / "c"), names[2]))
+    before = _tree_digest(tmp_path / "c")
+    assert _open(tmp_path / "c", data, m).base() == [names[2]]
+    after = _tree_digest(tmp_path / "c")
+    assert {k: v for k, v in after.items() if names[2] not in k} == before
+    assert b.finish()["clips"] == names
+
+
+def test_other_checkpoints_and_foreign_folders_are_refused_untouched(setup, tmp_path):
+    root, data, m = setup
+    b = _open(tmp_path / "c", data, {k: v for k, v in m.items() if k != "B"})
+    b.base()
+    before = _tree_digest(tmp_path / "c")
+    swapped = dict(m, A=m["B"])
+    with pytest.raises(cache.CacheError) as e:
+        _open(tmp_path / "c", data, swapped)
+    msg = str(e.value)
+    assert "\n" not in msg and "another separator" in msg and "sepA" in msg and "sepB" in msg
+    assert _tree_digest(tmp_path / "c") == before
+    # a first separator B is accepted and recorded; a different one later is refused
+    _open(tmp_path / "c", data, m)
+    assert cache.read_manifest(str(tmp_path / "c"))["models"]["separator2"]["sha256"] == m["B"].identity["sha256"]
+    with pytest.raises(cache.CacheError, match="another separator2"):
+        _open(tmp_path / "c", data, dict(m, B=m["A"]))
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep")
+    with pytest.raises(cache.CacheError, match="not an s5jax cache"):
+        _open(tmp_path / "mine", data, m)
+    assert os.listdir(tmp_path / "mine") == ["notes.txt"]
+
+
+def test_a_corrupted_clip_file_is_named_and_left_alone(setup, tmp_path, capsys):
+    from s5jax.cli import main
+
+    root, data, m = setup
+    b = _open(tmp_path / "c", data, m)
+    b.base()
+    path = cache.clip_path(str(tmp_path / "c"), b.mine[1])
+    raw = open(path, "rb").read()
+    open(path, "wb").write(raw[: len(raw) // 2])
+    before = _tree_digest(tmp_path / "c")
+    with pytest.raises(cache.CacheError) as e:
+        cache.load(str(tmp_path / "c"), b.mine)
+    assert str(e.value).startswith(path) and "corrupted" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(cache.CacheError, match="corrupted"):
+        b.fill({b.mine[1]: [int(entry_key(0, np.array([1, 18, 18])))]})
+    # a well-formed npz with a field of the wrong shape is refused too
+    other = cache.clip_path(str(tmp_path / "c"), b.mine[2])
+    clip = cache.read_clip(other)
+    clip["S"] = np.zeros((0, 3, 2), np.float32)
+    bad_path = str(tmp_path / "bad.npz")
+    np.savez(bad_path, **clip)
+    with pytest.raises(cache.CacheError, match="field 'S'"):
+        cache.read_clip(bad_path)
+    assert _tree_digest(tmp_path / "c") == before

@@ -1,0 +1,196 @@
+"""The replay: same decisions as running the rules clip by clip, exact scores, missing entries reported,
+vmap over configs, totals, and configs × clips sharded over 8 forced CPU devices."""
+import dataclasses
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from s5jax.labels import SILENCE
+from s5jax.metric import clip_score_reference
+from s5jax.replay import replay as R
+from s5jax.replay.arrays import MISSING_KEY, entry_key
+from s5jax.replay.synthetic import SyntheticWorld
+from s5jax.system import decisions as D
+from s5jax.system.config import preset, stack_params
+
+N = 60
+
+
+def configs():
+    s1 = dataclasses.replace(preset("system1"), solo4=0.3, solo1=0.5)
+    verify = np.linspace(0.1, 0.9, 18)
+    return [
+        preset("baseline"),
+        s1,
+        dataclasses.replace(s1, order="track", confirm="argmax", proposal="best_nonsilence"),
+        dataclasses.replace(s1, verify=tuple(verify), drop=tuple(verify[::-1]), gate=tuple(verify / 2),
+                            solo_conf="weighted", energy_db=-45.0),
+        dataclasses.replace(preset("system3"), solo4=0.3, energy_db=-45.0),
+        dataclasses.replace(preset("system3"), solo4=0.3, gate_before_select=True, energy_db=-45.0),
+    ]
+
+
+def complete(world, cfg, rounds=6):
+    """Fill the world's cache until cfg replays without missing entries."""
+    sw = cfg.switches()
+    for _ in range(rounds):
+        prep = R.prepare(world.cache(), sw)
+        out = R.replay(cfg.params(), prep, sw)
+        miss = R.missing_by_clip(out.clips)
+        if not miss:
+            return prep, out
+        world.add(miss)
+    raise AssertionError("cache never completed")
+
+
+def direct(world, cfg, clip):
+    """The system's rules applied to one clip straight from the world's entries, scored by the plain
+    python reference metric -> (labels, score or None)."""
+    sw, params = cfg.switches(), cfg.params()
+    p1 = D.proposals(world.P1[clip], sw.proposal)
+    p4 = D.proposals(world.P4[clip], sw.proposal)
+    q, conf = D.fuse(p1, p4, params, sw)
+    q = np.asarray(q)
+
+    def ent(sep, tup):
+        return world.entry(clip, int(entry_key(sep, np.asarray(tup))))
+
+    if sw.refine and (q != SILENCE).any():
+        retag, _, _ = ent(0, q)
+        (q2, conf2), _ = D.refine(jnp.asarray(q), conf, D.confirmation(retag, jnp.asarray(q), sw.confirm), params)
+        q2 = np.asarray(q2)
+    else:
+        q2, conf2 = q, conf
+    if not (q2 != SILENCE).any():
+        labels = q2
+        return labels, clip_score_reference(labels, world.ref_labels[clip], np.zeros((3, 3)), world.M[clip])[0]
+    ra, ea, Sa = ent(0, q2)
+    if sw.separator_b:
+        rb, eb, Sb = ent(1, q2)
+        f = D.finalize(jnp.asarray(q2), conf2, D.confirmation(ra, q2, sw.confirm), D.confirmation(rb, q2, sw.confirm),
+                       ea, eb, params, sw)
+        rows = np.where(np.asarray(f.use_b)[:, None], Sb, Sa)
+    else:
+        f = D.finalize(jnp.asarray(q2), conf2, D.confirmation(ra, q2, sw.confirm), None, ea, None, params, sw)
+        rows = Sa
+    labels = np.asarray(f.labels)
+    return labels, clip_score_reference(labels, world.ref_labels[clip], rows, world.M[clip])[0]
+
+
+@pytest.mark.parametrize("ci", range(6))
+def test_replay_equals_rules_clip_by_clip(ci):
+    cfg = configs()[ci]
+    world = SyntheticWorld(N, seed=3)
+    prep, out = complete(world, cfg)
+    labels = np.asarray(out.clips.labels)
+    score = np.asarray(out.clips.score)
+    for clip in range(N):
+        want_labels, want = direct(world, cfg, clip)
+        np.testing.assert_array_equal(labels[clip], want_labels, err_msg=f"clip {clip}")
+        if want is None:
+            assert not out.clips.valid[clip] and np.isnan(score[clip])
+        else:
+            assert out.clips.valid[clip]
+            assert abs(score[clip] - want) <= 1e-5, (clip, score[clip], want)
+    # the S rows it used are the entry rows of the kept stems
+    entry = np.asarray(out.clips.entry)
+    keys = np.asarray(prep.keys)
+    for clip in range(N):
+        for k in range(3):
+            if labels[clip, k] != SILENCE:
+                sep = int(keys[clip, entry[clip, k]]) // 19 ** 3
+                assert sep == int(out.clips.use_b[clip, k])
+    if ci == 4:   # the dual separator does pick B somewhere
+        assert np.asarray(out.clips.use_b).any()
+
+
+def test_missing_entries_are_reported_never_scored():
+    world = SyntheticWorld(N, seed=4)
+    cfg = dataclasses.replace(preset("system1"), solo4=0.2, solo1=0.2)   # false positives enter, get dropped
+    sw = cfg.switches()
+    out = R.replay(cfg.params(), R.prepare(world.cache(), sw), sw)
+    q, _ = D.fuse(D.proposals(world.P1, sw.proposal), D.proposals(world.P4, sw.proposal), cfg.params(), sw)
+    q = np.asarray(q)
+    needs = (q != SILENCE).any(-1)
+    assert needs.sum() > N // 2
+    np.testing.assert_array_equal(np.asarray(out.clips.missing), needs)
+    assert not np.asarray(out.clips.valid)[needs].any()
+    assert np.isnan(np.asarray(out.clips.score)[needs]).all()
+    mk = np.asarray(out.clips.missing_keys)
+    np.testing.assert_array_equal(mk[:, 0], np.where(needs, entry_key(0, q), MISSING_KEY))
+    assert (mk[:, 1:] == MISSING_KEY).all()      # second pass unknown until the first is cached
+    miss = R.missing_by_clip(out.clips)
+    assert set(miss) == set(np.nonzero(needs)[0].tolist())
+    # after one fill round the first pass is there; the replay then asks for second-pass tuples only
+    world.add(miss)
+    out2 = R.replay(cfg.params(), R.prepare(world.cache(), sw), sw)
+    mk2 = np.asarray(out2.clips.missing_keys)
+    assert (mk2[:, 0] == MISSING_KEY).all() and (mk2[:, 1] != MISSING_KEY).any()
+
+
+def test_vmap_over_configs_and_totals():
+    world = SyntheticWorld(N, seed=5)
+    cfgs = [dataclasses.replace(preset("system1"), solo4=s, verify=(v,) * 18, energy_db=-100.0, gate=(0.0,) * 18)
+            for s in (0.2, 0.5) for v in (0.05, 0.3)]
+    sw = cfgs[0].switches()
+    for c in cfgs:
+        complete(world, c)
+    prep = R.prepare(world.cache(), sw)
+    params = stack_params([c.params() for c in cfgs])
+    many = R.replay_configs(params, prep, sw)
+    weights = np.stack([np.ones(N), np.arange(N) % 2 == 0]).astype(np.float32)
+    tot = R.totals(params, prep, jnp.asarray(weights), sw)
+    means = R.mean_score(tot)
+    for i, c in enumerate(cfgs):
+        one = R.replay(c.params(), prep, sw)
+        np.testing.assert_array_equal(np.asarray(many.clips.labels[i]), np.asarray(one.clips.labels))
+        s = np.asarray(one.clips.score, np.float64)
+        assert abs(means[i, 0] - np.nanmean(s)) < 1e-5
+        assert abs(means[i, 1] - np.nanmean(s[::2])) < 1e-5
+        assert int(tot.scored[i, 0]) == int(np.asarray(one.clips.valid).sum())
+    assert np.ptp(means[:, 0]) > 0.1     # the configs do differ
+
+
+def test_sharded_over_8_devices_equals_one_device(tmp_path):
+    code = textwrap.dedent("""
+        import dataclasses, json, numpy as np, jax
+        from s5jax.replay import replay as R
+        from s5jax.replay.synthetic import SyntheticWorld
+        from s5jax.system.config import preset, stack_params
+        assert len(jax.devices()) == 8
+        world = SyntheticWorld(37, seed=6)
+        cfgs = [dataclasses.replace(preset("system3"), solo4=s, energy_db=e)
+                for s in (0.2, 0.4, 0.6) for e in (-50.0, -30.0, -10.0)]
+        sw = cfgs[0].switches()
+        for c in cfgs:
+            for _ in range(6):
+                out = R.replay(c.params(), R.prepare(world.cache(), sw), sw)
+                m = R.missing_by_clip(out.clips)
+                if not m: break
+                world.add(m)
+        prep = R.prepare(world.cache(), sw)
+        params = stack_params([c.params() for c in cfgs])
+        w = np.ones((1, 37), np.float32)
+        res = {}
+        for cax in (1, 2, 8):
+            t = R.ShardedReplay(prep, sw, config_axis=cax)(params, w)
+            res[cax] = R.mean_score(t)[:, 0].tolist()
+        one = R.ShardedReplay(prep, sw, devices=jax.devices()[:1])(params, w)
+        res["one"] = R.mean_score(one)[:, 0].tolist()
+        res["plain"] = R.mean_score(R.totals(params, prep, w, sw))[:, 0].tolist()
+        print(json.dumps(res))
+    """)
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
+    r = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    import json
+    res = json.loads(r.stdout.strip().splitlines()[-1])
+    one = np.array(res["one"])
+    assert np.isfinite(one).all() and np.ptp(one) > 0.1
+    for cax in ("1", "2", "8", "plain"):
+        np.testing.assert_allclose(res[cax], one, atol=1e-5)

@@ -1,0 +1,64 @@
+"""Tiny tagger and separator checkpoint folders with random weights, for the system, cache and replay
+tests: the real model code at a few hundred kilobytes, so a clip of ~1 s runs in milliseconds.
+
+The taggers' last layers are scaled up so their softmax is peaked (random heads give near-uniform
+probabilities, under which every decision would be a tie); each checkpoint differs by its seed.
+"""
+from __future__ import annotations
+
+import os
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from s5jax import checkpoint
+from s5jax.models.m2d import M2DConfig, M2DTagger
+from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator
+
+TAGGER = dict(embed_dim=32, depth=1, num_heads=2, mlp_dim=64, head_dim=48, track_dim=16)
+SEPARATOR = dict(channels=(4, 4, 4, 4, 4, 4), bottleneck_channels=4, condition_dim=8)
+
+
+def _scale_heads(params, factor: float):
+    """Multiply the tagger's per-track output layers (tracks_t_3) by `factor`: peaked softmax."""
+    def walk(tree, path=()):
+        if isinstance(tree, dict):
+            return {k: walk(v, path + (k,)) for k, v in tree.items()}
+        return tree * factor if any(p.startswith("tracks_") and p.endswith("_3") for p in path) else tree
+    return walk(params)
+
+
+def write_tagger(folder: str, channels: int, seed: int, head_scale: float = 8.0) -> str:
+    cfg = M2DConfig(in_channels=channels, **TAGGER)
+    variables = M2DTagger(cfg).init(jax.random.PRNGKey(seed), jnp.zeros((1, channels, 4000)))
+    variables = jax.tree.map(np.asarray, dict(variables))
+    variables["params"] = _scale_heads(variables["params"], head_scale)
+    checkpoint.save(folder, f"tagger-{channels}ch", cfg.to_dict(), variables)
+    return folder
+
+
+def write_separator(folder: str, seed: int) -> str:
+    cfg = ResUNetConfig(**SEPARATOR)
+    variables = ResUNetSeparator(cfg).init(jax.random.PRNGKey(seed), jnp.zeros((1, 4, 4000)),
+                                           jnp.zeros((1, cfg.query_dim)))
+    variables = jax.tree.map(np.asarray, dict(variables))
+    d = cfg.__dict__.copy()
+    checkpoint.save(folder, "separator", d, variables)
+    return folder
+
+
+def write_scenes(root: str, count: int = 4, seed: int = 3, seconds: float = 1.0) -> str:
+    """A dev-test-layout scene set of `count` short clips (some silent, some with duplicates)."""
+    from s5jax.scenes import SceneConfig, write_scene_set
+
+    write_scene_set(root, count, seed=seed, cfg=SceneConfig(seconds=seconds, silent_rate=0.2))
+    return root
+
+
+def write_models(root: str) -> dict[str, str]:
+    """-> {"tagger-4ch", "tagger-1ch", "separator", "separator2": folder} under `root`."""
+    return {"tagger-4ch": write_tagger(os.path.join(root, "t4"), 4, seed=1),
+            "tagger-1ch": write_tagger(os.path.join(root, "t1"), 1, seed=2),
+            "separator": write_separator(os.path.join(root, "sepA"), seed=3),
+            "separator2": write_separator(os.path.join(root, "sepB"), seed=4)}
