@@ -24,6 +24,9 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
         return 0, 1
     import jax
 
+    # cross-process collectives between CPU devices (training's gradient sums, barriers); GPU/TPU
+    # backends ignore it. Must be set before any backend starts.
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")
     if coordinator == "auto":
         kwargs = {}
     else:

@@ -12,29 +12,14 @@ from __future__ import annotations
 
 import jax
 
-from ..errors import ConfigError
-
-
-def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
-    if coordinator is None:
-        if num_processes not in (None, 1) or process_id not in (None, 0):
-            raise ConfigError("--num-processes/--process-id need --coordinator")
-        return
-    # cross-process collectives between CPU devices (GPU/TPU backends ignore it); set before any backend starts
-    jax.config.update("jax_cpu_collectives_implementation", "gloo")
-    if coordinator == "auto":
-        jax.distributed.initialize()
-    else:
-        if num_processes is None or process_id is None:
-            raise ConfigError("--coordinator needs --num-processes and --process-id")
-        jax.distributed.initialize(coordinator, num_processes, process_id)
+from ..processes import initialize
 
 
 def train_main(args) -> int:
     from .config import load_config
     from .loop import run_training
 
-    init_distributed(args.coordinator, args.num_processes, args.process_id)
+    initialize(args.coordinator, args.num_processes, args.process_id)
     cfg = load_config(args.config, args.model, out=args.out)
     res = run_training(cfg, progress=not args.quiet)
     if jax.process_index() == 0:
