@@ -23,7 +23,7 @@ from typing import Callable
 import numpy as np
 
 from ..errors import S5Error
-from ..files import make_dirs, write_bytes_atomic, write_json_atomic, write_text_atomic
+from ..files import write_bytes_atomic, write_json_atomic, write_text_atomic
 from ..labels import CLASSES, LABELS, NUM_CLASSES
 from ..system.config import SystemConfig, preset
 from .arrays import CacheArrays
@@ -191,7 +191,7 @@ def run_sweep(cache: CacheArrays, start: SystemConfig, out_dir: str, fill: Calla
     summary["false_alarm_clips"] = {k: [int(r.silent_clips_alarmed), int(r.silent_clips)] for k, r in reports.items()}
 
     # ---- write (OUT checked above; created now)
-    make_dirs(out_dir)
+    os.makedirs(out_dir, exist_ok=True)   # mkdir follows the umask
     write_text_atomic(os.path.join(out_dir, "best.json"), res.best.to_json())
     for t in res.tables:
         fname = f"stage_{t.name}.csv" if t.name in ("fusion", "verification", "gates") else (
