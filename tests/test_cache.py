@@ -12,9 +12,7 @@ from s5jax.audio import read_audio
 from s5jax.dataset import reference_files
 from s5jax.replay import cache
 from s5jax.replay.arrays import MISSING_KEY, entry_key
-from s5jax.separator import Separator
-from s5jax.tagger import Tagger
-from tiny_system import write_models, write_scenes
+from tiny_system import load_models, write_models, write_scenes
 
 
 @pytest.fixture(scope="module")
@@ -22,8 +20,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("cache")
     paths = write_models(str(root / "models"))
     data = write_scenes(str(root / "data"), count=4)
-    models = {"t4": Tagger.from_checkpoint(paths["tagger-4ch"]), "t1": Tagger.from_checkpoint(paths["tagger-1ch"]),
-              "A": Separator.from_checkpoint(paths["separator"]), "B": Separator.from_checkpoint(paths["separator2"])}
+    models = load_models(paths)
     return root, data, models
 
 
@@ -106,8 +103,6 @@ def test_other_checkpoints_and_foreign_folders_are_refused_untouched(setup, tmp_
 
 
 def test_a_corrupted_clip_file_is_named_and_left_alone(setup, tmp_path, capsys):
-    from s5jax.cli import main
-
     root, data, m = setup
     b = _open(tmp_path / "c", data, m)
     b.base()

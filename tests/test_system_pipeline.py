@@ -12,12 +12,10 @@ from s5jax.audio import read_audio
 from s5jax.dataset import list_soundscapes
 from s5jax.labels import SILENCE
 from s5jax.pipeline import sharded_baseline
-from s5jax.separator import Separator
 from s5jax.system import decisions as D
 from s5jax.system.config import preset
 from s5jax.system.pipeline import energy_db, sharded_system
-from s5jax.tagger import Tagger
-from tiny_system import write_models, write_scenes
+from tiny_system import load_models, write_models, write_scenes
 
 
 @pytest.fixture(scope="module")
@@ -25,8 +23,7 @@ def setup(tmp_path_factory):
     root = tmp_path_factory.mktemp("system")
     paths = write_models(str(root / "models"))
     data = write_scenes(str(root / "data"), count=6)
-    models = {"t4": Tagger.from_checkpoint(paths["tagger-4ch"]), "t1": Tagger.from_checkpoint(paths["tagger-1ch"]),
-              "A": Separator.from_checkpoint(paths["separator"]), "B": Separator.from_checkpoint(paths["separator2"])}
+    models = load_models(paths)
     mix = np.stack([read_audio(p, channels=4) for _, p in list_soundscapes(data)])
     return root, data, paths, models, mix
 

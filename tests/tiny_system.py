@@ -62,3 +62,12 @@ def write_models(root: str) -> dict[str, str]:
             "tagger-1ch": write_tagger(os.path.join(root, "t1"), 1, seed=2),
             "separator": write_separator(os.path.join(root, "sepA"), seed=3),
             "separator2": write_separator(os.path.join(root, "sepB"), seed=4)}
+
+
+def load_models(paths: dict[str, str]) -> dict:
+    """The models of `write_models` -> {"t4", "t1": Tagger, "A", "B": Separator}."""
+    from s5jax.separator import Separator
+    from s5jax.tagger import Tagger
+
+    return {"t4": Tagger.from_checkpoint(paths["tagger-4ch"]), "t1": Tagger.from_checkpoint(paths["tagger-1ch"]),
+            "A": Separator.from_checkpoint(paths["separator"]), "B": Separator.from_checkpoint(paths["separator2"])}

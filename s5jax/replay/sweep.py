@@ -14,9 +14,7 @@ atomically.  The bad-input checks (config, options, OUT) run before anything is 
 """
 from __future__ import annotations
 
-import dataclasses
 import io
-import json
 import os
 from typing import Callable
 
@@ -60,10 +58,15 @@ def _table(columns, rows, limit: int | None = None) -> str:
     return "\n".join([line(columns), "|" + "|".join("-" * (w + 2) for w in width) + "|"] + [line(r) for r in cells])
 
 
-def _png(fig, path: str) -> None:
+def _png(fig, out_dir: str, name: str, written: list[str]) -> None:
+    """Write `fig` as OUT/name atomically, close it, and list `name` in `written`."""
+    import matplotlib.pyplot as plt
+
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100, bbox_inches="tight")
-    write_bytes_atomic(path, buf.getvalue())
+    write_bytes_atomic(os.path.join(out_dir, name), buf.getvalue())
+    plt.close(fig)
+    written.append(name)
 
 
 def _plots(out_dir: str, res, per_class_rows, confusion) -> list[str]:
@@ -83,26 +86,20 @@ def _plots(out_dir: str, res, per_class_rows, confusion) -> list[str]:
             ax.set_xlabel(t.columns[i])
             ax.set_title(t.name, fontsize=9)
         axes[0][0].set_ylabel("best CA-SDRi (dB)")
-        _png(fig, os.path.join(out_dir, "thresholds.png"))
-        plt.close(fig)
-        written.append("thresholds.png")
+        _png(fig, out_dir, "thresholds.png", written)
     fig, ax = plt.subplots(figsize=(6, 3))
     ax.plot(range(len(res.progress)), [s for _, s in res.progress], "o-")
     ax.set_xticks(range(len(res.progress)), [n for n, _ in res.progress], rotation=30, fontsize=8)
     ax.set_ylabel("CA-SDRi (dB)")
     ax.set_title("search progress")
-    _png(fig, os.path.join(out_dir, "progress.png"))
-    plt.close(fig)
-    written.append("progress.png")
+    _png(fig, out_dir, "progress.png", written)
     fig, ax = plt.subplots(figsize=(8, 3))
     gains = [r[-2] if np.isfinite(r[-2]) else 0.0 for r in per_class_rows]
     ax.bar(range(NUM_CLASSES), gains)
     ax.set_xticks(range(NUM_CLASSES), CLASSES, rotation=60, fontsize=7, ha="right")
     ax.set_ylabel("tuned − baseline (dB)")
     ax.set_title("per-class CA-SDRi gain")
-    _png(fig, os.path.join(out_dir, "per_class_gain.png"))
-    plt.close(fig)
-    written.append("per_class_gain.png")
+    _png(fig, out_dir, "per_class_gain.png", written)
     fig, ax = plt.subplots(figsize=(6, 6))
     ax.imshow(np.log1p(confusion), cmap="viridis")
     ax.set_xticks(range(len(LABELS)), LABELS, rotation=90, fontsize=6)
@@ -110,9 +107,7 @@ def _plots(out_dir: str, res, per_class_rows, confusion) -> list[str]:
     ax.set_xlabel("estimate")
     ax.set_ylabel("reference")
     ax.set_title("label confusion (log 1+count)")
-    _png(fig, os.path.join(out_dir, "confusion.png"))
-    plt.close(fig)
-    written.append("confusion.png")
+    _png(fig, out_dir, "confusion.png", written)
     return written
 
 
