@@ -73,13 +73,15 @@ class Pairs(NamedTuple):
     """Both taggers' proposals side by side (4-ch tracks first, then 1-ch) with the class-wise pairing,
     which depends on no threshold: classes, probs, ok [..., 6]; paired4 / paired1 [..., 3] (the
     4-ch / 1-ch proposal has a partner); partner_p [..., 3] (the 1-ch partner's probability of each
-    4-ch proposal, 0 if none)."""
+    4-ch proposal, 0 if none); tie [..., 6, 6] bool (tie[i, j]: candidate j ranks before candidate i
+    when their confidences are equal: lower class id, then lower index, i.e. the 4-ch tagger's first)."""
     classes: jax.Array
     probs: jax.Array
     ok: jax.Array
     paired4: jax.Array
     paired1: jax.Array
     partner_p: jax.Array
+    tie: jax.Array
 
 
 def pair(p1: Proposals, p4: Proposals, sw: Switches) -> Pairs:
@@ -101,7 +103,8 @@ def pair(p1: Proposals, p4: Proposals, sw: Switches) -> Pairs:
              & (rank[..., :NUM_SLOTS, None] == rank[..., None, NUM_SLOTS:])
              & ok[..., :NUM_SLOTS, None] & ok[..., None, NUM_SLOTS:])            # [..., 3 (4-ch), 3 (1-ch)]
     partner_p = jnp.sum(jnp.where(match, p[..., None, NUM_SLOTS:], 0.0), axis=-1)
-    return Pairs(cls, p, ok, jnp.any(match, axis=-1), jnp.any(match, axis=-2), partner_p)
+    tie = (cls[..., None, :] < cls[..., :, None]) | ((cls[..., None, :] == cls[..., :, None]) & (idx[None, :] < idx[:, None]))
+    return Pairs(cls, p, ok, jnp.any(match, axis=-1), jnp.any(match, axis=-2), partner_p, tie)
 
 
 def fuse_pairs(pairs: Pairs, params: Params, sw: Switches) -> Fused:
@@ -117,10 +120,9 @@ def fuse_pairs(pairs: Pairs, params: Params, sw: Switches) -> Fused:
     valid = jnp.concatenate([ok[..., :NUM_SLOTS] & (pairs.paired4 | (p4_ >= params.solo4)),
                              ok[..., NUM_SLOTS:] & ~pairs.paired1 & (p1_ >= params.solo1)], axis=-1)
 
+    # the tie order is threshold-free (computed once in `pair`)
     before = valid[..., None, :] & ((conf[..., None, :] > conf[..., :, None])
-                                    | ((conf[..., None, :] == conf[..., :, None])
-                                       & ((cls[..., None, :] < cls[..., :, None])
-                                          | ((cls[..., None, :] == cls[..., :, None]) & (idx[None, :] < idx[:, None])))))
+                                    | ((conf[..., None, :] == conf[..., :, None]) & pairs.tie))
     crank = jnp.sum(before, axis=-1)
     selected = valid & (crank < NUM_SLOTS)
     if sw.order == "confidence":
