@@ -10,6 +10,7 @@ default device once. Bad call inputs raise AudioError.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import dataclasses
 import os
 from typing import Any, Callable, Mapping
@@ -109,16 +110,27 @@ class LoadedModel:
         its config is invalid, or its weights do not fit its config. `precision` ('highest', 'high',
         'default') replaces the config's matmul precision (the identity stays the checkpoint's)."""
         source = os.fspath(ckpt_dir)
-        kind, config, variables = checkpoint.load(source, kinds=cls.KINDS)
-        try:
-            cfg = cls.CONFIG.from_dict(config)
-        except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{source}: invalid {kind} config ({e})") from None
-        cls.check_config(cfg, kind, source)
-        check_shapes(variables, cls.expected_variables(cfg), source)
+        meta = checkpoint.read_meta(source)
+        if meta["kind"] in cls.KINDS and isinstance(meta.get("config"), dict):
+            try:
+                cfg = cls.CONFIG.from_dict(meta["config"])
+            except (TypeError, ValueError) as e:
+                raise CheckpointError(f"{source}: invalid {meta['kind']} config ({e})") from None
+            cls.check_config(cfg, meta["kind"], source)
+            # the weights are read (orbax, its own threads) while the expected shapes are traced here
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                loading = pool.submit(checkpoint.load, source, cls.KINDS)
+                try:
+                    expected = cls.expected_variables(cfg)
+                finally:
+                    kind, config, variables = loading.result()
+        else:
+            checkpoint.load(source, kinds=cls.KINDS)      # raises the one-line error of the wrong kind / config
+            raise CheckpointError(f"{source}: not a {' or '.join(cls.KINDS)} checkpoint")  # (not reached)
+        check_shapes(variables, expected, source)
         if precision is not None:
             cfg = dataclasses.replace(cfg, precision=precision)
-        return cls(cfg, variables, kind, source, checkpoint.make_identity(source, kind, config, variables))
+        return cls(cfg, variables, kind, source, checkpoint.folder_identity(source, kind, config, variables, meta))
 
     @property
     def num_params(self) -> int:

@@ -254,6 +254,29 @@ def test_convert_replaces_a_checkpoint_and_follows_the_umask(golden, tmp_path):
     assert checkpoint.identity(tmp_path / "copy")["sha256"] != second["sha256"]
 
 
+def test_stored_hash_is_the_hash_of_the_weights(golden, tmp_path):
+    """config.json carries the weights' hash (no hashing at load); a folder without one (written before
+    the hash was stored) is hashed when loaded, to the same value."""
+    import json
+
+    from s5jax import checkpoint
+    from s5jax.tagger import Tagger
+
+    out = tmp_path / "ck"
+    assert main(["convert", _tiny_ckpt(golden), str(out), *TINY]) == 0
+    meta = json.loads((out / "config.json").read_text())
+    kind, config, variables = checkpoint.load(out)
+    assert meta["sha256"] == checkpoint.digest(kind, config, variables)
+    stored = Tagger.from_checkpoint(out).identity
+    assert stored == checkpoint.identity(out) and stored["sha256"] == meta["sha256"]
+    del meta["sha256"]
+    (out / "config.json").write_text(json.dumps(meta))
+    assert checkpoint.identity(out) == stored and Tagger.from_checkpoint(out).identity == stored
+    meta["sha256"] = "not a hash"                      # a malformed value is ignored, the weights hashed
+    (out / "config.json").write_text(json.dumps(meta))
+    assert Tagger.from_checkpoint(out).identity == stored
+
+
 @pytest.mark.parametrize("edit, expected", [
     (lambda m: m.update(config=None), '"config": null'),
     (lambda m: m["config"].update(embed_dim=32, num_heads=4), "has shape"),
