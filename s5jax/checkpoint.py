@@ -35,7 +35,7 @@ VERSION = 1
 KINDS = ("tagger-1ch", "tagger-4ch", "separator", "m2d-encoder")
 
 
-def _checkpointer():
+def _multiprocessing_options():
     import jax
     import orbax.checkpoint as ocp  # imported lazily: heavy, and only needed here
 
@@ -43,9 +43,26 @@ def _checkpointer():
         # a folder is written or read by one process alone (e.g. the export of a multi-host training
         # run): no barriers with the other processes, which are not saving anything
         me = jax.process_index()
-        return ocp.StandardCheckpointer(multiprocessing_options=ocp.options.MultiprocessingOptions(
-            primary_host=me, active_processes={me}))
-    return ocp.StandardCheckpointer()
+        return ocp.options.MultiprocessingOptions(primary_host=me, active_processes={me})
+    return ocp.options.MultiprocessingOptions()
+
+
+def _checkpointer():
+    """The reader (any orbax PyTree layout, compressed or not)."""
+    import orbax.checkpoint as ocp
+
+    return ocp.StandardCheckpointer(multiprocessing_options=_multiprocessing_options())
+
+
+def _write_variables(path: str, tree) -> None:
+    """Write the variables uncompressed: weights barely compress (≈ 9 % for the 4-ch tagger) and
+    zstd decoding was half of the load time (4-ch tagger: restore 0.72 s compressed, 0.37 s not)."""
+    import orbax.checkpoint as ocp
+
+    mp = _multiprocessing_options()
+    ck = ocp.Checkpointer(ocp.PyTreeCheckpointHandler(use_compression=False, multiprocessing_options=mp),
+                          multiprocessing_options=mp)
+    ck.save(path, args=ocp.args.PyTreeSave(tree))          # synchronous: done when it returns
 
 
 def _is_checkpoint_folder(path: str) -> bool:
@@ -86,10 +103,7 @@ def save(out_dir: str | os.PathLike, kind: str, config: Mapping[str, Any], varia
         raise CheckpointError(f"{out_dir}: cannot write the checkpoint here ({e.strerror})") from None
     old = None
     try:
-        ck = _checkpointer()
-        tree = {k: dict(v) for k, v in variables.items()}
-        ck.save(os.path.join(tmp, "variables"), tree)
-        ck.wait_until_finished()
+        _write_variables(os.path.join(tmp, "variables"), {k: dict(v) for k, v in variables.items()})
         meta = {"format": FORMAT, "version": VERSION, "kind": kind, "config": dict(config),
                 "source": os.fspath(source), "sha256": digest(kind, config, variables)}
         write_json_atomic(os.path.join(tmp, "config.json"), meta)

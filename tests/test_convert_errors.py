@@ -254,6 +254,20 @@ def test_convert_replaces_a_checkpoint_and_follows_the_umask(golden, tmp_path):
     assert checkpoint.identity(tmp_path / "copy")["sha256"] != second["sha256"]
 
 
+def test_weights_are_written_uncompressed(tmp_path):
+    """Loading is start-up time: the weights are stored raw (zstd decoding was half of the 4-ch
+    tagger's load), and read back bit-exactly."""
+    from s5jax import checkpoint
+
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((512, 1024)).astype(np.float32)          # 2 MiB of random weights
+    checkpoint.save(tmp_path / "ck", "separator", {"note": "test"}, {"params": {"w": w}})
+    size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(tmp_path / "ck" / "variables") for f in fs)
+    assert size >= w.nbytes                         # zstd takes random float32 to ≈ 0.9 of it
+    _, _, back = checkpoint.load(tmp_path / "ck")
+    np.testing.assert_array_equal(back["params"]["w"], w)
+
+
 def test_stored_hash_is_the_hash_of_the_weights(golden, tmp_path):
     """config.json carries the weights' hash (no hashing at load); a folder without one (written before
     the hash was stored) is hashed when loaded, to the same value."""
