@@ -4,6 +4,8 @@
     python bench/bench_compare.py --tree base=/tmp/base --tree new=. \
         [--models tagger-4ch separator system] [--batches 1 4] [--runs 3] [--rounds 2] [--seconds 10]
     python bench/bench_compare.py --tree base=/tmp/base --tree new=. --startup   # cold vs warm start
+    python bench/bench_compare.py --tree xla=. --tree ynn=. --xla ynn=--xla_cpu_experimental_ynn_fusion_type=dot
+                                                           # one tree under other XLA_FLAGS
 
 Every (round, model, batch, tree) is a fresh subprocess with PYTHONPATH=tree, so each tree runs its own
 code and its own peak RSS is measured; trees alternate inside a round and their order flips between
@@ -124,14 +126,18 @@ MALLOC_ENV = {"cli": {},
               "default": {"S5JAX_MALLOC": "default"}}
 
 
-def worker_env(tree: pathlib.Path, malloc: str) -> dict:
+def worker_env(tree: pathlib.Path, malloc: str, xla_flags: str | None = None) -> dict:
     env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    if xla_flags is not None:
+        env["XLA_FLAGS"] = xla_flags
     return dict(env, PYTHONPATH=str(tree), **MALLOC_ENV[malloc])
 
 
-def _run_worker(tree: pathlib.Path, args: list[str], malloc: str = "cli") -> dict:
+def _run_worker(tree: pathlib.Path, args: list[str], malloc: str = "cli", xla_flags: str | None = None) -> dict:
+    """One worker process; xla_flags None: XLA_FLAGS as in this environment."""
+    env = worker_env(tree, malloc, xla_flags)
     r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", *args],
-                       cwd=tree, env=worker_env(tree, malloc), capture_output=True, text=True)
+                       cwd=tree, env=env, capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"worker {args} in {tree} failed:\n{r.stderr[-2000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])
@@ -145,7 +151,7 @@ def _load() -> str:
     return " ".join(f"{x:.1f}" for x in os.getloadavg())
 
 
-def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, seconds, mallocs) -> None:
+def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, seconds, mallocs, xla) -> None:
     results: dict[tuple, list[dict]] = {}
     for rnd in range(rounds):
         order = list(trees) if rnd % 2 == 0 else list(reversed(trees))
@@ -154,7 +160,7 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
                 for name in order:
                     print(f"  round {rnd + 1}: {model} b{batch} {name} (load {_load()})", file=sys.stderr)
                     r = _run_worker(trees[name], [model, str(batch), "--runs", str(runs),
-                                                  "--seconds", str(seconds)], mallocs[name])
+                                                  "--seconds", str(seconds)], mallocs[name], xla.get(name))
                     results.setdefault((model, batch, name), []).append(r)
     first = next(iter(trees))
     print(f"\n{seconds:g} s 4-channel clips, {os.cpu_count()} cores, {rounds} rounds x {runs} timed calls "
@@ -178,7 +184,7 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
                       f"{bc / statistics.median(cpu):>6.2f} {mallocs[name]}")
 
 
-def startup(trees: dict[str, pathlib.Path], rounds: int, mallocs: dict) -> None:
+def startup(trees: dict[str, pathlib.Path], rounds: int, mallocs: dict, xla: dict) -> None:
     rows = {}
     for rnd in range(rounds):
         for name in (list(trees) if rnd % 2 == 0 else list(reversed(trees))):
@@ -186,7 +192,7 @@ def startup(trees: dict[str, pathlib.Path], rounds: int, mallocs: dict) -> None:
                 for state in ("cold", "warm"):
                     print(f"  round {rnd + 1}: startup {name} {state} (load {_load()})", file=sys.stderr)
                     r = _run_worker(trees[name], ["separator", "1", "--runs", "1", "--seconds", "1",
-                                                  "--cache-dir", cache], mallocs[name])
+                                                  "--cache-dir", cache], mallocs[name], xla.get(name))
                     rows.setdefault((name, state), []).append(r)
     print(f"\nstart-up of the separator on a 1 s clip with a JAX persistent compilation cache, {rounds} "
           f"rounds, load average at the end {_load()}")
@@ -210,6 +216,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=10.0)
     p.add_argument("--malloc", choices=sorted(MALLOC_ENV), default="cli",
                    help="cli: each tree as its CLI sets it up (default); keep/default: the same for all trees")
+    p.add_argument("--xla", action="append", default=[], metavar="NAME=FLAGS",
+                   help="XLA_FLAGS for the tree called NAME (repeat; e.g. the same tree twice, once with flags)")
     p.add_argument("--startup", action="store_true", help="measure cold vs warm start instead")
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
@@ -228,10 +236,16 @@ def main(argv=None) -> int:
             p.error(f"--tree {spec}@{malloc}: malloc must be one of {', '.join(MALLOC_ENV)}")
         name = name if path else tree.name
         trees[name], mallocs[name] = tree, malloc or args.malloc
+    xla = {}                      # XLA_FLAGS per tree name; a tree without one inherits the environment's
+    for spec in args.xla:
+        name, _, flags = spec.partition("=")
+        if name not in trees:
+            p.error(f"--xla {spec}: no --tree called {name!r}")
+        xla[name] = flags
     if args.startup:
-        startup(trees, args.rounds, mallocs)
+        startup(trees, args.rounds, mallocs, xla)
     else:
-        compare(trees, args.models, args.batches, args.runs, args.rounds, args.seconds, mallocs)
+        compare(trees, args.models, args.batches, args.runs, args.rounds, args.seconds, mallocs, xla)
     return 0
 
 

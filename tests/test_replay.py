@@ -194,3 +194,29 @@ def test_sharded_over_8_devices_equals_one_device(tmp_path):
     assert np.isfinite(one).all() and np.ptp(one) > 0.1
     for cax in ("1", "2", "8", "plain"):
         np.testing.assert_allclose(res[cax], one, atol=1e-5)
+
+
+def test_sharded_replay_in_chunks_equals_one_program():
+    """More configs than one call takes (CONFIG_CHUNK) go in chunks, each padded to `config_bucket`;
+    the totals equal one plain `totals` over all configs, and new weights are not served from the
+    previous call's (the runner keeps the last weights it placed)."""
+    world = SyntheticWorld(37, seed=8)
+    base = dataclasses.replace(preset("system1"), energy_db=-100.0)
+    sw = base.switches()
+    rng = np.random.default_rng(0)
+    c = R.CONFIG_CHUNK + 6
+    cfgs = [dataclasses.replace(base, solo4=float(s), verify=(float(v),) * 18)
+            for s, v in zip(rng.choice([0.2, 0.5], c), rng.choice([0.05, 0.3, 0.9], c))]
+    for cfg in {(x.solo4, x.verify[0]): x for x in cfgs}.values():
+        complete(world, cfg)
+    prep = R.prepare(world.cache(), sw)
+    params = stack_params([x.params() for x in cfgs])
+    runner = R.ShardedReplay(prep, sw)
+    assert [R.config_bucket(n) for n in (1, 3, 100, 128, 129, 1000, R.CONFIG_CHUNK)] == [1, 4, 128, 128, 256, 1024, 1024]
+    for weights in (np.ones((1, 37), np.float32), np.stack([np.arange(37) % 3 == 0, np.arange(37) < 20]).astype(np.float32)):
+        got = runner(params, weights)
+        want = R.totals(params, prep, jnp.asarray(weights), sw)
+        for g, w in zip(got, want):
+            assert g.shape == (c, weights.shape[0])
+            np.testing.assert_allclose(g, np.asarray(w, np.float64), atol=1e-3)
+        assert np.asarray(got.missing).sum() == 0 and np.ptp(R.mean_score(got)[:, 0]) > 0.1
