@@ -139,16 +139,23 @@ def read_meta(ckpt_dir: str | os.PathLike) -> dict:
     return meta
 
 
-def load(ckpt_dir: str | os.PathLike, kinds: tuple[str, ...] | None = None) -> tuple[str, dict, dict]:
-    """-> (kind, config dict, variables as numpy arrays). `kinds` restricts the accepted model kinds."""
-    ckpt_dir = os.fspath(ckpt_dir)
-    meta = read_meta(ckpt_dir)
+def check_meta(ckpt_dir: str, meta: Mapping, kinds: tuple[str, ...] | None = None) -> str:
+    """The model kind of a folder's config.json (`read_meta`), after checking that it holds a model
+    config and (with `kinds`) is of an accepted kind: CheckpointError otherwise. Reads no weights."""
     kind = meta["kind"]
     if not isinstance(meta.get("config"), dict):
         raise CheckpointError(f"{ckpt_dir}: config.json has no model config (\"config\": "
                               f"{json.dumps(meta.get('config'))})")
     if kinds is not None and kind not in kinds:
         raise CheckpointError(f"{ckpt_dir}: holds a {kind} checkpoint, expected {' or '.join(kinds)}")
+    return kind
+
+
+def load(ckpt_dir: str | os.PathLike, kinds: tuple[str, ...] | None = None) -> tuple[str, dict, dict]:
+    """-> (kind, config dict, variables as numpy arrays). `kinds` restricts the accepted model kinds."""
+    ckpt_dir = os.fspath(ckpt_dir)
+    meta = read_meta(ckpt_dir)
+    kind = check_meta(ckpt_dir, meta, kinds)
     try:
         variables = _checkpointer().restore(os.path.join(os.path.abspath(ckpt_dir), "variables"))
     except Exception as e:  # orbax raises many types; the user needs the folder and the reason

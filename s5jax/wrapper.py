@@ -111,22 +111,19 @@ class LoadedModel:
         'default') replaces the config's matmul precision (the identity stays the checkpoint's)."""
         source = os.fspath(ckpt_dir)
         meta = checkpoint.read_meta(source)
-        if meta["kind"] in cls.KINDS and isinstance(meta.get("config"), dict):
+        kind = checkpoint.check_meta(source, meta, cls.KINDS)
+        try:
+            cfg = cls.CONFIG.from_dict(meta["config"])
+        except (TypeError, ValueError) as e:
+            raise CheckpointError(f"{source}: invalid {kind} config ({e})") from None
+        cls.check_config(cfg, kind, source)
+        # the weights are read (orbax, its own threads) while the expected shapes are traced here
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            loading = pool.submit(checkpoint.load, source, cls.KINDS)
             try:
-                cfg = cls.CONFIG.from_dict(meta["config"])
-            except (TypeError, ValueError) as e:
-                raise CheckpointError(f"{source}: invalid {meta['kind']} config ({e})") from None
-            cls.check_config(cfg, meta["kind"], source)
-            # the weights are read (orbax, its own threads) while the expected shapes are traced here
-            with concurrent.futures.ThreadPoolExecutor(1) as pool:
-                loading = pool.submit(checkpoint.load, source, cls.KINDS)
-                try:
-                    expected = cls.expected_variables(cfg)
-                finally:
-                    kind, config, variables = loading.result()
-        else:
-            checkpoint.load(source, kinds=cls.KINDS)      # raises the one-line error of the wrong kind / config
-            raise CheckpointError(f"{source}: not a {' or '.join(cls.KINDS)} checkpoint")  # (not reached)
+                expected = cls.expected_variables(cfg)
+            finally:
+                kind, config, variables = loading.result()
         check_shapes(variables, expected, source)
         if precision is not None:
             cfg = dataclasses.replace(cfg, precision=precision)
