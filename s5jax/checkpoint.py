@@ -151,10 +151,13 @@ def check_meta(ckpt_dir: str, meta: Mapping, kinds: tuple[str, ...] | None = Non
     return kind
 
 
-def load(ckpt_dir: str | os.PathLike, kinds: tuple[str, ...] | None = None) -> tuple[str, dict, dict]:
-    """-> (kind, config dict, variables as numpy arrays). `kinds` restricts the accepted model kinds."""
+def load(ckpt_dir: str | os.PathLike, kinds: tuple[str, ...] | None = None,
+         meta: Mapping | None = None) -> tuple[str, dict, dict]:
+    """-> (kind, config dict, variables as numpy arrays). `kinds` restricts the accepted model kinds.
+    `meta`: the folder's config.json as the caller already read it (`read_meta`), so the config and
+    the stored hash it uses come from the same read as the caller's."""
     ckpt_dir = os.fspath(ckpt_dir)
-    meta = read_meta(ckpt_dir)
+    meta = read_meta(ckpt_dir) if meta is None else meta
     kind = check_meta(ckpt_dir, meta, kinds)
     try:
         variables = _checkpointer().restore(os.path.join(os.path.abspath(ckpt_dir), "variables"))
@@ -189,28 +192,27 @@ def make_identity(path: str | os.PathLike | None, kind: str, config: Mapping[str
             "sha256": digest(kind, config, variables)}
 
 
-def _stored_digest(meta: Mapping) -> str | None:
+def _stored_identity(ckpt_dir: str | os.PathLike, meta: Mapping) -> dict | None:
+    """The identity config.json records (`save` writes the hash), or None for a folder without one."""
     h = meta.get("sha256")
-    return h if isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h) else None
+    if not (isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)):
+        return None
+    return {"path": os.path.abspath(os.fspath(ckpt_dir)), "kind": meta["kind"], "sha256": h}
 
 
-def folder_identity(ckpt_dir: str | os.PathLike, kind: str, config: Mapping[str, Any], variables: Mapping,
-                    meta: Mapping | None = None) -> dict:
-    """The identity of a loaded checkpoint folder: the hash config.json stores, else hashed now."""
-    meta = read_meta(ckpt_dir) if meta is None else meta
-    h = _stored_digest(meta)
-    if h is None:
-        return make_identity(ckpt_dir, kind, config, variables)
-    return {"path": os.path.abspath(os.fspath(ckpt_dir)), "kind": kind, "sha256": h}
+def folder_identity(ckpt_dir: str | os.PathLike, meta: Mapping, config: Mapping[str, Any], variables: Mapping) -> dict:
+    """The identity of a loaded checkpoint folder (meta: its config.json): the stored hash, else hashed now."""
+    return _stored_identity(ckpt_dir, meta) or make_identity(ckpt_dir, meta["kind"], config, variables)
 
 
 def identity(ckpt_dir: str | os.PathLike) -> dict:
     """A checkpoint folder's identity {"path", "kind", "sha256"} (the stored hash; a folder without one
     is read and hashed)."""
     meta = read_meta(ckpt_dir)
-    if _stored_digest(meta) is not None:
-        return folder_identity(ckpt_dir, meta["kind"], meta.get("config") or {}, {}, meta)
-    kind, config, variables = load(ckpt_dir)
+    stored = _stored_identity(ckpt_dir, meta)
+    if stored is not None:
+        return stored
+    kind, config, variables = load(ckpt_dir, meta=meta)
     return make_identity(ckpt_dir, kind, config, variables)
 
 

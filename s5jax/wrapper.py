@@ -119,15 +119,15 @@ class LoadedModel:
         cls.check_config(cfg, kind, source)
         # the weights are read (orbax, its own threads) while the expected shapes are traced here
         with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            loading = pool.submit(checkpoint.load, source, cls.KINDS)
+            loading = pool.submit(checkpoint.load, source, cls.KINDS, meta)
             try:
                 expected = cls.expected_variables(cfg)
             finally:
-                kind, config, variables = loading.result()
+                _, config, variables = loading.result()
         check_shapes(variables, expected, source)
         if precision is not None:
             cfg = dataclasses.replace(cfg, precision=precision)
-        return cls(cfg, variables, kind, source, checkpoint.folder_identity(source, kind, config, variables, meta))
+        return cls(cfg, variables, kind, source, checkpoint.folder_identity(source, meta, config, variables))
 
     @property
     def num_params(self) -> int:

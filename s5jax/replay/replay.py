@@ -356,9 +356,6 @@ class ShardedReplay:
             n = int(part.w1.shape[0])
             size = config_bucket(n)
             out.append((n, self._fn(pad_configs(part, size + (-size) % n_cfg), self._subs, ws)))
-        if len(out) == 1:
-            n, t = out[0]
-            return Totals(*(np.asarray(x, np.float64)[:n] for x in t))
         return Totals(*(np.concatenate([np.asarray(t[i], np.float64)[:n] for n, t in out]) for i in range(3)))
 
 
