@@ -209,3 +209,39 @@ def test_convert_tagger_keys_as_separator_fails(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "not a separator" in err and err.count("\n") == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_up_conv_is_the_transposed_convolution():
+    """UpConv (matmul + pixel shuffle) equals the definition y[t*st+h, f*sf+w] = x[t, f] @ k[h, w]."""
+    from s5jax.models.resunet import UpConv
+
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 3, 5, 4)).astype(np.float32)
+    for factor in ((2, 2), (1, 2)):
+        up = UpConv(SMALL, 6, factor)
+        k = rng.standard_normal((*factor, 4, 6)).astype(np.float32)
+        y = np.asarray(up.apply({"params": {"kernel": k}}, x))
+        want = np.zeros((2, 3 * factor[0], 5 * factor[1], 6), np.float32)
+        for h in range(factor[0]):
+            for w in range(factor[1]):
+                want[:, h::factor[0], w::factor[1]] = x @ k[h, w]
+        np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
+
+
+def test_model_programs_are_compiled_without_ynnpack(small_separator):
+    """On CPU the separator, tagger and system programs get `xla_options.model_options()` (XLA's own
+    convolutions and matmuls): their compiled HLO holds no YNNPACK fusion, where a plain jit does."""
+    from s5jax import xla_options
+    from s5jax.pipeline import DataParallel
+
+    if xla_options.model_options() is None:
+        pytest.skip("this jaxlib has no YNNPACK fusion option")
+    args = (small_separator.variables, _noise(1, 2048), np.asarray(query_vector(np.array([[1, 2, 18]]))))
+    plain = jax.jit(small_separator.apply_fn).lower(*args).compile().as_text()
+    if "ynn_fusion" not in plain:
+        pytest.skip("this jaxlib does not use YNNPACK by default")
+    ours = small_separator._jitted.lower(*args).compile().as_text()
+    assert "ynn_fusion" not in ours and "convolution" in ours
+    dp = DataParallel(lambda w, b: small_separator.apply_fn(w, *b), small_separator.variables)
+    text = dp._fn.lower(dp.weights, jax.device_put(args[1:], dp.batch_sharding)).compile().as_text()
+    assert "ynn_fusion" not in text and "convolution" in text
