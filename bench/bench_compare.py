@@ -11,10 +11,9 @@ Every (round, model, batch, tree) is a fresh subprocess with PYTHONPATH=tree, so
 code and its own peak RSS is measured; trees alternate inside a round and their order flips between
 rounds, so load changes on a shared machine hit all trees alike. A worker converts synthetic weights
 of the full-size official model (`s5jax.demo.synthetic_state_dict`, the real conversion), jits the
-plain forward pass (`system` = 4-ch tagger -> silence last -> separator, `pipeline.make_baseline`)
-with the compiler options the tree's library gives its model programs (`s5jax.xla_options`, when
-the tree has it), compiles and warms up once, then times `--runs` calls: wall (perf_counter), CPU
-(process_time, all threads) and minor page faults per call. The process is set up as the `s5jax` CLI sets it up
+plain forward pass (`system` = 4-ch tagger -> silence last -> separator, `pipeline.make_baseline`),
+compiles and warms up once, then times `--runs` calls: wall (perf_counter), CPU (process_time, all
+threads) and minor page faults per call. The process is set up as the `s5jax` CLI sets it up
 (`s5jax.runtime.configure_from_env()` when the tree has it), or, with `--malloc keep|default`, with
 the same glibc malloc behaviour for every tree (to measure code changes alone).
 
@@ -47,15 +46,6 @@ def _setup_process() -> str:
     except ImportError:
         return "n/a"
     return runtime.configure_from_env()
-
-
-def _model_options():
-    """The compiler options this tree's library gives its model programs (none before xla_options)."""
-    try:
-        from s5jax.xla_options import model_options
-    except ImportError:
-        return None
-    return model_options()
 
 
 def _apply_fns(model: str):
@@ -107,7 +97,7 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
     variables = jax.device_put(variables)
     rng = np.random.default_rng(0)
     mix = jax.device_put((0.1 * rng.standard_normal((batch, 4, int(seconds * 32000)))).astype(np.float32))
-    jitted = jax.jit(fn, compiler_options=_model_options())     # compiled as the library compiles it
+    jitted = jax.jit(fn)
     t_ready, c_ready = time.perf_counter(), time.process_time()
     jax.block_until_ready(jitted(variables, mix))              # compile + first run
     first_wall, first_cpu = time.perf_counter() - t_ready, time.process_time() - c_ready

@@ -1,6 +1,6 @@
 """Per-stage time and GFLOP/s of the full-size 4-ch tagger and separator (10 s clips), one or more trees.
 
-    python bench/bench_stages.py [--tree base=/tmp/base --tree new=.] [--batch 1] [--reps 3] [--ab]
+    python bench/bench_stages.py [--tree base=/tmp/base --tree new=.] [--batch 1] [--reps 3]
 
 Each stage is jitted on its own and fed the real activation it gets inside the model (captured from
 one forward pass with Flax `capture_intermediates`); synthetic full-size weights as in
@@ -8,9 +8,7 @@ bench_compare.py. Per stage: median CPU s (process_time, all threads) and wall s
 after a warm-up, XLA's own FLOP count of the compiled stage (`cost_analysis`), GFLOP/s per wall
 second and per CPU second. `whole` is the jitted model; its time is not the sum of the rows (the
 rows overlap: an encoder block contains its attention and MLP; the separator rows leave out the
-mask head and the small 1x1 convs). Trees run in separate processes, alternating. Stages are compiled
-with the compiler options the tree gives its model programs (`s5jax.xla_options`); `--ab` adds, per
-tree, a column compiled with XLA's defaults instead, timed in the same process, calls alternating.
+mask head and the small 1x1 convs). Trees run in separate processes, alternating.
 
 Stages — tagger: front end (log-mel), encoder block (x depth), its attention, its MLP, head.
 Separator: STFT, FiLM (label embedding + every block's beta Dense), each encoder level, bottleneck,
@@ -29,41 +27,23 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 from bench_compare import MALLOC_ENV, _load, worker_env  # noqa: E402  (same folder)
 
 
-def _model_options():
-    """The compiler options this tree compiles its model programs with (none before xla_options)."""
-    try:
-        from s5jax.xla_options import model_options
-    except ImportError:
-        return None
-    return model_options()
-
-
-def _timed(fn, args, reps: int, ab: bool = False) -> dict:
-    """Time one stage compiled as the tree's models are (its `model_options`); with `ab` also with
-    XLA's default options, calls alternating in this process: {"model": {...}, "xla": {...}}."""
+def _timed(fn, args, reps: int) -> dict:
     import time
 
     import jax
 
-    lowered = jax.jit(fn).lower(*args)
-    variants = {"model": lowered.compile(_model_options())}
-    if ab:
-        variants["xla"] = lowered.compile()
-    out = {}
-    for key, compiled in variants.items():
-        cost = compiled.cost_analysis()
-        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-        out[key] = {"gflop": float((cost or {}).get("flops", 0.0)) / 1e9, "wall": [], "cpu": []}
+    compiled = jax.jit(fn).lower(*args).compile()
+    cost = compiled.cost_analysis()
+    cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+    flops = float((cost or {}).get("flops", 0.0))
+    jax.block_until_ready(compiled(*args))
+    wall, cpu = [], []
+    for _ in range(reps):
+        t0, c0 = time.perf_counter(), time.process_time()
         jax.block_until_ready(compiled(*args))
-    for i in range(reps):
-        for key in (list(variants) if i % 2 == 0 else list(reversed(variants))):
-            t0, c0 = time.perf_counter(), time.process_time()
-            jax.block_until_ready(variants[key](*args))
-            out[key]["wall"].append(time.perf_counter() - t0)
-            out[key]["cpu"].append(time.process_time() - c0)
-    for r in out.values():
-        r["wall"], r["cpu"] = statistics.median(r["wall"]), statistics.median(r["cpu"])
-    return out if ab else out["model"]
+        wall.append(time.perf_counter() - t0)
+        cpu.append(time.process_time() - c0)
+    return {"wall": statistics.median(wall), "cpu": statistics.median(cpu), "gflop": flops / 1e9}
 
 
 def _captured(inter, *path):
@@ -74,7 +54,7 @@ def _captured(inter, *path):
     return node["__call__"][0]
 
 
-def tagger_stages(batch: int, reps: int, ab: bool = False) -> list:
+def tagger_stages(batch: int, reps: int) -> list:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -109,10 +89,10 @@ def tagger_stages(batch: int, reps: int, ab: bool = False) -> list:
         ("head", lambda v, x: head.apply(v, x), (head_v, cat), 1),
         ("whole tagger", lambda v, w: model.apply(v, w)[0], (variables, wav), 1),
     ]
-    return [(name, count, _timed(fn, args, reps, ab)) for name, fn, args, count in rows]
+    return [(name, count, _timed(fn, args, reps)) for name, fn, args, count in rows]
 
 
-def separator_stages(batch: int, reps: int, ab: bool = False) -> list:
+def separator_stages(batch: int, reps: int) -> list:
     import jax
     import jax.numpy as jnp
     import numpy as np
@@ -178,12 +158,12 @@ def separator_stages(batch: int, reps: int, ab: bool = False) -> list:
         x = _captured(inter, "base", name)
     rows += [("ISTFT", lambda r, i: stft_lib.istft(r, i, mix.shape[-1], c.n_fft, c.hop), (stem_re, stem_re), 1),
              ("whole separator", lambda v, m, q: model.apply(v, m, q)[0], (variables, mix, q), 1)]
-    return [(name, count, _timed(fn, args, reps, ab)) for name, fn, args, count in rows]
+    return [(name, count, _timed(fn, args, reps)) for name, fn, args, count in rows]
 
 
-def worker(model: str, batch: int, reps: int, ab: bool = False) -> list:
+def worker(model: str, batch: int, reps: int) -> list:
     stages = tagger_stages if model == "tagger" else separator_stages
-    return [{"stage": n, "count": k, **r} for n, k, r in stages(batch, reps, ab)]
+    return [{"stage": n, "count": k, **r} for n, k, r in stages(batch, reps)]
 
 
 def main(argv=None) -> int:
@@ -194,13 +174,10 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--malloc", choices=sorted(MALLOC_ENV), default="keep",
                    help="glibc malloc for every tree (see bench_compare.py); default keep")
-    p.add_argument("--ab", action="store_true",
-                   help="per tree, also compile every stage with XLA's default options (columns NAME:xla) "
-                        "beside the tree's model options (NAME), calls alternating in one process")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.batch, args.reps, args.ab)))
+        print(json.dumps(worker(args.worker, args.batch, args.reps)))
         return 0
     trees = {}
     for spec in args.tree or ["new=."]:
@@ -210,21 +187,16 @@ def main(argv=None) -> int:
         res = {}
         for i, name in enumerate(trees if args.models.index(model) % 2 == 0 else reversed(trees)):
             print(f"  {model} {name} (load {_load()})", file=sys.stderr)
-            rows = _run_worker_stages(trees[name], model, args.batch, args.reps, args.malloc, args.ab)
-            if args.ab:
-                res[name] = [dict(r, **r["model"]) for r in rows]
-                res[f"{name}:xla"] = [dict(r, **r["xla"]) for r in rows]
-            else:
-                res[name] = rows
+            res[name] = _run_worker_stages(trees[name], model, args.batch, args.reps, args.malloc)
         print(f"\n{model}, 10 s 4-channel clip(s), batch {args.batch}, median of {args.reps} calls per stage, "
               f"{os.cpu_count()} cores, malloc: {args.malloc}, load average {_load()}")
         head = f"{'stage':<34} {'x':>3}"
-        for name in res:
+        for name in trees:
             head += f" | {name + ' CPU s':>12} {'wall s':>7} {'GFLOP':>7} {'GF/s wall':>9} {'GF/CPU s':>8}"
         print(head)
-        for k, row in enumerate(res[next(iter(res))]):
+        for k, row in enumerate(res[next(iter(trees))]):
             line = f"{row['stage']:<34} {row['count']:>3}"
-            for name in res:
+            for name in trees:
                 r = res[name][k]
                 gw = r["gflop"] / r["wall"] if r["wall"] else 0.0
                 gc = r["gflop"] / r["cpu"] if r["cpu"] else 0.0
@@ -233,12 +205,11 @@ def main(argv=None) -> int:
     return 0
 
 
-def _run_worker_stages(tree: pathlib.Path, model: str, batch: int, reps: int, malloc: str, ab: bool) -> list:
+def _run_worker_stages(tree: pathlib.Path, model: str, batch: int, reps: int, malloc: str) -> list:
     import subprocess
 
     r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", model,
-                        "--batch", str(batch), "--reps", str(reps)] + ["--ab"] * ab, cwd=tree,
-                       env=worker_env(tree, malloc),
+                        "--batch", str(batch), "--reps", str(reps)], cwd=tree, env=worker_env(tree, malloc),
                        capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"stage worker {model} in {tree} failed:\n{r.stderr[-3000:]}")

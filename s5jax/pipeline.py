@@ -17,7 +17,6 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from .labels import NUM_SLOTS, SILENCE
 from .separator import query_vector
 from .tagger import predict_from_logits  # per-track argmax, its probability, the softmax  # slot class ids -> the 54-dim query (silence = zeros)
-from .xla_options import model_options
 
 
 class S5Output(NamedTuple):
@@ -74,7 +73,7 @@ class DataParallel:
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
         self.weights = jax.device_put(weights, replicated)
         self._fn = jax.jit(fn, in_shardings=(replicated, self.batch_sharding),
-                           out_shardings=self.batch_sharding, compiler_options=model_options(devices[0].platform))
+                           out_shardings=self.batch_sharding)
 
     def __call__(self, batch, pad_to: int = 0):
         """batch [b, ...] (or a tuple of such) -> outputs for the b clips. `pad_to` pads a short last

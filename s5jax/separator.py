@@ -17,7 +17,6 @@ import numpy as np
 from .errors import AudioError
 from .models.resunet import ResUNetConfig, ResUNetSeparator
 from .wrapper import LoadedModel
-from .xla_options import model_options
 
 
 def query_vector(queries, num_classes: int = 18) -> jax.Array:
@@ -40,7 +39,7 @@ class Separator(LoadedModel):
     def __init__(self, config: ResUNetConfig, variables: dict, kind: str = "", source: str | None = None,
                  identity: dict | None = None):
         super().__init__(config, variables, kind, source, identity)
-        self._jitted = jax.jit(self.apply_fn, compiler_options=model_options())   # one program per input shape
+        self._jitted = jax.jit(self.apply_fn)            # jax caches one program per input shape
 
     @property
     def config(self) -> ResUNetConfig:

@@ -19,7 +19,6 @@ import numpy as np
 from .errors import AudioError, CheckpointError
 from .models.m2d import M2DConfig, M2DTagger
 from .wrapper import LoadedModel
-from .xla_options import model_options
 
 
 class TagPrediction(NamedTuple):
@@ -45,16 +44,15 @@ class Tagger(LoadedModel):
     def __init__(self, cfg: M2DConfig, variables, kind: str = "", source: str | None = None,
                  identity: dict | None = None):
         super().__init__(cfg, variables, kind, source, identity)
-        options = model_options()
-        self._logits = jax.jit(self.apply_fn, compiler_options=options)
-        self._predict = jax.jit(lambda v, w: predict_from_logits(self.apply_fn(v, w)), compiler_options=options)
+        self._logits = jax.jit(self.apply_fn)
+        self._predict = jax.jit(lambda v, w: predict_from_logits(self.apply_fn(v, w)))
         module = self.module
 
         def intermediates(variables, waveform):
             logits, inter = module.apply(variables, waveform)
             return {"logits": logits, **inter}
 
-        self._intermediates = jax.jit(intermediates, compiler_options=options)
+        self._intermediates = jax.jit(intermediates)
 
     @classmethod
     def default_kind(cls, cfg: M2DConfig) -> str:

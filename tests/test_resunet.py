@@ -227,21 +227,3 @@ def test_up_conv_is_the_transposed_convolution():
                 want[:, h::factor[0], w::factor[1]] = x @ k[h, w]
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
 
-
-def test_model_programs_are_compiled_without_ynnpack(small_separator):
-    """On CPU the separator, tagger and system programs get `xla_options.model_options()` (XLA's own
-    convolutions and matmuls): their compiled HLO holds no YNNPACK fusion, where a plain jit does."""
-    from s5jax import xla_options
-    from s5jax.pipeline import DataParallel
-
-    if xla_options.model_options() is None:
-        pytest.skip("this jaxlib has no YNNPACK fusion option")
-    args = (small_separator.variables, _noise(1, 2048), np.asarray(query_vector(np.array([[1, 2, 18]]))))
-    plain = jax.jit(small_separator.apply_fn).lower(*args).compile().as_text()
-    if "ynn_fusion" not in plain:
-        pytest.skip("this jaxlib does not use YNNPACK by default")
-    ours = small_separator._jitted.lower(*args).compile().as_text()
-    assert "ynn_fusion" not in ours and "convolution" in ours
-    dp = DataParallel(lambda w, b: small_separator.apply_fn(w, *b), small_separator.variables)
-    text = dp._fn.lower(dp.weights, jax.device_put(args[1:], dp.batch_sharding)).compile().as_text()
-    assert "ynn_fusion" not in text and "convolution" in text
