@@ -227,3 +227,21 @@ def test_up_conv_is_the_transposed_convolution():
                 want[:, h::factor[0], w::factor[1]] = x @ k[h, w]
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
 
+
+
+@pytest.mark.parametrize("windows", [2, 4])
+def test_convolution_in_time_windows_equals_whole(windows):
+    """A 3x3 convolution run over time windows stacked on the batch axis equals the plain one."""
+    from flax import linen as nn
+
+    from s5jax.models.resunet import conv_in_windows, time_windows
+
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 16, 6, 3)).astype(np.float32)
+    k = rng.standard_normal((3, 3, 3, 5)).astype(np.float32)
+    whole = nn.Conv(5, (3, 3), padding=((1, 1), (1, 1)), use_bias=False)
+    cut = nn.Conv(5, (3, 3), padding=((0, 0), (1, 1)), use_bias=False)
+    want = np.asarray(whole.apply({"params": {"kernel": k}}, x))
+    got = np.asarray(cut.apply({"params": {"kernel": k}}, x, method=lambda m, z: conv_in_windows(m, z, windows)))
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    assert time_windows(2016, 512) == 4 and time_windows(1008, 256) == 1 and time_windows(2018, 512) == 1
