@@ -228,7 +228,6 @@ def test_up_conv_is_the_transposed_convolution():
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
 
 
-
 @pytest.mark.parametrize("windows", [2, 4])
 def test_convolution_in_time_windows_equals_whole(windows):
     """A 3x3 convolution run over time windows stacked on the batch axis equals the plain one."""
