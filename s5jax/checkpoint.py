@@ -192,7 +192,7 @@ def make_identity(path: str | os.PathLike | None, kind: str, config: Mapping[str
             "sha256": digest(kind, config, variables)}
 
 
-def _stored_identity(ckpt_dir: str | os.PathLike, meta: Mapping) -> dict | None:
+def stored_identity(ckpt_dir: str | os.PathLike, meta: Mapping) -> dict | None:
     """The identity config.json records (`save` writes the hash), or None for a folder without one."""
     h = meta.get("sha256")
     if not (isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)):
@@ -202,14 +202,14 @@ def _stored_identity(ckpt_dir: str | os.PathLike, meta: Mapping) -> dict | None:
 
 def folder_identity(ckpt_dir: str | os.PathLike, meta: Mapping, config: Mapping[str, Any], variables: Mapping) -> dict:
     """The identity of a loaded checkpoint folder (meta: its config.json): the stored hash, else hashed now."""
-    return _stored_identity(ckpt_dir, meta) or make_identity(ckpt_dir, meta["kind"], config, variables)
+    return stored_identity(ckpt_dir, meta) or make_identity(ckpt_dir, meta["kind"], config, variables)
 
 
 def identity(ckpt_dir: str | os.PathLike) -> dict:
     """A checkpoint folder's identity {"path", "kind", "sha256"} (the stored hash; a folder without one
     is read and hashed)."""
     meta = read_meta(ckpt_dir)
-    stored = _stored_identity(ckpt_dir, meta)
+    stored = stored_identity(ckpt_dir, meta)
     if stored is not None:
         return stored
     kind, config, variables = load(ckpt_dir, meta=meta)

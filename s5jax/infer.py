@@ -40,7 +40,7 @@ from .audio import read_audio, write_audio
 from .dataset import estimate_name, list_soundscapes, oracle_folder, reference_files, soundscape_folder
 from .errors import S5Error
 from .files import clean_stale_parts, part_prefix, write_json_atomic, write_text_atomic
-from .labels import LABELS, SILENCE
+from .labels import LABELS, SAMPLE_RATE, SILENCE
 
 RUN_FILE = "run.json"
 TOP_LEVEL = ("results.json", "labels.csv", "scores")
@@ -64,6 +64,10 @@ class Engine:
     settings: dict
     nparams: int
     min_samples: int
+    # called once before any output is touched, with the first clip's length in samples (None when
+    # unknown): may compile for it while the weights are still being read, then waits for them, so a
+    # checkpoint that fails to read fails here
+    prepare: Callable[[int | None], None] | None = None
 
 
 def _record_path(out_dir: str, name: str) -> str:
@@ -214,13 +218,23 @@ def default_batch_size() -> int:
 def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int,
                     precision: str | None = None) -> Engine:
     """The official baseline (tagger -> silence last -> separator), data-parallel over local devices.
-    `precision` overrides both models' matmul precision (None: the checkpoints' own)."""
+    `precision` overrides both models' matmul precision (None: the checkpoints' own). Returns while
+    the weights are still being read; `Engine.prepare` compiles meanwhile and then waits for them."""
     from . import Separator, Tagger
     from .pipeline import sharded_baseline
 
-    tagger = Tagger.from_checkpoint(tagger_dir, precision=precision)
-    separator = Separator.from_checkpoint(separator_dir, precision=precision)
-    system = sharded_baseline(tagger.apply_fn, tagger.variables, separator.apply_fn, separator.variables)
+    tagger = Tagger.from_checkpoint(tagger_dir, precision=precision, wait=False)
+    separator = Separator.from_checkpoint(separator_dir, precision=precision, wait=False)
+    system = sharded_baseline(tagger.apply_fn, lambda: tagger.variables,
+                              separator.apply_fn, lambda: separator.variables)
+
+    def prepare(samples: int | None) -> None:
+        if samples is not None:
+            key = {"system": "baseline", "tagger": [tagger.kind, tagger.cfg.to_dict()],
+                   "separator": [separator.kind, separator.cfg.to_dict()]}
+            system.prepare((tagger.abstract_variables, separator.abstract_variables),
+                           (batch_size, 4, samples), key=key)
+        system.weights
 
     def compute(mixture: np.ndarray):
         out = system(mixture, pad_to=batch_size)
@@ -228,8 +242,23 @@ def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int,
 
     settings = {"system": "baseline", "tagger": tagger.identity, "separator": separator.identity,
                 "precision": {"tagger": tagger.cfg.precision, "separator": separator.cfg.precision}}
-    return Engine(compute, settings, int(tagger.num_params + separator.num_params),
-                  max(tagger.min_samples, separator.min_samples))
+    nparams = int(tagger.num_params + separator.num_params)
+    return Engine(compute, settings, nparams, max(tagger.min_samples, separator.min_samples), prepare)
+
+
+def _first_length(clips: list[tuple[str, str]], min_samples: int) -> int | None:
+    """Samples in the first soundscape whose header says it will run (4 channels, 32 kHz, long enough):
+    the length `Engine.prepare` compiles for. None when no header says so."""
+    import soundfile as sf
+
+    for _, path in clips:
+        try:
+            info = sf.info(path)
+        except Exception:        # unreadable: it is reported when its turn comes
+            continue
+        if info.channels == 4 and info.samplerate == SAMPLE_RATE and info.frames >= min_samples:
+            return int(info.frames)
+    return None
 
 
 def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separator_dir: str | None = None,
@@ -267,6 +296,9 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
     else:
         eng = engine(batch_size)
     existing = _check_records(out_dir, clips, eng.settings) if os.path.isdir(out_dir) else {}
+    if eng.prepare is not None:       # before any output is touched: a bad checkpoint fails here
+        eng.prepare(_first_length([c for c in clips if not _is_done(out_dir, existing.get(c[0]))],
+                                  eng.min_samples))
     _prepare_out(out_dir, eng.settings)
 
     report = InferReport()

@@ -127,7 +127,7 @@ def convert_checkpoint(path: str, out_dir: str, kind: str | None = None,
                 cfg = model.CONFIG.from_dict(config)
             except (TypeError, ValueError) as e:
                 raise CheckpointError(f"{path}: invalid {kind} config after --set ({e})") from None
-            check_shapes(variables, model.expected_variables(cfg), path)
+            check_shapes(variables, model.expected_shapes(cfg), path)
     checkpoint.save(out_dir, kind, config, variables, source=os.path.abspath(path))
     return kind
 

@@ -12,6 +12,7 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax import export
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from .labels import NUM_SLOTS, SILENCE
@@ -24,6 +25,12 @@ class S5Output(NamedTuple):
     probs: jax.Array     # [batch, 3] float32 tagger probability of that class
     softmax: jax.Array   # [batch, 3, 19] full tagger softmax (slots reordered like labels)
     stems: jax.Array     # [batch, 3, samples] one mono stem per slot; silent slots are zero
+
+
+try:   # so an exported baseline program (DataParallel.prepare with a key) can be kept on disk
+    export.register_namedtuple_serialization(S5Output, serialized_name="s5jax.pipeline.S5Output")
+except ValueError:     # registered already (module reloaded)
+    pass
 
 
 def silence_last(labels: jax.Array, *per_slot: jax.Array):
@@ -57,41 +64,127 @@ def make_baseline(tagger_apply: Callable, separator_apply: Callable) -> Callable
     return baseline
 
 
+def _avals(tree) -> tuple:
+    return tuple((tuple(a.shape), np.dtype(a.dtype).str) for a in jax.tree.leaves(tree))
+
+
 class DataParallel:
     """Run a pure function (weights..., batch) over all local devices, batch axis sharded.
 
     The weights are placed once, replicated on every device; each call pads the batch to a multiple of
     the device count (padding is dropped from the outputs), so any batch size works on any mesh.
     `batch` is one array or a tuple of arrays sharing the leading batch axis.
+
+    `weights` may be a zero-argument callable returning them (e.g. models whose weights are still
+    being read): it is called at the first call, or by `weights`. `prepare` compiles the program for
+    a batch shape from the weights' shapes alone, so compiling overlaps with reading them.
     """
 
-    def __init__(self, fn: Callable, weights: tuple, devices=None):
+    def __init__(self, fn: Callable, weights, devices=None):
         devices = list(jax.local_devices() if devices is None else devices)
         self.mesh = Mesh(np.asarray(devices), ("data",))
         self.n_devices = len(devices)
-        replicated = NamedSharding(self.mesh, P())
+        self.replicated = NamedSharding(self.mesh, P())
         self.batch_sharding = NamedSharding(self.mesh, P("data"))
-        self.weights = jax.device_put(weights, replicated)
-        self._fn = jax.jit(fn, in_shardings=(replicated, self.batch_sharding),
+        self._weights = weights if callable(weights) else jax.device_put(weights, self.replicated)
+        self._fn = jax.jit(fn, in_shardings=(self.replicated, self.batch_sharding),
                            out_shardings=self.batch_sharding)
+        self._programs: dict[tuple, tuple] = {}   # batch avals -> (weight avals, program) from `prepare`
+
+    @property
+    def weights(self):
+        """The weights, replicated on the mesh (waits for them if they were given as a callable)."""
+        if callable(self._weights):
+            self._weights = jax.device_put(self._weights(), self.replicated)
+        return self._weights
+
+    def padded_size(self, n: int, pad_to: int = 0) -> int:
+        """The batch size a call of `n` clips runs at: at least `pad_to`, a multiple of the devices."""
+        size = max(n, pad_to)
+        return size + (-size) % self.n_devices
+
+    def prepare(self, abstract_weights, batch_shape: tuple, dtype=np.float32, key=None) -> None:
+        """Trace and compile (or fetch from JAX's persistent cache) the program for batches of
+        `batch_shape` (its batch size padded as a call pads it) from `abstract_weights`
+        (jax.ShapeDtypeStruct leaves) alone. A call whose weights turn out to differ in shape or dtype
+        compiles anew as usual.
+
+        With `key` (JSON-able: everything `fn` depends on besides the package's code, e.g. the model
+        kinds and configs) and JAX's persistent cache on, the traced program is kept there
+        (jax.export, `compile_cache.memo_path`): a later run with the same key, shapes and devices
+        skips tracing the models (1.5-2 s of a start for the 4-ch tagger + separator on 2 CPU cores)."""
+        shape = (self.padded_size(batch_shape[0]),) + tuple(batch_shape[1:])
+        w = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.replicated),
+                         abstract_weights)
+        x = jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding)
+        program = self._from_export(w, x, key) if key is not None else None
+        if program is None:
+            program = self._fn.lower(w, x).compile()
+        self._programs[_avals(x)] = (_avals(w), program)
+
+    def _from_export(self, w, x, key):
+        """The program compiled from the kept export for (key, w, x); exported and kept first when
+        there is none. None when the cache is off or the export fails (the caller then traces)."""
+        import os
+
+        from jax import export
+
+        from .compile_cache import memo_path
+        from .files import write_bytes_atomic
+
+        devices = [(d.platform, d.device_kind, d.id) for d in self.mesh.devices.flat]
+        path = memo_path("programs", {"fn": key, "args": [_avals(w), _avals(x)], "devices": devices,
+                                      "shardings": [str(self.replicated.spec), str(self.batch_sharding.spec)]},
+                         ".jaxexport")
+        if path is None:
+            return None
+        exported = None
+        if os.path.isfile(path):
+            try:
+                with open(path, "rb") as f:
+                    exported = export.deserialize(bytearray(f.read()))
+            except Exception:                  # damaged, or another format: export it again
+                exported = None
+        if exported is None:
+            try:
+                exported = export.export(self._fn)(w, x)
+                data = exported.serialize()
+            except Exception:                  # e.g. an output type export cannot serialize: trace
+                return None
+            try:
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                write_bytes_atomic(path, data)
+            except OSError:
+                pass                           # a read-only cache only costs the trace next time
+        return jax.jit(exported.call).lower(w, x).compile()
 
     def __call__(self, batch, pad_to: int = 0):
         """batch [b, ...] (or a tuple of such) -> outputs for the b clips. `pad_to` pads a short last
         batch to the usual size so it reuses the compiled program instead of compiling a new shape."""
         n = jax.tree.leaves(batch)[0].shape[0]
-        pad = max(n, pad_to) - n
-        pad += (-(n + pad)) % self.n_devices
+        pad = self.padded_size(n, pad_to) - n
         if pad:
             batch = jax.tree.map(lambda a: np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]), batch)
-        out = self._fn(self.weights, jax.device_put(batch, self.batch_sharding))
+        batch, weights = jax.device_put(batch, self.batch_sharding), self.weights
+        prepared = self._programs.get(_avals(batch))
+        if prepared is not None and prepared[0] == _avals(weights):
+            out = prepared[1](weights, batch)
+        else:
+            out = self._fn(weights, batch)
         return jax.tree.map(lambda a: np.asarray(a)[:n], out)
 
 
 def sharded_baseline(tagger_apply: Callable, tagger_vars, separator_apply: Callable, separator_vars,
                      devices=None) -> DataParallel:
-    """The baseline system, data-parallel over `devices` (default: all local devices)."""
+    """The baseline system, data-parallel over `devices` (default: all local devices). Either
+    variables may be a zero-argument callable returning them (see DataParallel)."""
     baseline = make_baseline(tagger_apply, separator_apply)
-    return DataParallel(lambda w, mix: baseline(w[0], w[1], mix), (tagger_vars, separator_vars), devices)
+
+    def weights():
+        return tuple(v() if callable(v) else v for v in (tagger_vars, separator_vars))
+
+    return DataParallel(lambda w, mix: baseline(w[0], w[1], mix),
+                        weights if callable(tagger_vars) or callable(separator_vars) else weights(), devices)
 
 
 __all__ = ["S5Output", "silence_last", "query_vector", "make_baseline", "DataParallel",

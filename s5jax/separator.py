@@ -37,8 +37,8 @@ class Separator(LoadedModel):
     CONFIG = ResUNetConfig
 
     def __init__(self, config: ResUNetConfig, variables: dict, kind: str = "", source: str | None = None,
-                 identity: dict | None = None):
-        super().__init__(config, variables, kind, source, identity)
+                 identity: dict | None = None, expected=None):
+        super().__init__(config, variables, kind, source, identity, expected)
         self._jitted = jax.jit(self.apply_fn)            # jax caches one program per input shape
 
     @property

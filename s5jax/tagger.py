@@ -42,8 +42,8 @@ class Tagger(LoadedModel):
     CONFIG = M2DConfig
 
     def __init__(self, cfg: M2DConfig, variables, kind: str = "", source: str | None = None,
-                 identity: dict | None = None):
-        super().__init__(cfg, variables, kind, source, identity)
+                 identity: dict | None = None, expected=None):
+        super().__init__(cfg, variables, kind, source, identity, expected)
         self._logits = jax.jit(self.apply_fn)
         self._predict = jax.jit(lambda v, w: predict_from_logits(self.apply_fn(v, w)))
         module = self.module

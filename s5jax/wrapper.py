@@ -12,14 +12,16 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import json
 import os
 from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
 
-from . import checkpoint
+from . import checkpoint, compile_cache
 from .errors import CheckpointError
+from .files import write_json_atomic
 
 
 def _shapes(tree, prefix: str = "") -> dict[str, tuple]:
@@ -31,9 +33,10 @@ def _shapes(tree, prefix: str = "") -> dict[str, tuple]:
     return {prefix: tuple(np.shape(tree))}
 
 
-def check_shapes(variables: Mapping, expected: Mapping, source: str) -> None:
-    """CheckpointError naming the first weight that is missing, unexpected or of another shape."""
-    got, want = _shapes(variables), _shapes(expected)
+def check_shapes(variables: Mapping, want: Mapping[str, tuple], source: str) -> None:
+    """CheckpointError naming the first weight that is missing, unexpected or of another shape than
+    `want` ({path: shape}, `LoadedModel.expected_shapes`)."""
+    got = _shapes(variables)
     for path in sorted(want):
         if path not in got:
             raise CheckpointError(f"{source}: weights lack {path} that the config implies "
@@ -56,14 +59,46 @@ class LoadedModel:
     CONFIG: Any = None
 
     def __init__(self, cfg, variables, kind: str = "", source: str | None = None,
-                 identity: dict | None = None):
+                 identity: dict | None = None, expected: Mapping[str, tuple] | None = None):
+        """`variables`: the weight tree, or a Future of `checkpoint.load`'s result (a read under way,
+        see `from_checkpoint(wait=False)`), checked against `expected` ({path: shape}) when it ends."""
         self.cfg = cfg
         self.kind = kind or self.default_kind(cfg)
         self.source = source or self.kind
         self.module = self.make_module(cfg)
         self.apply_fn: Callable = self._pure(self.module)
         self._identity = identity
-        self.variables = jax.device_put(variables)      # once; calls reuse the device arrays
+        self._expected = expected
+        if isinstance(variables, concurrent.futures.Future):
+            self._reading, self._variables = variables, None
+        else:
+            self._reading, self._variables = None, jax.device_put(variables)   # once; calls reuse them
+
+    @property
+    def variables(self):
+        """The weights on the default device. Waits for a read still under way; CheckpointError if
+        it failed or the weights do not fit the config."""
+        if self._variables is None:
+            _, _, variables = self._reading.result()
+            check_shapes(variables, self._expected, self.source)
+            self._variables, self._reading = jax.device_put(variables), None
+        return self._variables
+
+    @property
+    def abstract_variables(self):
+        """The weights as jax.ShapeDtypeStruct leaves: from the shapes the config implies (float32, as
+        `s5jax convert` writes them) while they are still being read, else from the weights. Enough to
+        trace and compile a program before the weights arrive."""
+        if self._variables is not None or self._expected is None:
+            return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), self.variables)
+        tree: dict = {}
+        for path, shape in self._expected.items():
+            *parents, leaf = path.split("/")
+            node = tree
+            for name in parents:
+                node = node.setdefault(name, {})
+            node[leaf] = jax.ShapeDtypeStruct(shape, np.float32)
+        return tree
 
     @property
     def identity(self) -> dict:
@@ -105,10 +140,38 @@ class LoadedModel:
         return jax.eval_shape(lambda *x: module.init(jax.random.PRNGKey(0), *x), *cls.example_inputs(cfg))
 
     @classmethod
-    def from_checkpoint(cls, ckpt_dir: str | os.PathLike, precision: str | None = None):
+    def expected_shapes(cls, cfg) -> dict[str, tuple]:
+        """{weight path: shape} the config implies. Tracing the model for it costs 0.3-0.9 s per model
+        at every start, so with JAX's persistent cache on the table is kept beside it
+        (`compile_cache.memo_path`; a JSON file, rebuilt when missing or unreadable)."""
+        memo = compile_cache.memo_path("shapes", {"model": f"{cls.__module__}.{cls.__qualname__}",
+                                                  "config": cfg.to_dict()}, ".json")
+        if memo is not None:
+            try:
+                with open(memo) as f:
+                    table = json.load(f)
+                return {str(k): tuple(int(d) for d in v) for k, v in table.items()}
+            except (OSError, ValueError, TypeError, AttributeError):
+                pass                       # absent or damaged: trace and (re)write it
+        shapes = _shapes(cls.expected_variables(cfg))
+        if memo is not None:
+            try:
+                os.makedirs(os.path.dirname(memo), exist_ok=True)
+                write_json_atomic(memo, {k: list(v) for k, v in shapes.items()}, indent=None)
+            except OSError:
+                pass                       # a read-only cache only costs the trace next time
+        return shapes
+
+    @classmethod
+    def from_checkpoint(cls, ckpt_dir: str | os.PathLike, precision: str | None = None, wait: bool = True):
         """Load an s5jax checkpoint folder (`s5jax convert`); CheckpointError if it is another model,
         its config is invalid, or its weights do not fit its config. `precision` ('highest', 'high',
-        'default') replaces the config's matmul precision (the identity stays the checkpoint's)."""
+        'default') replaces the config's matmul precision (the identity stays the checkpoint's).
+
+        `wait=False` returns while the weights are still being read (orbax, in its own threads), so a
+        caller can trace and compile with `abstract_variables` meanwhile; the first use of `variables`
+        waits and raises the read's or the shape check's CheckpointError. (A folder without a stored
+        hash is read before returning: its identity needs the weights.)"""
         source = os.fspath(ckpt_dir)
         meta = checkpoint.read_meta(source)
         kind = checkpoint.check_meta(source, meta, cls.KINDS)
@@ -117,22 +180,24 @@ class LoadedModel:
         except (TypeError, ValueError) as e:
             raise CheckpointError(f"{source}: invalid {kind} config ({e})") from None
         cls.check_config(cfg, kind, source)
-        # the weights are read (orbax, its own threads) while the expected shapes are traced here
-        with concurrent.futures.ThreadPoolExecutor(1) as pool:
-            loading = pool.submit(checkpoint.load, source, cls.KINDS, meta)
-            try:
-                expected = cls.expected_variables(cfg)
-            finally:
-                _, config, variables = loading.result()
-        check_shapes(variables, expected, source)
+        pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="s5jax-read")
+        reading = pool.submit(checkpoint.load, source, cls.KINDS, meta)
+        pool.shutdown(wait=False)              # the thread ends with the read
+        expected = cls.expected_shapes(cfg)    # from the memo, or traced here while the read runs
         if precision is not None:
             cfg = dataclasses.replace(cfg, precision=precision)
-        return cls(cfg, variables, kind, source, checkpoint.folder_identity(source, meta, config, variables))
+        identity = checkpoint.stored_identity(source, meta)
+        model = cls(cfg, reading, kind, source, identity, expected)
+        if wait or identity is None:
+            variables = model.variables
+            if identity is None:
+                model._identity = checkpoint.folder_identity(source, meta, meta["config"], variables)
+        return model
 
     @property
     def num_params(self) -> int:
-        """Learned parameters (BatchNorm running statistics not counted)."""
-        return checkpoint.num_params(self.variables)
+        """Learned parameters (BatchNorm running statistics not counted); known before the read ends."""
+        return checkpoint.num_params(self.abstract_variables)
 
     @property
     def min_samples(self) -> int:

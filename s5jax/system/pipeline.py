@@ -85,6 +85,12 @@ class SystemOutput(NamedTuple):
     use_b: jax.Array      # [b, 3] bool: slot's stem from separator B
 
 
+try:   # so an exported system program (DataParallel.prepare with a key) can be kept on disk
+    jax.export.register_namedtuple_serialization(SystemOutput, serialized_name="s5jax.system.SystemOutput")
+except ValueError:     # registered already (module reloaded)
+    pass
+
+
 def silent_probs(P4: jax.Array, labels: jax.Array) -> jax.Array:
     """Probability reported for silent slots: the 4-ch tagger's silence probabilities of its silent
     tracks, in track order, given to the silent slots in slot order (0 when there are fewer).
@@ -173,15 +179,26 @@ def sharded_system(config, tagger4, tagger1, separator, separator2=None, devices
 
     fn = make_system(config.switches(), tagger4.apply_fn, tagger1 and tagger1.apply_fn, separator.apply_fn,
                      separator2 and separator2.apply_fn)
-    weights = (tagger4.variables, tagger1 and tagger1.variables, separator.variables,
-               separator2 and separator2.variables, config.params())
+    models = (tagger4, tagger1, separator, separator2)
+
+    def weights():         # called at the first call: the models' weights may still be being read
+        return (*(m and m.variables for m in models), config.params())
+
     return DataParallel(fn, weights, devices)
 
 
-def load_models(tagger_dirs, separator_dir: str, separator2_dir: str | None = None, precision: str | None = None):
+def abstract_weights(config, tagger4, tagger1, separator, separator2=None):
+    """What `sharded_system`'s weights will be, as jax.ShapeDtypeStruct leaves (no weights read)."""
+    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), config.params())
+    return (*(m and m.abstract_variables for m in (tagger4, tagger1, separator, separator2)), params)
+
+
+def load_models(tagger_dirs, separator_dir: str, separator2_dir: str | None = None, precision: str | None = None,
+                wait: bool = True):
     """Checkpoint folders -> (tagger4, tagger1, separator, separator2); the taggers are given in any
     order (`--tagger`, `--tagger2`) and told apart by their checkpoint kind; absent ones are None.
-    `precision` overrides every model's matmul precision (None: the checkpoints' own)."""
+    `precision` overrides every model's matmul precision (None: the checkpoints' own). `wait=False`:
+    return while the weights are still being read (see `LoadedModel.from_checkpoint`)."""
     from ..errors import S5Error
     from ..separator import Separator
     from ..tagger import Tagger
@@ -190,13 +207,13 @@ def load_models(tagger_dirs, separator_dir: str, separator2_dir: str | None = No
     for d in tagger_dirs:
         if d is None:
             continue
-        t = Tagger.from_checkpoint(d, precision=precision)
+        t = Tagger.from_checkpoint(d, precision=precision, wait=wait)
         if t.kind in taggers:
             raise S5Error(f"{d}: a second {t.kind} tagger; give one 4-ch and one 1-ch tagger")
         taggers[t.kind] = t
-    separator2 = Separator.from_checkpoint(separator2_dir, precision=precision) if separator2_dir else None
+    separator2 = Separator.from_checkpoint(separator2_dir, precision=precision, wait=wait) if separator2_dir else None
     return (taggers.get("tagger-4ch"), taggers.get("tagger-1ch"),
-            Separator.from_checkpoint(separator_dir, precision=precision), separator2)
+            Separator.from_checkpoint(separator_dir, precision=precision, wait=wait), separator2)
 
 
 def check_models(config, name: str, tagger4, tagger1, separator2) -> None:
@@ -221,20 +238,29 @@ def system_engine(system: str, tagger_dirs, separator_dir: str, separator2_dir: 
     from .config import PRESETS, load_system
 
     config = load_system(system)
-    t4, t1, sep_a, sep_b = load_models(tagger_dirs, separator_dir, separator2_dir, precision)
+    t4, t1, sep_a, sep_b = load_models(tagger_dirs, separator_dir, separator2_dir, precision, wait=False)
     check_models(config, system, t4, t1, sep_b)
     sw = config.switches()
     t1 = t1 if (sw.use_tagger1 or sw.refine or sw.separator_b) else None   # loaded but unused: not recorded
     sep_b = sep_b if sw.separator_b else None
     run = sharded_system(config, t4, t1, sep_a, sep_b)
+    models = {"tagger": t4, "tagger2": t1, "separator": sep_a, "separator2": sep_b}
+
+    def prepare(samples: int | None) -> None:
+        """Compile for the first clip's length while the weights are read, then wait for them."""
+        if samples is not None:
+            key = {"system": config.to_dict(),
+                   "models": {k: m and [m.kind, m.cfg.to_dict()] for k, m in models.items()}}
+            run.prepare(abstract_weights(config, t4, t1, sep_a, sep_b), (batch_size, 4, samples), key=key)
+        run.weights
 
     def compute(mixture: np.ndarray):
         out = run(mixture, pad_to=batch_size)
         return out.labels, out.probs, out.stems
 
-    models = {"tagger": t4, "tagger2": t1, "separator": sep_a, "separator2": sep_b}
     settings = {"system": system if system in PRESETS else "custom", "system_config": config.to_dict(),
                 **{k: m.identity for k, m in models.items() if m is not None},
                 "precision": {k: m.cfg.precision for k, m in models.items() if m is not None}}
     used = [m for m in models.values() if m is not None]
-    return Engine(compute, settings, int(sum(m.num_params for m in used)), max(m.min_samples for m in used))
+    return Engine(compute, settings, int(sum(m.num_params for m in used)), max(m.min_samples for m in used),
+                  prepare)

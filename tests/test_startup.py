@@ -1,0 +1,202 @@
+"""What a start skips when JAX's persistent cache is on: the weight-shape tables and the exported
+baseline program kept beside it (`compile_cache.memo_path`), the weights read while the program is
+compiled (`from_checkpoint(wait=False)`, `DataParallel.prepare`), and that none of it changes a result
+or hides a bad checkpoint. Tiny official checkpoints keep it cheap."""
+from __future__ import annotations
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from s5jax import compile_cache
+from s5jax.errors import CheckpointError
+from s5jax.pipeline import DataParallel, sharded_baseline
+
+
+@pytest.fixture
+def memo_dir(tmp_path, monkeypatch):
+    """memo_path pointed at a private folder (JAX's own cache stays as the session has it)."""
+    real = compile_cache.memo_path
+    folder = tmp_path / "cache"
+    monkeypatch.setattr(compile_cache, "memo_path", lambda *a, **k: real(*a, folder=str(folder), **k))
+    return folder
+
+
+def test_memo_path_follows_the_jax_cache_and_the_code(tmp_path, monkeypatch):
+    old = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)          # cache off: nothing is kept
+        assert compile_cache.memo_path("shapes", {"a": 1}, ".json") is None
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path))  # on: beside JAX's files
+        p = compile_cache.memo_path("shapes", {"a": 1}, ".json")
+    finally:
+        jax.config.update("jax_compilation_cache_dir", old)
+    assert p == compile_cache.memo_path("shapes", {"a": 1}, ".json", folder=str(tmp_path))
+    assert p.startswith(str(tmp_path / "s5jax-shapes")) and p.endswith(".json")
+    assert p != compile_cache.memo_path("shapes", {"a": 2}, ".json", folder=str(tmp_path))
+    monkeypatch.setattr(compile_cache, "code_digest", lambda: "other code")
+    assert p != compile_cache.memo_path("shapes", {"a": 1}, ".json", folder=str(tmp_path))
+
+
+def test_shape_table_is_kept_and_still_checks_the_weights(tiny_ckpt, memo_dir, monkeypatch, tmp_path):
+    from s5jax import checkpoint
+    from s5jax.tagger import Tagger
+    from s5jax.wrapper import _shapes
+
+    meta = checkpoint.read_meta(tiny_ckpt["tagger"])
+    cfg = Tagger.CONFIG.from_dict(meta["config"])
+    traced = _shapes(Tagger.expected_variables(cfg))
+    assert Tagger.expected_shapes(cfg) == traced
+    (table,) = (memo_dir / "s5jax-shapes").iterdir()
+    assert {k: tuple(v) for k, v in json.loads(table.read_text()).items()} == traced
+
+    def no_trace(cfg):
+        raise AssertionError("traced although the table is kept")
+
+    monkeypatch.setattr(Tagger, "expected_variables", classmethod(lambda cls, c: no_trace(c)))
+    assert Tagger.expected_shapes(cfg) == traced                  # served from the table
+    assert Tagger.from_checkpoint(tiny_ckpt["tagger"]).num_params == checkpoint.num_params(
+        checkpoint.load(tiny_ckpt["tagger"])[2])
+    monkeypatch.undo()
+    real = compile_cache.memo_path
+    monkeypatch.setattr(compile_cache, "memo_path", lambda *a, **k: real(*a, folder=str(memo_dir), **k))
+    table.write_text("{not json")                                   # damaged: traced and rewritten
+    assert Tagger.expected_shapes(cfg) == traced
+    assert json.loads(table.read_text())
+
+    # a config that does not fit the weights has another key: still refused, one line
+    bad = tmp_path / "bad"
+    checkpoint.save(bad, *checkpoint.load(tiny_ckpt["tagger"]))
+    meta = json.loads((bad / "config.json").read_text())
+    meta["config"]["depth"] = 3
+    (bad / "config.json").write_text(json.dumps(meta))
+    for wait in (True, False):
+        with pytest.raises(CheckpointError, match="weights lack params/encoder/blocks_2"):
+            Tagger.from_checkpoint(bad, wait=wait).variables
+    assert len(list((memo_dir / "s5jax-shapes").iterdir())) == 2
+
+
+def test_unreadable_weights_fail_when_used_not_before(tiny_ckpt, tmp_path):
+    """wait=False returns during the read; the read's error comes, one line, at the first use."""
+    import shutil
+
+    from s5jax.separator import Separator
+
+    bad = tmp_path / "sep"
+    shutil.copytree(tiny_ckpt["separator"], bad)
+    for d, _, files in os.walk(bad / "variables"):
+        for f in files:
+            if len(f) == 32:                                        # the OCDBT data files
+                with open(os.path.join(d, f), "r+b") as fh:
+                    fh.truncate(10)
+    sep = Separator.from_checkpoint(bad, wait=False)
+    assert sep.identity["sha256"] == json.loads((bad / "config.json").read_text())["sha256"]
+    with pytest.raises(CheckpointError, match="cannot read the variables") as e:
+        sep.variables
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_infer_with_unreadable_weights_writes_nothing(tiny_ckpt, tmp_path, capsys):
+    import shutil
+
+    from s5jax.cli import main
+    from s5jax.scenes import SceneConfig, write_scene_set
+
+    data = tmp_path / "data"
+    write_scene_set(data, 1, seed=2, cfg=SceneConfig(seconds=1.0))
+    bad = tmp_path / "sep"
+    shutil.copytree(tiny_ckpt["separator"], bad)
+    for d, _, files in os.walk(bad / "variables"):
+        for f in files:
+            if len(f) == 32:
+                os.unlink(os.path.join(d, f))
+    assert main(["infer", str(data), "--tagger", tiny_ckpt["tagger"], "--separator", str(bad),
+                 "--out", str(tmp_path / "out"), "--quiet"]) != 0
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("s5jax: error: ") and "\n" not in err and str(bad) in err, err
+    assert not (tmp_path / "out").exists()
+
+
+def _engine_outputs(tiny_ckpt, mixture, prepare: bool):
+    from s5jax.infer import baseline_engine
+
+    eng = baseline_engine(tiny_ckpt["forced"], tiny_ckpt["separator"], 2)
+    if prepare:
+        eng.prepare(mixture.shape[-1])
+    return [np.asarray(a) for a in eng.compute(mixture)]
+
+
+def test_prepared_and_exported_programs_compute_what_jit_does(tiny_ckpt, memo_dir, monkeypatch):
+    """The baseline engine's program compiled before the weights arrive, then kept as an export and
+    served from it (tracing made impossible), gives exactly what a plain jit call gives."""
+    from jax import export
+
+    mixture = np.random.default_rng(0).standard_normal((2, 4, 8000)).astype(np.float32) * 0.1
+    plain = _engine_outputs(tiny_ckpt, mixture, prepare=False)
+    fresh = _engine_outputs(tiny_ckpt, mixture, prepare=True)          # exports and keeps the program
+    (kept,) = (memo_dir / "s5jax-programs").iterdir()
+
+    def no_export(*a, **k):
+        raise AssertionError("exported again although the program is kept")
+
+    monkeypatch.setattr(export, "export", no_export)
+    served = _engine_outputs(tiny_ckpt, mixture, prepare=True)
+    for a, b, c in zip(plain, fresh, served):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    assert np.abs(plain[2]).max() > 0                                 # real stems, not zeros
+    kept.write_bytes(b"damaged")
+    monkeypatch.undo()
+    real = compile_cache.memo_path
+    monkeypatch.setattr(compile_cache, "memo_path", lambda *a, **k: real(*a, folder=str(memo_dir), **k))
+    again = _engine_outputs(tiny_ckpt, mixture, prepare=True)         # re-exported, file replaced
+    assert all(np.array_equal(a, b) for a, b in zip(plain, again)) and kept.read_bytes() != b"damaged"
+
+
+def test_prepared_program_is_not_used_for_other_weights():
+    """prepare() compiles from shapes it is told; weights that arrive with another dtype or shape
+    run through the ordinary jit path, correctly."""
+    fn = lambda w, x: x * w["a"] + w["b"].sum()
+    arrived = {"a": np.float32(3.0), "b": np.arange(4, dtype=np.float32)}
+    dp = DataParallel(fn, lambda: arrived, jax.devices()[:1])
+    dp.prepare({"a": jax.ShapeDtypeStruct((), np.float32), "b": jax.ShapeDtypeStruct((3,), np.float32)}, (2, 5))
+    x = np.ones((2, 5), np.float32)
+    np.testing.assert_array_equal(dp(x), x * 3 + 6)
+    dp2 = DataParallel(fn, lambda: arrived, jax.devices()[:1])
+    dp2.prepare({"a": jax.ShapeDtypeStruct((), np.float32), "b": jax.ShapeDtypeStruct((4,), np.float32)}, (1, 5))
+    np.testing.assert_array_equal(dp2(x[:1], pad_to=1), x[:1] * 3 + 6)
+
+
+def test_sharded_baseline_takes_weights_still_being_read(tiny_ckpt):
+    from s5jax.separator import Separator
+    from s5jax.tagger import Tagger
+
+    t, s = Tagger.from_checkpoint(tiny_ckpt["forced"]), Separator.from_checkpoint(tiny_ckpt["separator"])
+    mixture = np.random.default_rng(1).standard_normal((1, 4, 8000)).astype(np.float32) * 0.1
+    now = sharded_baseline(t.apply_fn, t.variables, s.apply_fn, s.variables)(mixture)
+    later = sharded_baseline(t.apply_fn, lambda: t.variables, s.apply_fn, lambda: s.variables)(mixture)
+    assert all(np.array_equal(a, b) for a, b in zip(now, later))
+
+
+def test_infer_compiles_ahead_only_for_a_clip_that_will_run(tmp_path):
+    """The length compiled while the weights are read comes from the first header that says the clip
+    will run; hostile files before it are passed over (each is reported when its turn comes)."""
+    import soundfile as sf
+
+    from s5jax.infer import _first_length
+
+    files = {"a_text.wav": None, "b_two_channels.wav": (2, 32000, 9000), "c_short.wav": (4, 32000, 100),
+             "d_16k.wav": (4, 16000, 9000), "e_good.wav": (4, 32000, 12345), "f_good.wav": (4, 32000, 777)}
+    clips = []
+    for name, spec in files.items():
+        path = tmp_path / name
+        if spec is None:
+            path.write_text("not audio")
+        else:
+            sf.write(str(path), np.zeros((spec[2], spec[0]), np.float32), spec[1], subtype="FLOAT")
+        clips.append((name[:-4], str(path)))
+    assert _first_length(clips, min_samples=513) == 12345
+    assert _first_length(clips[:4], min_samples=513) is None
+    assert _first_length(clips[:3], min_samples=50) == 100
