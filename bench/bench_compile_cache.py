@@ -2,13 +2,16 @@
 full-size 4-ch tagger and separator (synthetic weights), each run a fresh process.
 
     python bench/bench_compile_cache.py [--runs 3] [--work /tmp/s5jax_bench_cc] [--seconds 10]
+                                        [--tree NAME=DIR ...]
 
 Prints wall and CPU (user+sys of the child) seconds per run: `off` = --no-compile-cache (compiles
 every time), `fill` = first run on an empty cache, `warm` = later runs served from the cache. The
 machine is shared: compare the columns of one run; CPU seconds are steadier than wall under load.
 With a short clip (`--seconds 1`) a run is almost all start-up (import, loading both models, tracing,
 compiling or fetching from the cache), so `warm` there is the time a second run takes to start
-computing, plus ≈ 0.1 of a 10 s clip's compute.
+computing, plus ≈ 0.1 of a 10 s clip's compute. `--tree NAME=DIR` (repeatable) runs another
+checkout's `s5jax` side by side (runs alternate between trees; each tree has its own cache folder);
+by default this checkout alone.
 """
 from __future__ import annotations
 
@@ -39,9 +42,10 @@ def prepare(work: pathlib.Path, seconds: float = 10.0) -> None:
             convert_checkpoint(str(work / f"{kind}.ckpt"), str(work / kind))
 
 
-def run(work: pathlib.Path, data: str, out: str, cache: pathlib.Path, *extra: str) -> tuple[float, float]:
+def run(work: pathlib.Path, data: str, out: str, cache: pathlib.Path, *extra: str,
+        tree: pathlib.Path = ROOT) -> tuple[float, float]:
     shutil.rmtree(work / out, ignore_errors=True)
-    env = dict(os.environ, S5JAX_CACHE_DIR=str(cache), PYTHONPATH=str(ROOT))
+    env = dict(os.environ, S5JAX_CACHE_DIR=str(cache), PYTHONPATH=str(tree))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "s5jax.cli", "infer", str(work / data), "--tagger",
@@ -57,21 +61,30 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default="/tmp/s5jax_bench_cc")
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
+                    help="a checkout to measure (repeatable; default: this one)")
     args = ap.parse_args()
+    trees = dict(t.split("=", 1) for t in args.tree) or {"this": str(ROOT)}
+    trees = {k: pathlib.Path(v).resolve() for k, v in trees.items()}
     work = pathlib.Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     prepare(work, args.seconds)
     data = f"data{args.seconds:g}"
-    cache = work / "cache"
-    shutil.rmtree(cache, ignore_errors=True)
-    rows = {"off": [run(work, data, "out", work / "unused", "--no-compile-cache") for _ in range(args.runs)],
-            "fill": [run(work, data, "out", cache)],
-            "warm": [run(work, data, "out", cache) for _ in range(args.runs)]}
-    print(f"| mode | runs | wall s (median, min-max) | CPU s (median, min-max) |\n|---|---|---|---|")
-    for mode, r in rows.items():
+    caches = {name: work / f"cache-{name}" for name in trees}
+    for c in caches.values():
+        shutil.rmtree(c, ignore_errors=True)
+    rows: dict[tuple[str, str], list] = {}
+    for mode, n in (("off", args.runs), ("fill", 1), ("warm", args.runs)):
+        for _ in range(n):
+            for name, tree in trees.items():          # alternating: load drifts hit every tree alike
+                extra = ("--no-compile-cache",) if mode == "off" else ()
+                cache = work / "unused" if mode == "off" else caches[name]
+                rows.setdefault((name, mode), []).append(run(work, data, "out", cache, *extra, tree=tree))
+    print("| tree | mode | runs | wall s (median, min-max) | CPU s (median, min-max) |\n|---|---|---|---|---|")
+    for (name, mode), r in rows.items():
         w, c = [x[0] for x in r], [x[1] for x in r]
-        print(f"| {mode} | {len(r)} | {statistics.median(w):.1f} ({min(w):.1f}-{max(w):.1f}) | "
-              f"{statistics.median(c):.1f} ({min(c):.1f}-{max(c):.1f}) |")
+        print(f"| {name} | {mode} | {len(r)} | {statistics.median(w):.2f} ({min(w):.2f}-{max(w):.2f}) | "
+              f"{statistics.median(c):.2f} ({min(c):.2f}-{max(c):.2f}) |")
     print(f"clip: {args.seconds:g} s; load average: {os.getloadavg()[0]:.1f}")
 
 
