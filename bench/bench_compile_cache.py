@@ -50,7 +50,8 @@ def run(work: pathlib.Path, data: str, out: str, cache: pathlib.Path, *extra: st
     t = time.perf_counter()
     subprocess.run([sys.executable, "-m", "s5jax.cli", "infer", str(work / data), "--tagger",
                     str(work / "tagger-4ch"), "--separator", str(work / "separator"), "--out",
-                    str(work / out), "--quiet", *extra], env=env, check=True, stdout=subprocess.DEVNULL)
+                    str(work / out), "--quiet", *extra], env=env, check=True, stdout=subprocess.DEVNULL,
+                   cwd=tree)    # `-m` puts the working folder first on sys.path: it must be the tree
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
@@ -66,7 +67,7 @@ def main() -> None:
     args = ap.parse_args()
     trees = dict(t.split("=", 1) for t in args.tree) or {"this": str(ROOT)}
     trees = {k: pathlib.Path(v).resolve() for k, v in trees.items()}
-    work = pathlib.Path(args.work)
+    work = pathlib.Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
     prepare(work, args.seconds)
     data = f"data{args.seconds:g}"
