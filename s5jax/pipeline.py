@@ -138,25 +138,24 @@ class DataParallel:
                          ".jaxexport")
         if path is None:
             return None
-        exported = None
         if os.path.isfile(path):
             try:
                 with open(path, "rb") as f:
-                    exported = export.deserialize(bytearray(f.read()))
-            except Exception:                  # damaged, or another format: export it again
-                exported = None
-        if exported is None:
-            try:
-                exported = export.export(self._fn)(w, x)
-                data = exported.serialize()
-            except Exception:                  # e.g. an output type export cannot serialize: trace
-                return None
-            try:
-                os.makedirs(os.path.dirname(path), exist_ok=True)
-                write_bytes_atomic(path, data)
-            except OSError:
-                pass                           # a read-only cache only costs the trace next time
-        return jax.jit(exported.call).lower(w, x).compile()
+                    return jax.jit(export.deserialize(bytearray(f.read())).call).lower(w, x).compile()
+            except Exception:                  # damaged, or not for these arguments: export it again
+                pass
+        try:
+            exported = export.export(self._fn)(w, x)
+            data = exported.serialize()
+            program = jax.jit(exported.call).lower(w, x).compile()
+        except Exception:                      # e.g. an output type export cannot serialize: trace
+            return None
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            write_bytes_atomic(path, data)
+        except OSError:
+            pass                               # a read-only cache only costs the trace next time
+        return program
 
     def __call__(self, batch, pad_to: int = 0):
         """batch [b, ...] (or a tuple of such) -> outputs for the b clips. `pad_to` pads a short last

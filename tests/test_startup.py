@@ -200,3 +200,22 @@ def test_infer_compiles_ahead_only_for_a_clip_that_will_run(tmp_path):
     assert _first_length(clips, min_samples=513) == 12345
     assert _first_length(clips[:4], min_samples=513) is None
     assert _first_length(clips[:3], min_samples=50) == 100
+
+
+def test_a_kept_program_for_other_arguments_is_replaced(tmp_path, monkeypatch):
+    """A kept export that loads but does not fit the arguments (a stale or foreign file under the
+    key) is exported again; the call computes the right thing."""
+    path = str(tmp_path / "one.jaxexport")
+    monkeypatch.setattr(compile_cache, "memo_path", lambda *a, **k: path)
+    fn = lambda w, x: x * w["a"]
+    weights = {"a": np.float32(2.0)}
+    abstract = {"a": jax.ShapeDtypeStruct((), np.float32)}
+    for width in (5, 6):
+        dp = DataParallel(fn, weights, jax.devices()[:1])
+        dp.prepare(abstract, (1, width), key={"toy": 1})
+        assert dp._programs, "prepare kept no program"
+        x = np.arange(width, dtype=np.float32)[None]
+        np.testing.assert_array_equal(dp(x), 2 * x)
+    from jax import export
+
+    assert export.deserialize(bytearray(open(path, "rb").read())).in_avals[1].shape == (1, 6)
