@@ -123,10 +123,8 @@ def compare_separator_case(sep, g, i: int, rtol: float = 1e-4) -> dict:
         return node["__call__"]
 
     frames = aux["mag"].shape[2]
-    f = sep.cfg.n_fft // 2
     head = np.asarray(out_of("after_conv")[0])[0]                      # [T', F, ch*3*slots]
-    re_im = [np.asarray(z)[0, :, :, 0].reshape(frames, f + 1, sep.cfg.num_slots)[..., 0]
-             for z in out_of("out_conv")]                               # the two out_conv calls
+    re_im = [np.asarray(z)[0, :, :, 0] for z in out_of("out_conv")]  # the two out_conv calls: [T, F] of slot 0
     bottleneck = np.asarray(out_of("conv_block7a")[0][0])[0]            # [T, F, C]
     ours = {"stems": np.asarray(stems)[0], "mag_ch0": np.asarray(aux["mag"])[0, 0],
             "source_mask": np.asarray(aux["source_mask"])[0], "conditions": np.asarray(aux["condition"])[0],

@@ -228,6 +228,25 @@ def test_up_conv_is_the_transposed_convolution():
         np.testing.assert_allclose(y, want, rtol=1e-5, atol=1e-5)
 
 
+def test_channel_mix_is_the_one_by_one_convolution():
+    """out_conv as a weighted channel sum equals the official 1x1 conv (C -> 1, bias) on the same
+    parameters, over the [B, T, F, S, C] layout the mask head feeds it."""
+    from flax import linen as nn
+
+    from s5jax.models.resunet import ChannelMix
+
+    rng = np.random.default_rng(5)
+    z = rng.standard_normal((2, 7, 9, 3, 4)).astype(np.float32)
+    params = {"kernel": rng.standard_normal((1, 1, 4, 1)).astype(np.float32),
+              "bias": rng.standard_normal((1,)).astype(np.float32)}
+    got = np.asarray(ChannelMix().apply({"params": params}, z))
+    want = np.asarray(nn.Conv(1, (1, 1)).apply({"params": params}, z.reshape(2, 7, 27, 4))).reshape(2, 7, 9, 3)
+    assert got.shape == (2, 7, 9, 3)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    assert jax.tree.map(np.shape, ChannelMix().init(jax.random.PRNGKey(0), z)["params"]) == \
+        {"kernel": (1, 1, 4, 1), "bias": (1,)}
+
+
 @pytest.mark.parametrize("windows", [2, 4])
 def test_convolution_in_time_windows_equals_whole(windows):
     """A 3x3 convolution run over time windows stacked on the batch axis equals the plain one."""

@@ -222,6 +222,26 @@ class DecoderBlock(nn.Module):
         return ConvBlockRes(self.cfg, self.out, name="conv_block2")(x, condition)
 
 
+class ChannelMix(nn.Module):
+    """The official `out_conv` (a 1x1 conv, C channels -> 1, with bias): z [..., C] -> [...].
+
+    Written as a weighted sum over the channel axis, not as a conv: a matmul with 4 inputs and 1
+    output cannot fuse, so the two [B, T, F, S, C] mask products before it were materialized and read
+    again; as elementwise arithmetic XLA fuses the whole mask head into one pass. Same parameters
+    (kernel [1, 1, C, 1], bias [1])."""
+
+    @nn.compact
+    def __call__(self, z):
+        ch = z.shape[-1]
+        kernel = self.param("kernel", nn.initializers.lecun_normal(), (1, 1, ch, 1))
+        bias = self.param("bias", nn.initializers.zeros, (1,))
+        w = kernel[0, 0, :, 0]
+        out = z[..., 0] * w[0]
+        for i in range(1, ch):
+            out = out + z[..., i] * w[i]
+        return out + bias[0]
+
+
 class ResUNetBase(nn.Module):
     """The official `base`: STFT, bn0, U-Net, mask head, out_conv, ISTFT.
 
@@ -268,9 +288,8 @@ class ResUNetBase(nn.Module):
         out_cos = cos_in * mask_cos - sin_in * mask_sin   # rotate the mixture phase by the mask phase
         out_sin = sin_in * mask_cos + cos_in * mask_sin
         out_mag = nn.relu(mag_in * mask_mag)
-        out_conv = nn.Conv(1, (1, 1), precision=p, name="out_conv")   # mixes the C channels, per slot
-        mix = lambda z: out_conv(z.reshape(b, frames, z.shape[2] * c.num_slots, ch)).reshape(
-            b, frames, -1, c.num_slots).transpose(0, 3, 1, 2)           # -> [B, S, T, F]
+        out_conv = ChannelMix(name="out_conv")                 # mixes the C channels, per slot
+        mix = lambda z: out_conv(z).transpose(0, 3, 1, 2)      # [B, T, F, S, C] -> [B, S, T, F]
         stem_re, stem_im = mix(out_mag * out_cos), mix(out_mag * out_sin)
         stems = stft_lib.istft(stem_re, stem_im, length, c.n_fft, c.hop)  # [B, S, L]
         return stems, {"mag": mag, "mask_mag": mask_mag.transpose(0, 3, 4, 1, 2)}
