@@ -174,8 +174,15 @@ def test_prepared_program_is_not_used_for_other_weights():
 
 
 def test_sharded_baseline_takes_weights_still_being_read(tiny_ckpt):
+    from s5jax.pipeline import _avals
     from s5jax.separator import Separator
     from s5jax.tagger import Tagger
+
+    for cls, name in ((Tagger, "forced"), (Separator, "separator")):
+        # the shapes and dtypes a program is prepared from are those the read delivers, so the
+        # prepared program is the one that runs (not the jit fallback)
+        m = cls.from_checkpoint(tiny_ckpt[name], wait=False)
+        assert _avals(m.abstract_variables) == _avals(m.variables)
 
     t, s = Tagger.from_checkpoint(tiny_ckpt["forced"]), Separator.from_checkpoint(tiny_ckpt["separator"])
     mixture = np.random.default_rng(1).standard_normal((1, 4, 8000)).astype(np.float32) * 0.1
