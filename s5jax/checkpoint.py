@@ -200,11 +200,6 @@ def stored_identity(ckpt_dir: str | os.PathLike, meta: Mapping) -> dict | None:
     return {"path": os.path.abspath(os.fspath(ckpt_dir)), "kind": meta["kind"], "sha256": h}
 
 
-def folder_identity(ckpt_dir: str | os.PathLike, meta: Mapping, config: Mapping[str, Any], variables: Mapping) -> dict:
-    """The identity of a loaded checkpoint folder (meta: its config.json): the stored hash, else hashed now."""
-    return stored_identity(ckpt_dir, meta) or make_identity(ckpt_dir, meta["kind"], config, variables)
-
-
 def identity(ckpt_dir: str | os.PathLike) -> dict:
     """A checkpoint folder's identity {"path", "kind", "sha256"} (the stored hash; a folder without one
     is read and hashed)."""

@@ -53,7 +53,8 @@ def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _unflatten(flat: Mapping[str, Any]) -> dict:
+def unflatten(flat: Mapping[str, Any]) -> dict:
+    """{"a/b/c": leaf} -> {"a": {"b": {"c": leaf}}}."""
     tree: dict = {}
     for path, v in flat.items():
         node = tree
@@ -108,7 +109,7 @@ def apply_rules(state_dict: Mapping[str, np.ndarray], rules: list[Rule], expecte
     if missing:
         raise CheckpointError(f"{source}: missing weights for {len(missing)} model entries, first "
                               f"{missing[0]} (a key removed or renamed in the checkpoint?)")
-    return _unflatten(got), fixed
+    return unflatten(got), fixed
 
 
 def abstract_variables(module, *example_args, **kwargs) -> dict:

@@ -89,7 +89,9 @@ class DataParallel:
         self._weights = weights if callable(weights) else jax.device_put(weights, self.replicated)
         self._fn = jax.jit(fn, in_shardings=(self.replicated, self.batch_sharding),
                            out_shardings=self.batch_sharding)
-        self._programs: dict[tuple, tuple] = {}   # batch avals -> (weight avals, program) from `prepare`
+        # batch avals -> (weight avals it was compiled for, or None once checked; program) from
+        # `prepare`; None: it was prepared for other weights than those that came
+        self._programs: dict[tuple, tuple | None] = {}
 
     @property
     def weights(self):
@@ -127,8 +129,6 @@ class DataParallel:
         there is none. None when the cache is off or the export fails (the caller then traces)."""
         import os
 
-        from jax import export
-
         from .compile_cache import memo_path
         from .files import write_bytes_atomic
 
@@ -165,11 +165,14 @@ class DataParallel:
         if pad:
             batch = jax.tree.map(lambda a: np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]), batch)
         batch, weights = jax.device_put(batch, self.batch_sharding), self.weights
-        prepared = self._programs.get(_avals(batch))
-        if prepared is not None and prepared[0] == _avals(weights):
-            out = prepared[1](weights, batch)
-        else:
-            out = self._fn(weights, batch)
+        key = _avals(batch)
+        prepared = self._programs.get(key)
+        if prepared is not None and prepared[0] is not None:
+            # first use: the weights are compared with the shapes it was compiled for once; a
+            # mismatch leaves this shape to the jit path for good
+            prepared = (None, prepared[1]) if prepared[0] == _avals(weights) else None
+            self._programs[key] = prepared
+        out = prepared[1](weights, batch) if prepared is not None else self._fn(weights, batch)
         return jax.tree.map(lambda a: np.asarray(a)[:n], out)
 
 

@@ -20,6 +20,7 @@ import jax
 import numpy as np
 
 from . import checkpoint, compile_cache
+from .conversion import unflatten
 from .errors import CheckpointError
 from .files import write_json_atomic
 
@@ -91,14 +92,7 @@ class LoadedModel:
         trace and compile a program before the weights arrive."""
         if self._variables is not None or self._expected is None:
             return jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), self.variables)
-        tree: dict = {}
-        for path, shape in self._expected.items():
-            *parents, leaf = path.split("/")
-            node = tree
-            for name in parents:
-                node = node.setdefault(name, {})
-            node[leaf] = jax.ShapeDtypeStruct(shape, np.float32)
-        return tree
+        return unflatten({path: jax.ShapeDtypeStruct(shape, np.float32) for path, shape in self._expected.items()})
 
     @property
     def identity(self) -> dict:
@@ -191,7 +185,7 @@ class LoadedModel:
         if wait or identity is None:
             variables = model.variables
             if identity is None:
-                model._identity = checkpoint.folder_identity(source, meta, meta["config"], variables)
+                model._identity = checkpoint.make_identity(source, kind, meta["config"], variables)
         return model
 
     @property
