@@ -206,3 +206,26 @@ def test_bad_input_is_a_one_line_error(tagger4, bad, match):
 def test_one_channel_tagger_rejects_no_channels(tagger1):
     with pytest.raises(AudioError):
         tagger1(np.zeros((1, 0, 16000), np.float32))
+
+
+def test_attention_equals_timm_multi_head_attention_in_float64():
+    """The head-by-head form reads qkv as timm lays it out ([3, heads, head_dim] along the last axis)."""
+    from s5jax.models.m2d import Attention
+
+    cfg = small_cfg(4)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((2, 7, cfg.embed_dim)).astype(np.float32)
+    params = Attention(cfg).init(jax.random.PRNGKey(0), jnp.asarray(x))["params"]
+    params = jax.tree_util.tree_map(lambda a: rng.standard_normal(a.shape).astype(np.float32) * 0.2, params)
+    ours = np.asarray(Attention(cfg).apply({"params": params}, jnp.asarray(x)), np.float64)
+
+    p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
+    b, n, d = x.shape
+    h, hd = cfg.num_heads, d // cfg.num_heads
+    qkv = (x @ p["qkv"]["kernel"] + p["qkv"]["bias"]).reshape(b, n, 3, h, hd).transpose(2, 0, 3, 1, 4)
+    att = np.einsum("bhqe,bhke->bhqk", qkv[0], qkv[1]) / np.sqrt(hd)
+    att = np.exp(att - att.max(-1, keepdims=True))
+    att /= att.sum(-1, keepdims=True)
+    out = np.einsum("bhqk,bhke->bqhe", att, qkv[2]).reshape(b, n, d)
+    want = out @ p["proj"]["kernel"] + p["proj"]["bias"]
+    assert np.linalg.norm(ours - want) / np.linalg.norm(want) < 1e-5
