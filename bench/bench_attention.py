@@ -1,5 +1,5 @@
 """The whole full-size 4-ch tagger with its attention in two forms, side by side in one process:
-`heads-batched` (the heads as a batch axis of two batched matmuls, the form used before 2026-12-02)
+`heads-batched` (the heads as a batch axis of two batched matmuls, the form used up to commit 0fed11b)
 and `head-loop` (one head per step of a `lax.map` loop, `models.m2d.Attention`, what the model uses).
 
     python bench/bench_attention.py [--reps 10] [--seconds 10]
