@@ -9,7 +9,9 @@ every time), `fill` = first run on an empty cache, `warm` = later runs served fr
 machine is shared: compare the columns of one run; CPU seconds are steadier than wall under load.
 With a short clip (`--seconds 1`) a run is almost all start-up (import, loading both models, tracing,
 compiling or fetching from the cache), so `warm` there is the time a second run takes to start
-computing, plus ≈ 0.1 of a 10 s clip's compute. `--tree NAME=DIR` (repeatable) runs another
+computing, plus ≈ 0.1 of a 10 s clip's compute; the `first call` column is that start-up alone: from
+launching the process to the first call of the compiled system program (`DataParallel.__call__`,
+timed by a launcher around the CLI). `--tree NAME=DIR` (repeatable) runs another
 checkout's `s5jax` side by side (runs alternate between trees; each tree has its own cache folder);
 by default this checkout alone.
 """
@@ -42,19 +44,40 @@ def prepare(work: pathlib.Path, seconds: float = 10.0) -> None:
             convert_checkpoint(str(work / f"{kind}.ckpt"), str(work / kind))
 
 
+# the CLI, with the time of the first call of a compiled program written to $S5JAX_BENCH_FIRST_CALL
+LAUNCHER = """
+import os, sys, time
+import s5jax.pipeline as p
+call = p.DataParallel.__call__
+def first(self, *a, **k):
+    path = os.environ["S5JAX_BENCH_FIRST_CALL"]
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(repr(time.time()))
+    return call(self, *a, **k)
+p.DataParallel.__call__ = first
+from s5jax.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def run(work: pathlib.Path, data: str, out: str, cache: pathlib.Path, *extra: str,
-        tree: pathlib.Path = ROOT) -> tuple[float, float]:
+        tree: pathlib.Path = ROOT) -> tuple[float, float, float]:
+    """-> (wall s, CPU s, s from launch to the first program call)."""
     shutil.rmtree(work / out, ignore_errors=True)
-    env = dict(os.environ, S5JAX_CACHE_DIR=str(cache), PYTHONPATH=str(tree))
+    stamp = work / "first_call"
+    stamp.unlink(missing_ok=True)
+    env = dict(os.environ, S5JAX_CACHE_DIR=str(cache), PYTHONPATH=str(tree), S5JAX_BENCH_FIRST_CALL=str(stamp))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
-    t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "s5jax.cli", "infer", str(work / data), "--tagger",
+    t, launched = time.perf_counter(), time.time()
+    subprocess.run([sys.executable, "-c", LAUNCHER, "infer", str(work / data), "--tagger",
                     str(work / "tagger-4ch"), "--separator", str(work / "separator"), "--out",
                     str(work / out), "--quiet", *extra], env=env, check=True, stdout=subprocess.DEVNULL,
-                   cwd=tree)    # `-m` puts the working folder first on sys.path: it must be the tree
+                   cwd=tree)    # `-c` puts the working folder first on sys.path: it must be the tree
     wall = time.perf_counter() - t
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    first = float(stamp.read_text()) - launched
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), first
 
 
 def main() -> None:
@@ -81,11 +104,14 @@ def main() -> None:
                 extra = ("--no-compile-cache",) if mode == "off" else ()
                 cache = work / "unused" if mode == "off" else caches[name]
                 rows.setdefault((name, mode), []).append(run(work, data, "out", cache, *extra, tree=tree))
-    print("| tree | mode | runs | wall s (median, min-max) | CPU s (median, min-max) |\n|---|---|---|---|---|")
+    print("| tree | mode | runs | wall s (median, min-max) | CPU s (median, min-max) | first call at s "
+          "(median, min-max) |\n|---|---|---|---|---|---|")
     for (name, mode), r in rows.items():
-        w, c = [x[0] for x in r], [x[1] for x in r]
-        print(f"| {name} | {mode} | {len(r)} | {statistics.median(w):.2f} ({min(w):.2f}-{max(w):.2f}) | "
-              f"{statistics.median(c):.2f} ({min(c):.2f}-{max(c):.2f}) |")
+        cells = []
+        for i in range(3):
+            v = [x[i] for x in r]
+            cells.append(f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
+        print(f"| {name} | {mode} | {len(r)} | " + " | ".join(cells) + " |")
     print(f"clip: {args.seconds:g} s; load average: {os.getloadavg()[0]:.1f}")
 
 

@@ -9,7 +9,9 @@ Beside JAX's files, when the cache is on, s5jax keeps what it would otherwise re
 models at every start (`memo_path`): each model's {weight path: shape} table (`s5jax-shapes/`, JSON)
 and the traced, lowered inference programs (`s5jax-programs/`, jax.export's serialized StableHLO:
 a flatbuffer, no pickled code). Their keys include a digest of the package's source and the jax,
-jaxlib and flax versions, so no entry outlives the code that made it.
+jaxlib and flax versions, so no entry outlives the code that made it. Models loaded by
+`from_checkpoint` also keep their weights there as flat files read by mapping them (`s5jax-weights/`,
+`weight_cache`; keyed by the checkpoint's weight hash and files, at most six kept).
 """
 from __future__ import annotations
 

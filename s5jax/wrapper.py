@@ -19,7 +19,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from . import checkpoint, compile_cache
+from . import checkpoint, compile_cache, weight_cache
 from .conversion import unflatten
 from .errors import CheckpointError
 from .files import write_json_atomic
@@ -162,7 +162,9 @@ class LoadedModel:
         its config is invalid, or its weights do not fit its config. `precision` ('highest', 'high',
         'default') replaces the config's matmul precision (the identity stays the checkpoint's).
 
-        `wait=False` returns while the weights are still being read (orbax, in its own threads), so a
+        The weights come from the flat copy kept beside the compilation cache when there is one (a
+        mapped file, `weight_cache`), else from orbax (and are then kept for the next start).
+        `wait=False` returns while the weights are still being read (in a thread of their own), so a
         caller can trace and compile with `abstract_variables` meanwhile; the first use of `variables`
         waits and raises the read's or the shape check's CheckpointError. (A folder without a stored
         hash is read before returning: its identity needs the weights.)"""
@@ -175,7 +177,7 @@ class LoadedModel:
             raise CheckpointError(f"{source}: invalid {kind} config ({e})") from None
         cls.check_config(cfg, kind, source)
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="s5jax-read")
-        reading = pool.submit(checkpoint.load, source, cls.KINDS, meta)
+        reading = pool.submit(weight_cache.load, source, cls.KINDS, meta)
         pool.shutdown(wait=False)              # the thread ends with the read
         expected = cls.expected_shapes(cfg)    # from the memo, or traced here while the read runs
         if precision is not None:

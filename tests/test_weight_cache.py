@@ -1,0 +1,137 @@
+"""The weights kept as a flat, mapped file beside the compilation cache (`s5jax/weight_cache.py`): a
+second load reads no orbax checkpoint, gives the same arrays (views of the file, used in place by
+JAX's CPU device), and a changed, damaged or foreign file is never used. Tiny official checkpoints."""
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+
+import jax
+import numpy as np
+import pytest
+
+from s5jax import checkpoint, weight_cache
+from s5jax.errors import CheckpointError
+
+
+@pytest.fixture
+def kept(tmp_path, monkeypatch):
+    """weight_cache.path_for pointed at a private folder."""
+    folder = tmp_path / "cache"
+    monkeypatch.setattr(weight_cache, "path_for",
+                        functools.partial(weight_cache.path_for, folder=str(folder)))
+    return folder / "s5jax-weights"
+
+
+def _flat(tree, prefix=""):
+    if isinstance(tree, dict):
+        return {k2: v2 for k in tree for k2, v2 in _flat(tree[k], f"{prefix}/{k}").items()}
+    return {prefix: tree}
+
+
+def _no_orbax(*a, **k):
+    raise AssertionError("read the orbax checkpoint although its weights are kept")
+
+
+def test_second_load_maps_the_kept_file_and_reads_no_checkpoint(tiny_ckpt, kept, monkeypatch):
+    ref = checkpoint.load(tiny_ckpt["separator"])
+    first = weight_cache.load(tiny_ckpt["separator"], ("separator",))
+    (kept_file,) = kept.iterdir()
+    assert kept_file.name.endswith(".bin") and first[0] == "separator"
+    monkeypatch.setattr(checkpoint, "load", _no_orbax)
+    kind, config, variables = weight_cache.load(tiny_ckpt["separator"], ("separator",))
+    assert (kind, config) == ref[:2]
+    want, got = _flat(ref[2]), _flat(variables)
+    assert sorted(got) == sorted(want)
+    for path in want:
+        assert got[path].dtype == want[path].dtype and got[path].shape == want[path].shape
+        np.testing.assert_array_equal(got[path], want[path])
+        assert not got[path].flags.writeable                      # a view of the read-only mapping
+    # JAX's CPU device uses the mapped pages in place (no copy of the weights at start-up)
+    leaf = max(got.values(), key=lambda a: a.nbytes)
+    assert jax.device_put(leaf).unsafe_buffer_pointer() == leaf.ctypes.data
+    # the wrong model kind is still refused from config.json, before any weights
+    with pytest.raises(CheckpointError, match="expected tagger"):
+        weight_cache.load(tiny_ckpt["separator"], ("tagger-1ch", "tagger-4ch"))
+
+
+def test_models_loaded_from_the_kept_file_compute_the_same(tiny_ckpt, kept, monkeypatch):
+    from s5jax.separator import Separator
+    from s5jax.tagger import Tagger
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((1, 1, 4000)).astype(np.float32)
+    mix = rng.standard_normal((1, 4, 4000)).astype(np.float32)
+    query = np.eye(18, dtype=np.float32)[[3, 7, 11]].reshape(1, 54)
+    outs = []
+    for round_ in range(2):                          # 0: orbax read (and kept), 1: mapped
+        if round_:
+            monkeypatch.setattr(checkpoint, "load", _no_orbax)
+        tagger = Tagger.from_checkpoint(tiny_ckpt["tagger"], wait=False)
+        separator = Separator.from_checkpoint(tiny_ckpt["separator"], wait=False)
+        outs.append((np.asarray(tagger.apply_fn(tagger.variables, x)),
+                     np.asarray(separator.apply_fn(separator.variables, mix, query))))
+        assert tagger.identity == checkpoint.identity(tiny_ckpt["tagger"])
+    assert len(list(kept.iterdir())) == 2
+    for a, b in zip(*outs):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_changed_damaged_or_foreign_files_are_not_used(tiny_ckpt, kept, tmp_path):
+    copy = tmp_path / "tagger"
+    shutil.copytree(tiny_ckpt["tagger"], copy)
+    meta = checkpoint.read_meta(copy)
+    path, key = weight_cache.path_for(copy, meta)
+    weight_cache.load(copy)
+    ref = _flat(checkpoint.load(copy)[2])
+    good = open(path, "rb").read()
+
+    def check_rewritten():
+        got = _flat(weight_cache.load(copy)[2])                      # falls back to orbax ...
+        assert all(np.array_equal(got[p], ref[p]) for p in ref)
+        assert weight_cache.read(path, key) is not None              # ... and keeps a good file again
+
+    for damaged in (good[:-1], good + b"\0", b"NOTOURS!" + good[8:], good[:100],
+                    good.replace(key.encode(), b"0" * 64, 1)):
+        open(path, "wb").write(damaged)
+        assert weight_cache.read(path, key) is None
+        check_rewritten()
+    # a weight file changed on disk (another size or time) is another key: read from orbax again
+    data = max((os.path.join(d, f) for d, _, fs in os.walk(copy / "variables") for f in fs),
+               key=os.path.getsize)
+    os.utime(data, ns=(os.stat(data).st_atime_ns, os.stat(data).st_mtime_ns + 1))
+    assert weight_cache.path_for(copy, meta)[1] != key
+    # a folder without a stored hash (written before hashes were stored) is never kept
+    del meta["sha256"]
+    assert weight_cache.path_for(copy, meta) is None
+
+
+def test_least_recently_used_files_beyond_keep_are_dropped(tiny_ckpt, kept, tmp_path, monkeypatch):
+    monkeypatch.setattr(weight_cache, "KEEP", 2)
+    kept.mkdir(parents=True)
+    (kept / "notes.txt").write_text("not ours")                       # never touched
+    paths = []
+    for i in range(3):
+        copy = tmp_path / f"t{i}"
+        shutil.copytree(tiny_ckpt["tagger"], copy)
+        os.utime(copy / "variables" / "manifest.ocdbt", ns=(0, 10**18 + i))   # three keys
+        weight_cache.load(copy)
+        paths.append(weight_cache.path_for(copy, checkpoint.read_meta(copy))[0])
+        os.utime(paths[-1], ns=(0, 10**18 + i * 10**9))               # i-th is the newest
+    assert sorted(os.listdir(kept)) == sorted(["notes.txt", *(os.path.basename(p) for p in paths[1:])])
+    weight_cache.load(tmp_path / "t1")                                # a hit marks it recently used
+    assert os.stat(paths[1]).st_mtime_ns > os.stat(paths[2]).st_mtime_ns
+
+
+def test_kept_beside_the_jax_cache_and_only_when_it_is_on(tiny_ckpt, tmp_path):
+    meta = checkpoint.read_meta(tiny_ckpt["tagger"])
+    old = jax.config.jax_compilation_cache_dir
+    try:
+        jax.config.update("jax_compilation_cache_dir", None)
+        assert weight_cache.path_for(tiny_ckpt["tagger"], meta) is None
+        jax.config.update("jax_compilation_cache_dir", str(tmp_path))
+        path, _ = weight_cache.path_for(tiny_ckpt["tagger"], meta)
+    finally:
+        jax.config.update("jax_compilation_cache_dir", old)
+    assert os.path.dirname(path) == str(tmp_path / "s5jax-weights")
