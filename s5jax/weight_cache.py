@@ -13,8 +13,8 @@ get its weights in a few milliseconds and never import orbax.
 
 The key is the checkpoint's stored weight hash (`config.json` "sha256", written by `checkpoint.save`)
 together with the name, size and modification time of every file under its `variables/`, so a folder
-whose weights changed on disk is read from orbax again. The file is written atomically after an
-orbax read and is only a copy: safe to delete at any time; at most `KEEP` are kept (the least recently
+whose weights changed on disk is read from orbax again. The file is written atomically, in a thread
+of its own, after an orbax read, and is only a copy: safe to delete at any time; at most `KEEP` are kept (the least recently
 used beyond that are removed when a new one is written). Without a cache folder, or for a folder
 without a stored hash, nothing is kept and `load` is `checkpoint.load`.
 """
@@ -26,6 +26,7 @@ import mmap
 import os
 import re
 import struct
+import threading
 from typing import Mapping
 
 import numpy as np
@@ -38,6 +39,7 @@ MAGIC = b"S5JAXWTS"
 FORMAT = 1
 ALIGN = 64          # XLA's CPU buffers are 64-byte aligned: such host arrays are used in place
 KEEP = 6            # weight files kept (the refined system loads four models)
+WRITER = "s5jax-keep-weights"   # the writing thread's name
 _NAME = re.compile(r"^[0-9a-f]{64}\.bin$")
 
 
@@ -177,7 +179,7 @@ def read(path: str, key: str) -> dict | None:
 def load(ckpt_dir: str | os.PathLike, kinds: tuple[str, ...] | None = None,
          meta: Mapping | None = None) -> tuple[str, dict, dict]:
     """`checkpoint.load`, served from the kept flat file when there is one (arrays read-only, mapped),
-    else read from orbax and kept for the next start."""
+    else read from orbax and kept for the next start (written by a thread named WRITER)."""
     ckpt_dir = os.fspath(ckpt_dir)
     meta = checkpoint.read_meta(ckpt_dir) if meta is None else meta
     kind = checkpoint.check_meta(ckpt_dir, meta, kinds)
@@ -188,5 +190,8 @@ def load(ckpt_dir: str | os.PathLike, kinds: tuple[str, ...] | None = None,
             return kind, dict(meta["config"]), variables
     kind, config, variables = checkpoint.load(ckpt_dir, kinds, meta)
     if where is not None:
-        write(*where, variables)
+        # kept while the caller computes (writing 600 MB would delay a first run's start by ≈ 1 s);
+        # not a daemon: the interpreter waits for it at exit, and a kill leaves only a temporary
+        # that the next write here removes
+        threading.Thread(target=write, args=(*where, variables), name=WRITER, daemon=False).start()
     return kind, config, variables

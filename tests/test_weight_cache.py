@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import os
 import shutil
+import threading
 
 import jax
 import numpy as np
@@ -30,13 +31,22 @@ def _flat(tree, prefix=""):
     return {prefix: tree}
 
 
+def _load(*args):
+    """weight_cache.load, returning when its file is written."""
+    out = weight_cache.load(*args)
+    for t in threading.enumerate():
+        if t.name == weight_cache.WRITER:
+            t.join()
+    return out
+
+
 def _no_orbax(*a, **k):
     raise AssertionError("read the orbax checkpoint although its weights are kept")
 
 
 def test_second_load_maps_the_kept_file_and_reads_no_checkpoint(tiny_ckpt, kept, monkeypatch):
     ref = checkpoint.load(tiny_ckpt["separator"])
-    first = weight_cache.load(tiny_ckpt["separator"], ("separator",))
+    first = _load(tiny_ckpt["separator"], ("separator",))
     (kept_file,) = kept.iterdir()
     assert kept_file.name.endswith(".bin") and first[0] == "separator"
     monkeypatch.setattr(checkpoint, "load", _no_orbax)
@@ -72,6 +82,7 @@ def test_models_loaded_from_the_kept_file_compute_the_same(tiny_ckpt, kept, monk
         separator = Separator.from_checkpoint(tiny_ckpt["separator"], wait=False)
         outs.append((np.asarray(tagger.apply_fn(tagger.variables, x)),
                      np.asarray(separator.apply_fn(separator.variables, mix, query))))
+        _load(tiny_ckpt["tagger"])                    # (waits for the files being written)
         assert tagger.identity == checkpoint.identity(tiny_ckpt["tagger"])
     assert len(list(kept.iterdir())) == 2
     for a, b in zip(*outs):
@@ -83,12 +94,12 @@ def test_changed_damaged_or_foreign_files_are_not_used(tiny_ckpt, kept, tmp_path
     shutil.copytree(tiny_ckpt["tagger"], copy)
     meta = checkpoint.read_meta(copy)
     path, key = weight_cache.path_for(copy, meta)
-    weight_cache.load(copy)
+    _load(copy)
     ref = _flat(checkpoint.load(copy)[2])
     good = open(path, "rb").read()
 
     def check_rewritten():
-        got = _flat(weight_cache.load(copy)[2])                      # falls back to orbax ...
+        got = _flat(_load(copy)[2])                      # falls back to orbax ...
         assert all(np.array_equal(got[p], ref[p]) for p in ref)
         assert weight_cache.read(path, key) is not None              # ... and keeps a good file again
 
@@ -116,11 +127,11 @@ def test_least_recently_used_files_beyond_keep_are_dropped(tiny_ckpt, kept, tmp_
         copy = tmp_path / f"t{i}"
         shutil.copytree(tiny_ckpt["tagger"], copy)
         os.utime(copy / "variables" / "manifest.ocdbt", ns=(0, 10**18 + i))   # three keys
-        weight_cache.load(copy)
+        _load(copy)
         paths.append(weight_cache.path_for(copy, checkpoint.read_meta(copy))[0])
         os.utime(paths[-1], ns=(0, 10**18 + i * 10**9))               # i-th is the newest
     assert sorted(os.listdir(kept)) == sorted(["notes.txt", *(os.path.basename(p) for p in paths[1:])])
-    weight_cache.load(tmp_path / "t1")                                # a hit marks it recently used
+    _load(tmp_path / "t1")                                # a hit marks it recently used
     assert os.stat(paths[1]).st_mtime_ns > os.stat(paths[2]).st_mtime_ns
 
 
