@@ -4,7 +4,8 @@ full-size 4-ch tagger and separator (synthetic weights), each run a fresh proces
     python bench/bench_compile_cache.py [--runs 3] [--work /tmp/s5jax_bench_cc] [--seconds 10]
                                         [--tree NAME=DIR ...]
 
-Prints wall and CPU (user+sys of the child) seconds per run: `off` = --no-compile-cache (compiles
+Prints wall and CPU (user+sys of the child) seconds per run and the child's peak RSS: `off` =
+--no-compile-cache (compiles
 every time), `fill` = first run on an empty cache, `warm` = later runs served from the cache. The
 machine is shared: compare the columns of one run; CPU seconds are steadier than wall under load.
 With a short clip (`--seconds 1`) a run is almost all start-up (import, loading both models, tracing,
@@ -20,7 +21,6 @@ from __future__ import annotations
 import argparse
 import os
 import pathlib
-import resource
 import shutil
 import statistics
 import subprocess
@@ -62,22 +62,24 @@ sys.exit(main(sys.argv[1:]))
 
 
 def run(work: pathlib.Path, data: str, out: str, cache: pathlib.Path, *extra: str,
-        tree: pathlib.Path = ROOT) -> tuple[float, float, float]:
-    """-> (wall s, CPU s, s from launch to the first program call)."""
+        tree: pathlib.Path = ROOT) -> tuple[float, float, float, float]:
+    """-> (wall s, CPU s, s from launch to the first program call, peak RSS GB)."""
     shutil.rmtree(work / out, ignore_errors=True)
     stamp = work / "first_call"
     stamp.unlink(missing_ok=True)
     env = dict(os.environ, S5JAX_CACHE_DIR=str(cache), PYTHONPATH=str(tree), S5JAX_BENCH_FIRST_CALL=str(stamp))
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t, launched = time.perf_counter(), time.time()
-    subprocess.run([sys.executable, "-c", LAUNCHER, "infer", str(work / data), "--tagger",
-                    str(work / "tagger-4ch"), "--separator", str(work / "separator"), "--out",
-                    str(work / out), "--quiet", *extra], env=env, check=True, stdout=subprocess.DEVNULL,
-                   cwd=tree)    # `-c` puts the working folder first on sys.path: it must be the tree
+    proc = subprocess.Popen([sys.executable, "-c", LAUNCHER, "infer", str(work / data), "--tagger",
+                             str(work / "tagger-4ch"), "--separator", str(work / "separator"), "--out",
+                             str(work / out), "--quiet", *extra], env=env, stdout=subprocess.DEVNULL,
+                            cwd=tree)    # `-c` puts the working folder first on sys.path: it must be the tree
+    _, status, usage = os.wait4(proc.pid, 0)   # this child's own rusage (peak RSS included)
+    proc.returncode = os.waitstatus_to_exitcode(status)
     wall = time.perf_counter() - t
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if proc.returncode:
+        raise SystemExit(f"s5jax infer failed ({proc.returncode}) in {tree}")
     first = float(stamp.read_text()) - launched
-    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), first
+    return wall, usage.ru_utime + usage.ru_stime, first, usage.ru_maxrss / 2**20
 
 
 def main() -> None:
@@ -105,13 +107,14 @@ def main() -> None:
                 cache = work / "unused" if mode == "off" else caches[name]
                 rows.setdefault((name, mode), []).append(run(work, data, "out", cache, *extra, tree=tree))
     print("| tree | mode | runs | wall s (median, min-max) | CPU s (median, min-max) | first call at s "
-          "(median, min-max) |\n|---|---|---|---|---|---|")
+          "(median, min-max) | peak RSS GB (median) |\n|---|---|---|---|---|---|---|")
     for (name, mode), r in rows.items():
         cells = []
         for i in range(3):
             v = [x[i] for x in r]
             cells.append(f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
-        print(f"| {name} | {mode} | {len(r)} | " + " | ".join(cells) + " |")
+        rss = statistics.median(x[3] for x in r)
+        print(f"| {name} | {mode} | {len(r)} | " + " | ".join(cells) + f" | {rss:.2f} |")
     print(f"clip: {args.seconds:g} s; load average: {os.getloadavg()[0]:.1f}")
 
 
