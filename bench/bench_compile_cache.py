@@ -5,8 +5,8 @@ full-size 4-ch tagger and separator (synthetic weights), each run a fresh proces
                                         [--tree NAME=DIR ...]
 
 Prints wall and CPU (user+sys of the child) seconds per run and the child's peak RSS: `off` =
---no-compile-cache (compiles
-every time), `fill` = first run on an empty cache, `warm` = later runs served from the cache. The
+--no-compile-cache (compiles every time), `fill` = first run on an empty cache, `warm` = later runs
+served from the cache. The
 machine is shared: compare the columns of one run; CPU seconds are steadier than wall under load.
 With a short clip (`--seconds 1`) a run is almost all start-up (import, loading both models, tracing,
 compiling or fetching from the cache), so `warm` there is the time a second run takes to start
