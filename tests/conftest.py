@@ -14,6 +14,18 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = pathlib.Path(os.environ.get("S5JAX_GOLDEN", ROOT / "tests" / "golden"))
 
 
+# Files whose tests take longest (minutes each on 2 cores), run first: with the suite split over
+# worker processes file by file (scripts/test.sh), a long file started last would run alone at the end.
+LONG_FIRST = ("test_train.py", "test_replay_pipeline.py", "test_search.py", "test_infer_safety.py",
+              "test_infer.py", "test_system_pipeline.py", "test_resunet_parity.py", "test_m2d_parity.py",
+              "test_replay.py", "test_cache.py", "test_resunet.py")
+
+
+def pytest_collection_modifyitems(items):
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))   # stable: file order kept
+
+
 def load_synth():
     """The golden folder's synth.py (numpy-only generator of weights and signals)."""
     spec = importlib.util.spec_from_file_location("golden_synth", GOLDEN / "synth.py")
