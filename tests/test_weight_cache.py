@@ -61,6 +61,12 @@ def test_second_load_maps_the_kept_file_and_reads_no_checkpoint(tiny_ckpt, kept,
     # JAX's CPU device uses the mapped pages in place (no copy of the weights at start-up)
     leaf = max(got.values(), key=lambda a: a.nbytes)
     assert jax.device_put(leaf).unsafe_buffer_pointer() == leaf.ctypes.data
+    # ... and never writes through it: a program given a mapped weight to donate (as a training step
+    # does with its state) computes as usual and leaves the kept file as it was
+    before = kept_file.read_bytes()
+    step = jax.jit(lambda w: w * 2.0 + 1.0, donate_argnums=0)
+    np.testing.assert_array_equal(np.asarray(step(jax.device_put(leaf))), np.asarray(leaf) * 2.0 + 1.0)
+    assert kept_file.read_bytes() == before
     # the wrong model kind is still refused from config.json, before any weights
     with pytest.raises(CheckpointError, match="expected tagger"):
         weight_cache.load(tiny_ckpt["separator"], ("tagger-1ch", "tagger-4ch"))
