@@ -160,7 +160,8 @@ def read(path: str, key: str) -> dict | None:
         for e in header["arrays"]:
             dtype, shape = np.dtype(e["dtype"]), tuple(int(d) for d in e["shape"])
             count = int(np.prod(shape, dtype=np.int64))
-            if start + int(e["offset"]) + count * dtype.itemsize > size:
+            if (dtype.kind not in "biuf" or min(shape, default=0) < 0 or int(e["offset"]) < 0
+                    or start + int(e["offset"]) + count * dtype.itemsize > size):
                 return None
             a = np.frombuffer(mapped, dtype, count, start + int(e["offset"])).reshape(shape)
             node = tree

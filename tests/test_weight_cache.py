@@ -4,8 +4,10 @@ JAX's CPU device), and a changed, damaged or foreign file is never used. Tiny of
 from __future__ import annotations
 
 import functools
+import json
 import os
 import shutil
+import struct
 import threading
 
 import jax
@@ -109,8 +111,16 @@ def test_changed_damaged_or_foreign_files_are_not_used(tiny_ckpt, kept, tmp_path
         assert all(np.array_equal(got[p], ref[p]) for p in ref)
         assert weight_cache.read(path, key) is not None              # ... and keeps a good file again
 
+    def crafted(**change):                  # a header of the same length claiming other arrays
+        n = struct.unpack("<Q", good[8:16])[0]
+        header = json.loads(good[16:16 + n])
+        header["arrays"][0].update(change)
+        text = json.dumps(header).encode()
+        return good[:16] + text.ljust(n) + good[16 + n:]
+
     for damaged in (good[:-1], good + b"\0", b"NOTOURS!" + good[8:], good[:100],
-                    good.replace(key.encode(), b"0" * 64, 1)):
+                    good.replace(key.encode(), b"0" * 64, 1), crafted(shape=[-1]), crafted(dtype="|O"),
+                    crafted(offset=len(good)), crafted(shape=[10**9])):
         open(path, "wb").write(damaged)
         assert weight_cache.read(path, key) is None
         check_rewritten()
