@@ -50,11 +50,12 @@ def enable(path: str | None = None) -> str | None:
 def code_digest() -> str:
     """sha256 of the package's source (every .py under s5jax/) and the jax, jaxlib and flax versions:
     what a traced model or program may depend on."""
-    import flax
+    from importlib.metadata import version   # not `import flax`: a warm start never needs Flax
+
     import jax
     import jaxlib
 
-    h = hashlib.sha256(f"jax {jax.__version__} jaxlib {jaxlib.__version__} flax {flax.__version__};".encode())
+    h = hashlib.sha256(f"jax {jax.__version__} jaxlib {jaxlib.__version__} flax {version('flax')};".encode())
     root = pathlib.Path(__file__).resolve().parent
     for path in sorted(root.rglob("*.py")):
         h.update(f"{path.relative_to(root).as_posix()}:".encode())

@@ -15,7 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import AudioError
-from .models.resunet import ResUNetConfig, ResUNetSeparator
+from .models.configs import ResUNetConfig
 from .wrapper import LoadedModel
 
 
@@ -46,7 +46,8 @@ class Separator(LoadedModel):
         return self.cfg
 
     @staticmethod
-    def make_module(cfg: ResUNetConfig) -> ResUNetSeparator:
+    def make_module(cfg: ResUNetConfig):
+        from .models.resunet import ResUNetSeparator   # Flax: imported when a model is first traced
         return ResUNetSeparator(cfg)
 
     @staticmethod

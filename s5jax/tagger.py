@@ -17,7 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .errors import AudioError, CheckpointError
-from .models.m2d import M2DConfig, M2DTagger
+from .models.configs import M2DConfig
 from .wrapper import LoadedModel
 
 
@@ -46,10 +46,9 @@ class Tagger(LoadedModel):
         super().__init__(cfg, variables, kind, source, identity, expected)
         self._logits = jax.jit(self.apply_fn)
         self._predict = jax.jit(lambda v, w: predict_from_logits(self.apply_fn(v, w)))
-        module = self.module
 
         def intermediates(variables, waveform):
-            logits, inter = module.apply(variables, waveform)
+            logits, inter = self.module.apply(variables, waveform)
             return {"logits": logits, **inter}
 
         self._intermediates = jax.jit(intermediates)
@@ -59,7 +58,8 @@ class Tagger(LoadedModel):
         return "tagger-4ch" if cfg.in_channels == 4 else "tagger-1ch"
 
     @staticmethod
-    def make_module(cfg: M2DConfig) -> M2DTagger:
+    def make_module(cfg: M2DConfig):
+        from .models.m2d import M2DTagger   # Flax: imported when a model is first traced
         return M2DTagger(cfg)
 
     @staticmethod

@@ -214,18 +214,25 @@ def test_complete_results_with_other_settings_are_refused(data, tiny_ckpt, tmp_p
 
 def test_persistent_compile_cache_is_used_and_can_be_turned_off(data, tiny_ckpt, tmp_path):
     """Two processes: the first fills $S5JAX_CACHE_DIR; --no-compile-cache leaves another empty; the
-    outputs agree bit for bit (a cached program computes what a fresh compile does)."""
+    outputs agree bit for bit (a cached program computes what a fresh compile does). The second run,
+    served from the cache, neither imports Flax (no model is traced) nor orbax (the weights are mapped
+    from the kept flat files)."""
+    launcher = ("import sys; from s5jax.cli import main; rc = main(sys.argv[1:]); "
+                "print('imported', 'flax' in sys.modules, 'orbax.checkpoint' in sys.modules); sys.exit(rc)")
+
     def run(out, cache, *extra):
         env = dict(os.environ, S5JAX_CACHE_DIR=str(cache), JAX_PLATFORMS="cpu")
-        r = subprocess.run([sys.executable, "-m", "s5jax.cli", "infer", str(data), "--tagger", tiny_ckpt["forced"],
+        r = subprocess.run([sys.executable, "-c", launcher, "infer", str(data), "--tagger", tiny_ckpt["forced"],
                             "--separator", tiny_ckpt["separator"], "--out", str(out), "--quiet", *extra],
                            env=env, capture_output=True, text=True)
         assert r.returncode == 0, r.stderr[-1500:]
+        return r.stdout.splitlines()[-1]
 
-    run(tmp_path / "a", tmp_path / "cache")
+    assert run(tmp_path / "a", tmp_path / "cache") == "imported True True"
     cached = os.listdir(tmp_path / "cache")
     assert len(cached) >= 2                                       # tagger+separator program and more
-    run(tmp_path / "b", tmp_path / "cache")                       # served from the cache
+    assert len(os.listdir(tmp_path / "cache" / "s5jax-weights")) == 2
+    assert run(tmp_path / "b", tmp_path / "cache") == "imported False False"   # served from the cache
     run(tmp_path / "c", tmp_path / "off", "--no-compile-cache")
     assert not (tmp_path / "off").exists() or os.listdir(tmp_path / "off") == []
     for f in os.listdir(tmp_path / "a"):

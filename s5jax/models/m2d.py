@@ -18,10 +18,8 @@ Variable layout (also what the m2d-encoder conversion writes, under `params/enco
 """
 from __future__ import annotations
 
-import dataclasses
 import re
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import flax.linen as nn
 import jax
@@ -31,68 +29,10 @@ import numpy as np
 from ..conversion import Rule, abstract_variables, apply_rules, require_fixed
 from ..errors import CheckpointError
 from .batchnorm import TorchBatchNorm
-from .common import PRECISIONS, known_fields
+from .configs import M2DConfig
 from ..stft import hann_window, stft  # shared with the separator front end
 
 _EPS = float(np.finfo(np.float32).eps)  # the official log offset: float32 machine epsilon
-
-
-@dataclass(frozen=True)
-class M2DConfig:
-    """Everything that fixes the tagger's shapes and numerics (JSON-serialisable via `to_dict`)."""
-    in_channels: int = 1            # 1 (M2dAt) or 4 (M2dAtSpatial)
-    sample_rate: int = 32000
-    n_fft: int = 800                # also the window length
-    hop: int = 320
-    n_mels: int = 80
-    fmin: float = 50.0
-    fmax: float = 16000.0
-    norm_mean: float = -7.1         # from the checkpoint's backbone.norm_stats
-    norm_std: float = 4.2
-    patch: int = 16
-    chunk_frames: int = 1001        # frames the encoder sees at once (pos_embed covers this)
-    embed_dim: int = 768
-    depth: int = 12
-    num_heads: int = 12
-    mlp_dim: int = 3072
-    head_dim: int = 3072            # first head layer; split into num_tracks equal parts
-    track_dim: int = 512
-    num_tracks: int = 3
-    num_classes: int = 19
-    precision: str = "highest"      # matmul/conv precision: keeps GPU/TPU numerics at float32
-
-    def __post_init__(self):
-        if self.in_channels not in (1, 4):
-            raise ValueError(f"in_channels must be 1 or 4, got {self.in_channels}")
-        if self.n_mels % self.patch or self.head_dim % self.num_tracks or self.embed_dim % self.num_heads:
-            raise ValueError("n_mels % patch, head_dim % num_tracks and embed_dim % num_heads must be 0")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}")
-
-    @property
-    def freq_patches(self) -> int:
-        return self.n_mels // self.patch
-
-    @property
-    def time_patches(self) -> int:
-        """Time columns of the positional-embedding grid (62 for 1001 frames)."""
-        return self.chunk_frames // self.patch
-
-    @property
-    def feature_dim(self) -> int:
-        """Encoder feature per time step and channel: F * D (5 * 768 = 3840)."""
-        return self.freq_patches * self.embed_dim
-
-    @property
-    def lax_precision(self):
-        return PRECISIONS[self.precision]
-
-    def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "M2DConfig":
-        return cls(**known_fields(cls, d, "tagger"))
 
 
 # ------------------------------------------------------------------------------ front end (numpy)

@@ -15,11 +15,8 @@ the block they feed), so the conversion table below is a direct, reviewable list
 """
 from __future__ import annotations
 
-import dataclasses
-import math
 import re
-from dataclasses import dataclass
-from typing import Any, Mapping
+from typing import Mapping
 
 import jax
 import jax.numpy as jnp
@@ -30,70 +27,9 @@ from .. import stft as stft_lib
 from ..conversion import Rule, abstract_variables, apply_rules, require_fixed
 from ..errors import CheckpointError
 from .batchnorm import TorchBatchNorm
-from .common import PRECISIONS, known_fields
+from .configs import ResUNetConfig
 
 MASK_PARTS = 3  # K in the official code: magnitude mask, phase real, phase imag
-
-
-@dataclass(frozen=True)
-class ResUNetConfig:
-    """Sizes of the separator. Defaults = the official ResUNet30 (26.8 M values)."""
-    input_channels: int = 4                       # microphones of the mixture
-    num_slots: int = 3                            # query slots = output stems
-    num_classes: int = 18                         # one-hot size of one slot
-    channels: tuple[int, ...] = (32, 64, 128, 256, 384, 384)   # encoder blocks (channels[0] = base)
-    pools: tuple[tuple[int, int], ...] = ((2, 2), (2, 2), (2, 2), (2, 2), (2, 2), (1, 2))  # (time, freq)
-    bottleneck_channels: int = 384                # conv_block7a
-    condition_dim: int = 512                      # label embedding width
-    n_fft: int = 1024
-    hop: int = 160
-    precision: str = "highest"                    # of convs / matmuls, so GPU/TPU match CPU
-    bn_eps: float = 1e-5
-    ln_eps: float = 1e-5
-
-    def __post_init__(self):
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        object.__setattr__(self, "pools", tuple((int(a), int(b)) for a, b in self.pools))
-        if len(self.channels) != len(self.pools) or not self.channels:
-            raise ValueError("channels and pools need one entry per encoder block")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {sorted(PRECISIONS)}")
-        if (self.n_fft // 2) % self.freq_ratio:
-            raise ValueError(f"n_fft // 2 = {self.n_fft // 2} is not divisible by the frequency "
-                             f"down-sampling ratio {self.freq_ratio}")
-
-    @property
-    def query_dim(self) -> int:
-        return self.num_slots * self.num_classes
-
-    @property
-    def time_ratio(self) -> int:
-        """Frames are padded to a multiple of this (the encoder's total time pooling)."""
-        return math.prod(p[0] for p in self.pools)
-
-    @property
-    def freq_ratio(self) -> int:
-        return math.prod(p[1] for p in self.pools)
-
-    @property
-    def lax_precision(self):
-        return PRECISIONS[self.precision]
-
-    def to_dict(self) -> dict:
-        """JSON-serialisable (tuples become lists)."""
-        d = dataclasses.asdict(self)
-        d["channels"] = list(self.channels)
-        d["pools"] = [list(p) for p in self.pools]
-        return d
-
-    @classmethod
-    def from_dict(cls, d: Mapping[str, Any]) -> "ResUNetConfig":
-        d = known_fields(cls, d, "separator")
-        if "channels" in d:
-            d["channels"] = tuple(d["channels"])
-        if "pools" in d:
-            d["pools"] = tuple(tuple(p) for p in d["pools"])
-        return cls(**d)
 
 
 # ------------------------------------------------------------------ building blocks
