@@ -139,3 +139,38 @@ def test_a_config_needing_an_absent_model_is_a_one_line_error(setup, capsys):
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and why in err[0], (why, err)
         assert not out.exists()
+
+
+def test_system_program_is_kept_and_served_without_tracing(setup, tmp_path, monkeypatch):
+    """`infer --system`: the refined system's program (its config values are an input) is exported
+    and kept like the baseline's, and a later engine is served from it, computing the same."""
+    from jax import export
+
+    from s5jax import compile_cache
+    from s5jax.system.pipeline import system_engine
+
+    _, _, paths, _, mix = setup
+    real = compile_cache.memo_path
+    monkeypatch.setattr(compile_cache, "memo_path", lambda *a, **k: real(*a, folder=str(tmp_path), **k))
+    config = tmp_path / "full.json"
+    config.write_text(FULL.to_json())
+
+    def outputs(prepare: bool):
+        eng = system_engine(str(config), [paths["tagger-1ch"], paths["tagger-4ch"]], paths["separator"],
+                            paths["separator2"], 2)
+        if prepare:
+            eng.prepare(mix.shape[-1])
+        return [np.asarray(a) for a in eng.compute(mix[:2])]
+
+    plain = outputs(prepare=False)
+    fresh = outputs(prepare=True)                                   # exports and keeps the program
+    (kept,) = (tmp_path / "s5jax-programs").iterdir()
+
+    def no_export(*a, **k):
+        raise AssertionError("exported again although the program is kept")
+
+    monkeypatch.setattr(export, "export", no_export)
+    served = outputs(prepare=True)
+    for a, b, c in zip(plain, fresh, served):
+        assert np.array_equal(a, b) and np.array_equal(a, c)
+    assert np.abs(plain[2]).max() > 0                               # real stems

@@ -20,6 +20,7 @@ import jax.numpy as jnp
 from .. import metric
 from ..labels import NUM_SLOTS
 from ..separator import query_vector
+from .config import Params
 
 
 def tag(tagger_apply: Callable, variables, mixture: jax.Array) -> jax.Array:
@@ -85,10 +86,13 @@ class SystemOutput(NamedTuple):
     use_b: jax.Array      # [b, 3] bool: slot's stem from separator B
 
 
-try:   # so an exported system program (DataParallel.prepare with a key) can be kept on disk
-    jax.export.register_namedtuple_serialization(SystemOutput, serialized_name="s5jax.system.SystemOutput")
-except ValueError:     # registered already (module reloaded)
-    pass
+# so an exported system program (DataParallel.prepare with a key) can be kept on disk: its output and
+# its traced config values (an input beside the weights) are named tuples export must know by name
+for _type, _name in ((SystemOutput, "s5jax.system.SystemOutput"), (Params, "s5jax.system.Params")):
+    try:
+        jax.export.register_namedtuple_serialization(_type, serialized_name=_name)
+    except ValueError:     # registered already (module reloaded)
+        pass
 
 
 def silent_probs(P4: jax.Array, labels: jax.Array) -> jax.Array:
