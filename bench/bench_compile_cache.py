@@ -1,8 +1,9 @@
 """Start-up with and without the persistent compilation cache: `s5jax infer` on one 10 s clip with the
-full-size 4-ch tagger and separator (synthetic weights), each run a fresh process.
+full-size 4-ch tagger and separator (synthetic weights; with `--system`, the refined system with the
+1-ch tagger as its second tagger), each run a fresh process.
 
     python bench/bench_compile_cache.py [--runs 3] [--work /tmp/s5jax_bench_cc] [--seconds 10]
-                                        [--tree NAME=DIR ...]
+                                        [--system PRESET] [--tree NAME=DIR ...]
 
 Prints wall and CPU (user+sys of the child) seconds per run and the child's peak RSS: `off` =
 --no-compile-cache (compiles every time), `fill` = first run on an empty cache, `warm` = later runs
@@ -30,7 +31,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def prepare(work: pathlib.Path, seconds: float = 10.0) -> None:
+def prepare(work: pathlib.Path, seconds: float = 10.0, kinds=("tagger-4ch", "separator")) -> None:
     sys.path.insert(0, str(ROOT))
     from s5jax.demo import write_synthetic_checkpoint
     from s5jax.official import convert_checkpoint
@@ -38,7 +39,7 @@ def prepare(work: pathlib.Path, seconds: float = 10.0) -> None:
 
     if not (work / f"data{seconds:g}").exists():
         write_scene_set(str(work / f"data{seconds:g}"), 1, seed=0, cfg=SceneConfig(seconds=seconds))
-    for kind in ("tagger-4ch", "separator"):
+    for kind in kinds:
         if not (work / kind).exists():
             write_synthetic_checkpoint(kind, str(work / f"{kind}.ckpt"))
             convert_checkpoint(str(work / f"{kind}.ckpt"), str(work / kind))
@@ -87,6 +88,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--work", default="/tmp/s5jax_bench_cc")
     ap.add_argument("--seconds", type=float, default=10.0, help="clip length")
+    ap.add_argument("--system", default=None, metavar="PRESET",
+                    help="run the refined system (e.g. system3: the 1-ch tagger is the second tagger, the "
+                         "separator serves as A and B) instead of the baseline")
     ap.add_argument("--tree", action="append", default=[], metavar="NAME=DIR",
                     help="a checkout to measure (repeatable; default: this one)")
     args = ap.parse_args()
@@ -94,7 +98,13 @@ def main() -> None:
     trees = {k: pathlib.Path(v).resolve() for k, v in trees.items()}
     work = pathlib.Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    prepare(work, args.seconds)
+    system = ()
+    if args.system:
+        prepare(work, args.seconds, ("tagger-4ch", "tagger-1ch", "separator"))
+        system = ("--system", args.system, "--tagger2", str(work / "tagger-1ch"), "--separator2",
+                  str(work / "separator"))
+    else:
+        prepare(work, args.seconds)
     data = f"data{args.seconds:g}"
     caches = {name: work / f"cache-{name}" for name in trees}
     for c in caches.values():
@@ -103,7 +113,7 @@ def main() -> None:
     for mode, n in (("off", args.runs), ("fill", 1), ("warm", args.runs)):
         for _ in range(n):
             for name, tree in trees.items():          # alternating: load drifts hit every tree alike
-                extra = ("--no-compile-cache",) if mode == "off" else ()
+                extra = (("--no-compile-cache",) if mode == "off" else ()) + system
                 cache = work / "unused" if mode == "off" else caches[name]
                 rows.setdefault((name, mode), []).append(run(work, data, "out", cache, *extra, tree=tree))
     print("| tree | mode | runs | wall s (median, min-max) | CPU s (median, min-max) | first call at s "
@@ -115,7 +125,7 @@ def main() -> None:
             cells.append(f"{statistics.median(v):.2f} ({min(v):.2f}-{max(v):.2f})")
         rss = statistics.median(x[3] for x in r)
         print(f"| {name} | {mode} | {len(r)} | " + " | ".join(cells) + f" | {rss:.2f} |")
-    print(f"clip: {args.seconds:g} s; load average: {os.getloadavg()[0]:.1f}")
+    print(f"clip: {args.seconds:g} s; system: {args.system or 'baseline'}; load average: {os.getloadavg()[0]:.1f}")
 
 
 if __name__ == "__main__":
