@@ -42,12 +42,13 @@ class Rule:
             raise ValueError(f"unknown transform {self.transform!r}")
 
 
-def _flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+def flatten(tree: Mapping, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": {"c": leaf}}} -> {"a/b/c": leaf} (the inverse of `unflatten`)."""
     out = {}
     for k, v in tree.items():
         path = f"{prefix}/{k}" if prefix else str(k)
         if isinstance(v, Mapping):
-            out.update(_flatten(v, path))
+            out.update(flatten(v, path))
         else:
             out[path] = v
     return out
@@ -75,7 +76,7 @@ def apply_rules(state_dict: Mapping[str, np.ndarray], rules: list[Rule], expecte
     Raises CheckpointError naming `source` and the offending key.
     """
     compiled = [(re.compile(r.pattern), r) for r in rules]
-    want = {p: tuple(v.shape) for p, v in _flatten(expected).items()}
+    want = {p: tuple(v.shape) for p, v in flatten(expected).items()}
     got: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}
     fixed: dict[str, np.ndarray] = {}

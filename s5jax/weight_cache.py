@@ -14,9 +14,9 @@ get its weights in a few milliseconds and never import orbax.
 The key is the checkpoint's stored weight hash (`config.json` "sha256", written by `checkpoint.save`)
 together with the name, size and modification time of every file under its `variables/`, so a folder
 whose weights changed on disk is read from orbax again. The file is written atomically, in a thread
-of its own, after an orbax read, and is only a copy: safe to delete at any time; at most `KEEP` are kept (the least recently
-used beyond that are removed when a new one is written). Without a cache folder, or for a folder
-without a stored hash, nothing is kept and `load` is `checkpoint.load`.
+of its own, after an orbax read, and is only a copy: safe to delete at any time; at most `KEEP` are
+kept (the least recently used beyond that are removed when a new one is written). Without a cache
+folder, or for a folder without a stored hash, nothing is kept and `load` is `checkpoint.load`.
 """
 from __future__ import annotations
 
@@ -32,6 +32,7 @@ from typing import Mapping
 import numpy as np
 
 from . import checkpoint
+from .conversion import flatten, unflatten
 from .errors import S5Error
 from .files import clean_stale_parts, temp_file
 
@@ -73,27 +74,24 @@ def path_for(ckpt_dir: str | os.PathLike, meta: Mapping, folder: str | None = No
     return os.path.join(folder, "s5jax-weights", key + ".bin"), key
 
 
-def _leaves(tree: Mapping, prefix: tuple = ()) -> list[tuple[tuple, np.ndarray]]:
-    out = []
-    for k in sorted(tree):
-        if isinstance(tree[k], Mapping):
-            out += _leaves(tree[k], prefix + (k,))
-        else:
-            out.append((prefix + (k,), np.asarray(tree[k])))
-    return out
+def _plain_keys(tree: Mapping) -> bool:
+    """Every key a string without "/": the tree survives `flatten` / `unflatten` unchanged."""
+    return all(isinstance(k, str) and "/" not in k and (not isinstance(v, Mapping) or _plain_keys(v))
+               for k, v in tree.items())
 
 
 def write(path: str, key: str, variables: Mapping) -> bool:
     """Keep `variables` at `path` (atomically); False (nothing written) if a leaf is not a plain
     numeric array or the folder is not writable. Then drops the least recently used files beyond KEEP."""
-    leaves = _leaves(variables)
-    if not all(isinstance(k, str) for p, _ in leaves for k in p) or any(
-            a.dtype.kind not in "biuf" or a.dtype.byteorder == ">" for _, a in leaves):
+    if not _plain_keys(variables):
+        return False
+    leaves = [(p, np.asarray(a)) for p, a in flatten(variables).items()]
+    if any(a.dtype.kind not in "biuf" or a.dtype.byteorder == ">" for _, a in leaves):
         return False
     entries, offset = [], 0
     for p, a in leaves:
         offset += -offset % ALIGN
-        entries.append({"path": list(p), "dtype": a.dtype.str, "shape": list(a.shape), "offset": offset})
+        entries.append({"path": p, "dtype": a.dtype.str, "shape": list(a.shape), "offset": offset})
         offset += a.nbytes
     header = json.dumps({"format": FORMAT, "key": key, "arrays": entries, "data_bytes": offset}).encode()
     start = len(MAGIC) + 8 + len(header)
@@ -156,18 +154,16 @@ def read(path: str, key: str) -> dict | None:
             # prefault every page now (from the page cache, in the reading thread), not at first use
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             mapped = mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ)
-        tree: dict = {}
+        flat = {}
         for e in header["arrays"]:
             dtype, shape = np.dtype(e["dtype"]), tuple(int(d) for d in e["shape"])
             count = int(np.prod(shape, dtype=np.int64))
-            if (dtype.kind not in "biuf" or min(shape, default=0) < 0 or int(e["offset"]) < 0
+            if (not isinstance(e["path"], str) or dtype.kind not in "biuf" or min(shape, default=0) < 0
+                    or int(e["offset"]) < 0
                     or start + int(e["offset"]) + count * dtype.itemsize > size):
                 return None
-            a = np.frombuffer(mapped, dtype, count, start + int(e["offset"])).reshape(shape)
-            node = tree
-            for k in e["path"][:-1]:
-                node = node.setdefault(k, {})
-            node[e["path"][-1]] = a
+            flat[e["path"]] = np.frombuffer(mapped, dtype, count, start + int(e["offset"])).reshape(shape)
+        tree = unflatten(flat)
     except (OSError, ValueError, TypeError, KeyError, AttributeError, struct.error):
         return None
     try:

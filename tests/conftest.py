@@ -26,6 +26,17 @@ def pytest_collection_modifyitems(items):
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))   # stable: file order kept
 
 
+@pytest.fixture
+def memo_dir(tmp_path, monkeypatch):
+    """compile_cache.memo_path pointed at a private folder (JAX's own cache stays as the session has it)."""
+    from s5jax import compile_cache
+
+    real = compile_cache.memo_path
+    folder = tmp_path / "cache"
+    monkeypatch.setattr(compile_cache, "memo_path", lambda *a, **k: real(*a, folder=str(folder), **k))
+    return folder
+
+
 def load_synth():
     """The golden folder's synth.py (numpy-only generator of weights and signals)."""
     spec = importlib.util.spec_from_file_location("golden_synth", GOLDEN / "synth.py")

@@ -16,15 +16,6 @@ from s5jax.errors import CheckpointError
 from s5jax.pipeline import DataParallel, sharded_baseline
 
 
-@pytest.fixture
-def memo_dir(tmp_path, monkeypatch):
-    """memo_path pointed at a private folder (JAX's own cache stays as the session has it)."""
-    real = compile_cache.memo_path
-    folder = tmp_path / "cache"
-    monkeypatch.setattr(compile_cache, "memo_path", lambda *a, **k: real(*a, folder=str(folder), **k))
-    return folder
-
-
 def test_memo_path_follows_the_jax_cache_and_the_code(tmp_path, monkeypatch):
     old = jax.config.jax_compilation_cache_dir
     try:

@@ -141,17 +141,14 @@ def test_a_config_needing_an_absent_model_is_a_one_line_error(setup, capsys):
         assert not out.exists()
 
 
-def test_system_program_is_kept_and_served_without_tracing(setup, tmp_path, monkeypatch):
+def test_system_program_is_kept_and_served_without_tracing(setup, memo_dir, tmp_path, monkeypatch):
     """`infer --system`: the refined system's program (its config values are an input) is exported
     and kept like the baseline's, and a later engine is served from it, computing the same."""
     from jax import export
 
-    from s5jax import compile_cache
     from s5jax.system.pipeline import system_engine
 
     _, _, paths, _, mix = setup
-    real = compile_cache.memo_path
-    monkeypatch.setattr(compile_cache, "memo_path", lambda *a, **k: real(*a, folder=str(tmp_path), **k))
     config = tmp_path / "full.json"
     config.write_text(FULL.to_json())
 
@@ -164,7 +161,7 @@ def test_system_program_is_kept_and_served_without_tracing(setup, tmp_path, monk
 
     plain = outputs(prepare=False)
     fresh = outputs(prepare=True)                                   # exports and keeps the program
-    (kept,) = (tmp_path / "s5jax-programs").iterdir()
+    (kept,) = (memo_dir / "s5jax-programs").iterdir()
 
     def no_export(*a, **k):
         raise AssertionError("exported again although the program is kept")

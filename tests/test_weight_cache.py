@@ -120,7 +120,7 @@ def test_changed_damaged_or_foreign_files_are_not_used(tiny_ckpt, kept, tmp_path
 
     for damaged in (good[:-1], good + b"\0", b"NOTOURS!" + good[8:], good[:100],
                     good.replace(key.encode(), b"0" * 64, 1), crafted(shape=[-1]), crafted(dtype="|O"),
-                    crafted(offset=len(good)), crafted(shape=[10**9])):
+                    crafted(offset=len(good)), crafted(shape=[10**9]), crafted(path=["params"])):
         open(path, "wb").write(damaged)
         assert weight_cache.read(path, key) is None
         check_rewritten()
