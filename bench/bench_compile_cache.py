@@ -7,8 +7,8 @@ full-size 4-ch tagger and separator (synthetic weights; with `--system`, the ref
 
 Prints wall and CPU (user+sys of the child) seconds per run and the child's peak RSS: `off` =
 --no-compile-cache (compiles every time), `fill` = first run on an empty cache, `warm` = later runs
-served from the cache. The
-machine is shared: compare the columns of one run; CPU seconds are steadier than wall under load.
+served from the cache. The machine is shared: compare the columns of one run; CPU seconds are
+steadier than wall under load.
 With a short clip (`--seconds 1`) a run is almost all start-up (import, loading both models, tracing,
 compiling or fetching from the cache), so `warm` there is the time a second run takes to start
 computing, plus ≈ 0.1 of a 10 s clip's compute; the `first call` column is that start-up alone: from
@@ -31,7 +31,7 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def prepare(work: pathlib.Path, seconds: float = 10.0, kinds=("tagger-4ch", "separator")) -> None:
+def prepare(work: pathlib.Path, seconds: float, kinds: tuple[str, ...]) -> None:
     sys.path.insert(0, str(ROOT))
     from s5jax.demo import write_synthetic_checkpoint
     from s5jax.official import convert_checkpoint
@@ -98,13 +98,10 @@ def main() -> None:
     trees = {k: pathlib.Path(v).resolve() for k, v in trees.items()}
     work = pathlib.Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    system = ()
-    if args.system:
-        prepare(work, args.seconds, ("tagger-4ch", "tagger-1ch", "separator"))
-        system = ("--system", args.system, "--tagger2", str(work / "tagger-1ch"), "--separator2",
-                  str(work / "separator"))
-    else:
-        prepare(work, args.seconds)
+    kinds = ("tagger-4ch", "tagger-1ch", "separator") if args.system else ("tagger-4ch", "separator")
+    prepare(work, args.seconds, kinds)
+    system = ("--system", args.system, "--tagger2", str(work / "tagger-1ch"), "--separator2",
+              str(work / "separator")) if args.system else ()
     data = f"data{args.seconds:g}"
     caches = {name: work / f"cache-{name}" for name in trees}
     for c in caches.values():
