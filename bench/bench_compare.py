@@ -4,6 +4,7 @@
     python bench/bench_compare.py --tree base=/tmp/base --tree new=. \
         [--models tagger-4ch separator system] [--batches 1 4] [--runs 3] [--rounds 2] [--seconds 10]
     python bench/bench_compare.py --tree base=/tmp/base --tree new=. --startup   # cold vs warm start
+    python bench/bench_compare.py --torch-port --tree new=. [--models ...]      # against the official models
     python bench/bench_compare.py --tree xla=. --tree ynn=. --xla ynn=--xla_cpu_experimental_ynn_fusion_type=dot
                                                            # one tree under other XLA_FLAGS
 
@@ -20,6 +21,11 @@ the same glibc malloc behaviour for every tree (to measure code changes alone).
 Printed: per tree, median and spread (min-max over all timed calls of all rounds) of wall s/clip and
 CPU s/clip, faults per call, compile s, peak RSS; and each tree's ratio to the first tree (median over
 median: >1 = faster). Prefer the CPU column on a busy machine; note `uptime` with the figures.
+
+--torch-port: the official models in PyTorch (`bench/torch_port.py`, written from the specs, equal to the
+official goldens bit for bit; eval, no_grad, `--torch-threads` threads, glibc's default malloc), same
+weights and clip, run as one more tree called `torch port` — the first, so every ratio reads as "s5jax
+vs official" (>1 = s5jax faster). Its `system` is the official baseline (tag, silence last, separate).
 
 --startup: per tree, two processes with one fresh JAX persistent compilation cache folder (cold, then
 warm) time import, model set-up and the first call of the separator on a 1 s clip (compile + run).
@@ -116,6 +122,50 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
     return out
 
 
+def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int) -> dict:
+    """worker() for the PyTorch port of the official models (same weights, clip and timing)."""
+    import resource
+    import time
+
+    t_start, c_start = time.perf_counter(), time.process_time()
+    import numpy as np
+    import torch
+
+    import torch_port
+    from s5jax.demo import synthetic_state_dict
+
+    torch.set_num_threads(threads)
+    load = lambda kind: torch_port.build(kind, {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()})
+    if model == "system":
+        tagger, separator = load("tagger-4ch"), load("separator")
+        fn = lambda mix: torch_port.baseline_system(tagger, separator, mix)[0]
+    elif model == "separator":
+        separator = load("separator")
+        q = torch.zeros(1, 54)
+        q[0, [3, 18 + 15, 36 + 17]] = 1.0
+        fn = lambda mix: separator(mix, q.expand(mix.shape[0], 54))
+    else:
+        fn = load(model)
+    rng = np.random.default_rng(0)
+    mix = torch.from_numpy((0.1 * rng.standard_normal((batch, 4, int(seconds * 32000)))).astype(np.float32))
+    t_ready, c_ready = time.perf_counter(), time.process_time()
+    with torch.no_grad():
+        fn(mix)
+        first_wall, first_cpu = time.perf_counter() - t_ready, time.process_time() - c_ready
+        wall, cpu, faults = [], [], []
+        for _ in range(runs):
+            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn(mix)
+            wall.append((time.perf_counter() - t0) / batch)
+            cpu.append((time.process_time() - c0) / batch)
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return {"model": model, "batch": batch, "malloc": f"torch {torch.__version__}, {threads} threads",
+            "setup_wall": t_ready - t_start, "setup_cpu": c_ready - c_start, "first_wall": first_wall,
+            "first_cpu": first_cpu, "wall": wall, "cpu": cpu, "faults": faults,
+            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+
+
 # ------------------------------------------------------------------ driver
 # --malloc: "cli" = each tree as its own CLI sets the process up; "keep" / "default" = the same glibc
 # malloc behaviour for every tree (set through glibc's environment variables before the process starts),
@@ -133,8 +183,15 @@ def worker_env(tree: pathlib.Path, malloc: str, xla_flags: str | None = None) ->
     return dict(env, PYTHONPATH=str(tree), **MALLOC_ENV[malloc])
 
 
+TORCH_PORT = "torch port"       # the name of the pseudo-tree --torch-port adds
+
+
 def _run_worker(tree: pathlib.Path, args: list[str], malloc: str = "cli", xla_flags: str | None = None) -> dict:
-    """One worker process; xla_flags None: XLA_FLAGS as in this environment."""
+    """One worker process; xla_flags None: XLA_FLAGS as in this environment; malloc "torch": the
+    PyTorch port's worker, with glibc's default malloc."""
+    if malloc == "torch":
+        args = [*args, "--torch"]
+        malloc = "default"
     env = worker_env(tree, malloc, xla_flags)
     r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", *args],
                        cwd=tree, env=env, capture_output=True, text=True)
@@ -165,7 +222,7 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
     first = next(iter(trees))
     print(f"\n{seconds:g} s 4-channel clips, {os.cpu_count()} cores, {rounds} rounds x {runs} timed calls "
           f"per tree (alternating processes), load average at the end {_load()}")
-    print(f"{'model':<11} {'b':>2} {'tree':<8} {'wall s/clip med (min-max)':>26} {'CPU s/clip med (min-max)':>26} "
+    print(f"{'model':<11} {'b':>2} {'tree':<10} {'wall s/clip med (min-max)':>26} {'CPU s/clip med (min-max)':>26} "
           f"{'faults/call':>11} {'compile s':>9} {'peak GB':>7} {'x wall':>6} {'x CPU':>6} malloc")
     for model in models:
         for batch in batches:
@@ -174,14 +231,15 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
             bc = statistics.median(c for r in base for c in r["cpu"])
             for name in trees:
                 rs = results[(model, batch, name)]
+                label = rs[0]["malloc"] if mallocs[name] == "torch" else mallocs[name]
                 wall = [w for r in rs for w in r["wall"]]
                 cpu = [c for r in rs for c in r["cpu"]]
                 faults = statistics.median(f for r in rs for f in r["faults"])
                 comp = statistics.median(r["first_wall"] - statistics.median(r["wall"]) * batch for r in rs)
                 peak = max(r["peak_rss_gb"] for r in rs)
-                print(f"{model:<11} {batch:>2} {name:<8} {_spread(wall):>26} {_spread(cpu):>26} "
+                print(f"{model:<11} {batch:>2} {name:<10} {_spread(wall):>26} {_spread(cpu):>26} "
                       f"{faults:>11.0f} {comp:>9.1f} {peak:>7.2f} {bw / statistics.median(wall):>6.2f} "
-                      f"{bc / statistics.median(cpu):>6.2f} {mallocs[name]}")
+                      f"{bc / statistics.median(cpu):>6.2f} {label}")
 
 
 def startup(trees: dict[str, pathlib.Path], rounds: int, mallocs: dict, xla: dict) -> None:
@@ -218,14 +276,26 @@ def main(argv=None) -> int:
                    help="cli: each tree as its CLI sets it up (default); keep/default: the same for all trees")
     p.add_argument("--xla", action="append", default=[], metavar="NAME=FLAGS",
                    help="XLA_FLAGS for the tree called NAME (repeat; e.g. the same tree twice, once with flags)")
+    p.add_argument("--torch-port", action="store_true",
+                   help="also time the official models in PyTorch (bench/torch_port.py), as the first tree")
+    p.add_argument("--torch-threads", type=int, default=os.cpu_count(), help="torch's intra-op threads")
     p.add_argument("--startup", action="store_true", help="measure cold vs warm start instead")
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
+    p.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.worker and args.torch:
+        print(json.dumps(torch_worker(args.worker[0], int(args.worker[1]), args.runs, args.seconds,
+                                      args.torch_threads)))
+        return 0
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.runs, args.seconds, args.cache_dir)))
         return 0
     trees, mallocs = {}, {}
+    if args.torch_port:
+        if args.startup:
+            p.error("--torch-port times calls, not start-up")
+        trees[TORCH_PORT], mallocs[TORCH_PORT] = pathlib.Path(__file__).resolve().parents[1], "torch"
     for spec in args.tree or ["new=."]:
         spec, _, malloc = spec.partition("@")
         name, _, path = spec.partition("=")
