@@ -166,6 +166,58 @@ def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int
             "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
 
 
+GEMM = (1244, 768, 3072)        # the tagger's MLP product: 4 channels x 311 tokens, 768 -> 3072
+
+
+def gemm_worker(framework: str, reps: int = 20) -> dict:
+    """fp32 GEMM rate of `framework` ("xla" or "torch") on the GEMM shape, median of `reps` calls."""
+    import time
+
+    import numpy as np
+
+    m, k, n = GEMM
+    a, b = (np.random.default_rng(0).standard_normal(s).astype(np.float32) for s in ((m, k), (k, n)))
+    if framework == "torch":
+        import torch
+
+        torch.set_num_threads(os.cpu_count())
+        a, b = torch.from_numpy(a), torch.from_numpy(b)
+        call = lambda: torch.matmul(a, b)
+    else:
+        import jax
+
+        f = jax.jit(lambda x, y: x @ y)
+        a, b = jax.device_put(a), jax.device_put(b)
+        call = lambda: f(a, b).block_until_ready()
+    times = []
+    for i in range(reps + 3):
+        t0 = time.perf_counter()
+        call()
+        times.append(time.perf_counter() - t0)
+    return {"gflops": 2 * m * k * n / statistics.median(times[3:]) / 1e9}
+
+
+def machine(with_torch: bool) -> str:
+    """One line naming this CPU and the fp32 GEMM rate of XLA (and torch) on it: ratios to the official
+    PyTorch code depend on the host (torch's MKL GEMM ran at XLA's rate on issue 10's machine, at half
+    of it on an AMD EPYC Zen 5), so every table says what it was measured on."""
+    info = {}
+    try:
+        for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            info.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    flags = info.get("flags", "").split()
+    isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
+    cpu = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), {isa}"
+    rates = []
+    for framework in (("xla", "torch") if with_torch else ("xla",)):
+        r = _run_worker(pathlib.Path(__file__).resolve().parents[1], ["gemm", "0", "--gemm", framework])
+        rates.append(f"{framework} {r['gflops']:.0f}")
+    return f"{cpu}; fp32 GEMM {'x'.join(map(str, GEMM))} GFLOP/s: {', '.join(rates)}"
+
+
 # ------------------------------------------------------------------ driver
 # --malloc: "cli" = each tree as its own CLI sets the process up; "keep" / "default" = the same glibc
 # malloc behaviour for every tree (set through glibc's environment variables before the process starts),
@@ -220,8 +272,9 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
                                                   "--seconds", str(seconds)], mallocs[name], xla.get(name))
                     results.setdefault((model, batch, name), []).append(r)
     first = next(iter(trees))
+    host = machine(any(m == "torch" for m in mallocs.values()))
     print(f"\n{seconds:g} s 4-channel clips, {os.cpu_count()} cores, {rounds} rounds x {runs} timed calls "
-          f"per tree (alternating processes), load average at the end {_load()}")
+          f"per tree (alternating processes), load average at the end {_load()}\n{host}")
     print(f"{'model':<11} {'b':>2} {'tree':<10} {'wall s/clip med (min-max)':>26} {'CPU s/clip med (min-max)':>26} "
           f"{'faults/call':>11} {'compile s':>9} {'peak GB':>7} {'x wall':>6} {'x CPU':>6} malloc")
     for model in models:
@@ -283,7 +336,11 @@ def main(argv=None) -> int:
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     p.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--gemm", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
+    if args.gemm:
+        print(json.dumps(gemm_worker(args.gemm)))
+        return 0
     if args.worker and args.torch:
         print(json.dumps(torch_worker(args.worker[0], int(args.worker[1]), args.runs, args.seconds,
                                       args.torch_threads)))

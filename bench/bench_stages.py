@@ -13,6 +13,10 @@ mask head and the small 1x1 convs). Trees run in separate processes, alternating
 Stages — tagger: front end (log-mel), encoder block (x depth), its attention, its MLP, head.
 Separator: STFT, FiLM (label embedding + every block's beta Dense), each encoder level, bottleneck,
 each decoder level, ISTFT.
+
+--torch-port: the same stages of the official models in PyTorch (`bench/torch_port.py`; activations
+captured with forward hooks; FLOPs as torch's FlopCounterMode counts them: matmuls and convolutions
+only, so its STFT/ISTFT rows count the DFT convolutions the official code runs), as the first column.
 """
 from __future__ import annotations
 
@@ -24,7 +28,7 @@ import statistics
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_compare import MALLOC_ENV, _load, worker_env  # noqa: E402  (same folder)
+from bench_compare import MALLOC_ENV, TORCH_PORT, _load, machine, worker_env  # noqa: E402  (same folder)
 
 
 def _timed(fn, args, reps: int) -> dict:
@@ -161,8 +165,117 @@ def separator_stages(batch: int, reps: int) -> list:
     return [(name, count, _timed(fn, args, reps)) for name, fn, args, count in rows]
 
 
-def worker(model: str, batch: int, reps: int) -> list:
-    stages = tagger_stages if model == "tagger" else separator_stages
+# ------------------------------------------------------------------ the same stages of the PyTorch port (--torch-port)
+def _timed_torch(fn, args, reps: int) -> dict:
+    import time
+
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.no_grad():
+        with FlopCounterMode(display=False) as counter:    # matmul/conv FLOPs, as torch counts them
+            fn(*args)                                       # also the warm-up
+        wall, cpu = [], []
+        for _ in range(reps):
+            t0, c0 = time.perf_counter(), time.process_time()
+            fn(*args)
+            wall.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
+    return {"wall": statistics.median(wall), "cpu": statistics.median(cpu),
+            "gflop": counter.get_total_flops() / 1e9}
+
+
+def _torch_port(kind: str):
+    import torch_port
+    from s5jax.demo import synthetic_state_dict
+
+    return torch_port, torch_port.build(kind, {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()})
+
+
+def _hooked(model, names, *args) -> dict:
+    """(first input, output) of each named submodule of `model` in one forward pass."""
+    import torch
+
+    seen, handles = {}, []
+    for name in names:
+        module = model.get_submodule(name)
+        handles.append(module.register_forward_hook(lambda m, i, o, name=name: seen.__setitem__(name, (i[0], o))))
+    with torch.no_grad():
+        model(*args)
+    for h in handles:
+        h.remove()
+    return seen
+
+
+def torch_tagger_stages(batch: int, reps: int) -> list:
+    import numpy as np
+    import torch
+
+    _, model = _torch_port("tagger-4ch")
+    m2d = model.m2d
+    wav = torch.from_numpy((0.1 * np.random.default_rng(0).standard_normal((batch, 4, 320000))).astype(np.float32))
+    seen = _hooked(model, ["m2d.backbone.blocks.0.norm1", "m2d"], wav)
+    tokens, normed = seen["m2d.backbone.blocks.0.norm1"]                  # the first block's input, LN1 of it
+    feats = seen["m2d"][1]                                                # [b*4, T, 3840]
+    cat = feats.reshape(batch, 4, *feats.shape[1:]).permute(0, 2, 1, 3).flatten(2)
+    block = m2d.backbone.blocks[0]
+    rows = [("front end (log-mel)", lambda w: m2d.to_spec(w.reshape(-1, w.shape[-1]), m2d.backbone.norm_stats),
+             (wav,), 1),
+            ("encoder block", block, (tokens,), 12),
+            ("  attention", block.attn, (normed,), 12),
+            ("  MLP", block.mlp, (normed,), 12),
+            ("head", model.head, (cat,), 1),
+            ("whole tagger", model, (wav,), 1)]
+    return [(name, count, _timed_torch(fn, args, reps)) for name, fn, args, count in rows]
+
+
+def torch_separator_stages(batch: int, reps: int) -> list:
+    import numpy as np
+    import torch
+
+    torch_port, model = _torch_port("separator")
+    base = model.base
+    mix = torch.from_numpy((0.1 * np.random.default_rng(0).standard_normal((batch, 4, 320000))).astype(np.float32))
+    q = torch.zeros(batch, 54)
+    q[:, [3, 33, 53]] = 1.0
+    n = len(torch_port.CHANNELS)
+    names = (["base.pre_conv", "base.conv_block7a"] + [f"base.encoder_block{i}" for i in range(1, n + 1)]
+             + [f"base.decoder_block{i}" for i in range(1, n + 1)])
+    seen = _hooked(model, names, mix, q)
+    with torch.no_grad():
+        film = model.film(model.label_embedding(q))
+        re, _ = base.stft(mix.reshape(-1, mix.shape[-1]))              # [B*C, T, 513]
+    stem_re = torch.from_numpy(np.random.default_rng(1).standard_normal((batch * 3, re.shape[1], re.shape[2]))
+                               .astype(np.float32))
+    shape = lambda x: tuple(x.shape[2:]) + (x.shape[1],)                 # as (T, F, C), the JAX rows' order
+    rows = [("STFT", base.stft, (mix.reshape(-1, mix.shape[-1]),), 1),
+            ("FiLM (embedding + betas)", lambda q: model.film(model.label_embedding(q)), (q,), 1)]
+    x = seen["base.pre_conv"][1]
+    for i in range(1, n + 1):
+        name = f"encoder_block{i}"
+        rows.append((f"encoder {i} {shape(x)}", lambda x, b=getattr(base, name), nm=name: b(x, film, nm), (x,), 1))
+        x = seen[f"base.{name}"][1][0]
+    rows.append((f"bottleneck {shape(x)}", lambda x: base.conv_block7a(x, film, "conv_block7a"), (x,), 1))
+    x = seen["base.conv_block7a"][1][0]
+    for i in range(1, n + 1):
+        name = f"decoder_block{i}"
+        skip = seen[f"base.encoder_block{n + 1 - i}"][1][1]
+        rows.append((f"decoder {i} {shape(x)}", lambda x, s, b=getattr(base, name), nm=name: b(x, s, film, nm),
+                     (x, skip), 1))
+        x = seen[f"base.{name}"][1]
+    rows += [("ISTFT", lambda r, i: base.istft(r, i, mix.shape[-1]), (stem_re, stem_re), 1),
+             ("whole separator", model, (mix, q), 1)]
+    return [(name, count, _timed_torch(fn, args, reps)) for name, fn, args, count in rows]
+
+
+def worker(model: str, batch: int, reps: int, torch_threads: int = 0) -> list:
+    if torch_threads:
+        import torch
+
+        torch.set_num_threads(torch_threads)
+        stages = torch_tagger_stages if model == "tagger" else torch_separator_stages
+    else:
+        stages = tagger_stages if model == "tagger" else separator_stages
     return [{"stage": n, "count": k, **r} for n, k, r in stages(batch, reps)]
 
 
@@ -174,22 +287,29 @@ def main(argv=None) -> int:
     p.add_argument("--reps", type=int, default=3)
     p.add_argument("--malloc", choices=sorted(MALLOC_ENV), default="keep",
                    help="glibc malloc for every tree (see bench_compare.py); default keep")
+    p.add_argument("--torch-port", action="store_true",
+                   help="also the official models in PyTorch (bench/torch_port.py), as the first column")
+    p.add_argument("--torch-threads", type=int, default=os.cpu_count(), help="torch's intra-op threads")
     p.add_argument("--worker", help=argparse.SUPPRESS)
+    p.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.batch, args.reps)))
+        print(json.dumps(worker(args.worker, args.batch, args.reps, args.torch_threads if args.torch else 0)))
         return 0
-    trees = {}
+    trees = {TORCH_PORT: pathlib.Path(__file__).resolve().parents[1]} if args.torch_port else {}
     for spec in args.tree or ["new=."]:
         name, _, path = spec.partition("=")
         trees[name] = pathlib.Path(path or ".").resolve()
+    host = machine(args.torch_port)
     for model in args.models:
         res = {}
         for i, name in enumerate(trees if args.models.index(model) % 2 == 0 else reversed(trees)):
             print(f"  {model} {name} (load {_load()})", file=sys.stderr)
-            res[name] = _run_worker_stages(trees[name], model, args.batch, args.reps, args.malloc)
+            res[name] = _run_worker_stages(trees[name], model, args.batch, args.reps, args.malloc,
+                                           args.torch_threads if name == TORCH_PORT else 0)
         print(f"\n{model}, 10 s 4-channel clip(s), batch {args.batch}, median of {args.reps} calls per stage, "
-              f"{os.cpu_count()} cores, malloc: {args.malloc}, load average {_load()}")
+              f"{os.cpu_count()} cores, malloc: {args.malloc} (torch port: glibc's default), load average "
+              f"{_load()}\n{host}")
         head = f"{'stage':<34} {'x':>3}"
         for name in trees:
             head += f" | {name + ' CPU s':>12} {'wall s':>7} {'GFLOP':>7} {'GF/s wall':>9} {'GF/CPU s':>8}"
@@ -205,12 +325,15 @@ def main(argv=None) -> int:
     return 0
 
 
-def _run_worker_stages(tree: pathlib.Path, model: str, batch: int, reps: int, malloc: str) -> list:
+def _run_worker_stages(tree: pathlib.Path, model: str, batch: int, reps: int, malloc: str,
+                       torch_threads: int = 0) -> list:
+    """One stage worker; torch_threads > 0: the PyTorch port's, with glibc's default malloc."""
     import subprocess
 
+    extra = ["--torch", "--torch-threads", str(torch_threads)] if torch_threads else []
     r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", model,
-                        "--batch", str(batch), "--reps", str(reps)], cwd=tree, env=worker_env(tree, malloc),
-                       capture_output=True, text=True)
+                        "--batch", str(batch), "--reps", str(reps), *extra], cwd=tree,
+                       env=worker_env(tree, "default" if torch_threads else malloc), capture_output=True, text=True)
     if r.returncode:
         raise SystemExit(f"stage worker {model} in {tree} failed:\n{r.stderr[-3000:]}")
     return json.loads(r.stdout.strip().splitlines()[-1])

@@ -99,3 +99,15 @@ def test_bench_torch_worker_times_real_calls(torch_port):
         torch.set_num_threads(threads)
     assert len(r["wall"]) == len(r["cpu"]) == 2 and all(t > 0 for t in r["wall"])
     assert r["peak_rss_gb"] > 0.1 and "1 threads" in r["malloc"]
+
+
+def test_bench_names_the_machine():
+    """Every bench_compare table says which CPU and what fp32 GEMM rate it was measured with."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        import bench_compare
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+    line = bench_compare.machine(with_torch=False)
+    rate = float(line.rsplit("xla ", 1)[1])
+    assert "family" in line and rate > 1.0
