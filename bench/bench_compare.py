@@ -122,6 +122,14 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
     return out
 
 
+def torch_port_model(kind: str):
+    """The PyTorch port's model of `kind` with the same synthetic official weights as the s5jax workers."""
+    import torch_port
+    from s5jax.demo import synthetic_state_dict
+
+    return torch_port.build(kind, {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()})
+
+
 def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int) -> dict:
     """worker() for the PyTorch port of the official models (same weights, clip and timing)."""
     import resource
@@ -132,10 +140,9 @@ def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int
     import torch
 
     import torch_port
-    from s5jax.demo import synthetic_state_dict
 
     torch.set_num_threads(threads)
-    load = lambda kind: torch_port.build(kind, {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()})
+    load = torch_port_model
     if model == "system":
         tagger, separator = load("tagger-4ch"), load("separator")
         fn = lambda mix: torch_port.baseline_system(tagger, separator, mix)[0]

@@ -28,7 +28,8 @@ import statistics
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_compare import MALLOC_ENV, TORCH_PORT, _load, machine, worker_env  # noqa: E402  (same folder)
+from bench_compare import (MALLOC_ENV, TORCH_PORT, _load, machine, torch_port_model,  # noqa: E402
+                           worker_env)                                           # (same folder)
 
 
 def _timed(fn, args, reps: int) -> dict:
@@ -187,9 +188,8 @@ def _timed_torch(fn, args, reps: int) -> dict:
 
 def _torch_port(kind: str):
     import torch_port
-    from s5jax.demo import synthetic_state_dict
 
-    return torch_port, torch_port.build(kind, {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()})
+    return torch_port, torch_port_model(kind)
 
 
 def _hooked(model, names, *args) -> dict:
