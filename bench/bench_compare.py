@@ -19,7 +19,9 @@ threads) and minor page faults per call. The process is set up as the `s5jax` CL
 the same glibc malloc behaviour for every tree (to measure code changes alone).
 
 Printed: per tree, median and spread (min-max over all timed calls of all rounds) of wall s/clip and
-CPU s/clip, faults per call, compile s, peak RSS; and each tree's ratio to the first tree (median over
+CPU s/clip, faults per call, compile s, peak RSS of the whole process and of the timed calls alone
+(`calls GB`: after loading, compiling and the first call, the heap's free pages are returned and the
+kernel's high-water mark reset — what a run serving its weights mapped and its program compiled holds); and each tree's ratio to the first tree (median over
 median: >1 = faster). Prefer the CPU column on a busy machine; note `uptime` with the figures.
 
 --torch-port: the official models in PyTorch (`bench/torch_port.py`, written from the specs, equal to the
@@ -85,6 +87,38 @@ def _apply_fns(model: str):
     return (lambda v, mix: baseline(v[0], v[1], mix)), (tv, sv)
 
 
+def calls_peak_start() -> float:
+    """Start measuring the peak RSS of the calls alone: give the heap's free pages back to the kernel
+    (what loading and compiling left there: the CLI's malloc setting keeps freed memory, and `s5jax
+    infer` maps its weights instead of converting them, so those pages are the bench's, not a run's)
+    and reset the kernel's high-water mark (Linux: /proc/self/clear_refs, 5; it resets ru_maxrss too).
+    Returns the process's peak RSS (GB) until now."""
+    import ctypes
+    import gc
+    import resource
+
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+    gc.collect()
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
+    return before
+
+
+def calls_peak_gb() -> float:
+    """Peak RSS (GB) since calls_peak_start (VmHWM), NaN where the kernel does not tell."""
+    try:
+        for line in pathlib.Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 2 ** 20
+    except OSError:
+        pass
+    return float("nan")
+
+
 def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | None) -> dict:
     import resource
     import time
@@ -109,6 +143,7 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
     first_wall, first_cpu = time.perf_counter() - t_ready, time.process_time() - c_ready
     out = {"model": model, "batch": batch, "malloc": malloc, "setup_wall": t_ready - t_start,
            "setup_cpu": c_ready - c_start, "first_wall": first_wall, "first_cpu": first_cpu}
+    peak_before = calls_peak_start()
     wall, cpu, faults = [], [], []
     for _ in range(runs):
         f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -117,8 +152,8 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
         wall.append((time.perf_counter() - t0) / batch)
         cpu.append((time.process_time() - c0) / batch)
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    out.update(wall=wall, cpu=cpu, faults=faults,
-               peak_rss_gb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)
+    out.update(wall=wall, cpu=cpu, faults=faults, calls_peak_gb=calls_peak_gb(),
+               peak_rss_gb=max(peak_before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20))
     return out
 
 
@@ -159,6 +194,7 @@ def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int
     with torch.no_grad():
         fn(mix)
         first_wall, first_cpu = time.perf_counter() - t_ready, time.process_time() - c_ready
+        peak_before = calls_peak_start()
         wall, cpu, faults = [], [], []
         for _ in range(runs):
             f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
@@ -169,8 +205,8 @@ def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int
             faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
     return {"model": model, "batch": batch, "malloc": f"torch {torch.__version__}, {threads} threads",
             "setup_wall": t_ready - t_start, "setup_cpu": c_ready - c_start, "first_wall": first_wall,
-            "first_cpu": first_cpu, "wall": wall, "cpu": cpu, "faults": faults,
-            "peak_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20}
+            "first_cpu": first_cpu, "wall": wall, "cpu": cpu, "faults": faults, "calls_peak_gb": calls_peak_gb(),
+            "peak_rss_gb": max(peak_before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)}
 
 
 GEMM = (1244, 768, 3072)        # the tagger's MLP product: 4 channels x 311 tokens, 768 -> 3072
@@ -283,7 +319,7 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
     print(f"\n{seconds:g} s 4-channel clips, {os.cpu_count()} cores, {rounds} rounds x {runs} timed calls "
           f"per tree (alternating processes), load average at the end {_load()}\n{host}")
     print(f"{'model':<11} {'b':>2} {'tree':<10} {'wall s/clip med (min-max)':>26} {'CPU s/clip med (min-max)':>26} "
-          f"{'faults/call':>11} {'compile s':>9} {'peak GB':>7} {'x wall':>6} {'x CPU':>6} malloc")
+          f"{'faults/call':>11} {'compile s':>9} {'peak GB':>7} {'calls GB':>8} {'x wall':>6} {'x CPU':>6} malloc")
     for model in models:
         for batch in batches:
             base = results[(model, batch, first)]
@@ -297,8 +333,9 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
                 faults = statistics.median(f for r in rs for f in r["faults"])
                 comp = statistics.median(r["first_wall"] - statistics.median(r["wall"]) * batch for r in rs)
                 peak = max(r["peak_rss_gb"] for r in rs)
+                calls = max(r.get("calls_peak_gb", float("nan")) for r in rs)
                 print(f"{model:<11} {batch:>2} {name:<10} {_spread(wall):>26} {_spread(cpu):>26} "
-                      f"{faults:>11.0f} {comp:>9.1f} {peak:>7.2f} {bw / statistics.median(wall):>6.2f} "
+                      f"{faults:>11.0f} {comp:>9.1f} {peak:>7.2f} {calls:>8.2f} {bw / statistics.median(wall):>6.2f} "
                       f"{bc / statistics.median(cpu):>6.2f} {label}")
 
 

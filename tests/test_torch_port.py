@@ -99,6 +99,7 @@ def test_bench_torch_worker_times_real_calls(torch_port):
         torch.set_num_threads(threads)
     assert len(r["wall"]) == len(r["cpu"]) == 2 and all(t > 0 for t in r["wall"])
     assert r["peak_rss_gb"] > 0.1 and "1 threads" in r["malloc"]
+    assert 0.05 < r["calls_peak_gb"] <= r["peak_rss_gb"]     # the calls' own peak, after loading
 
 
 def test_bench_names_the_machine():
