@@ -119,8 +119,26 @@ def calls_peak_gb() -> float:
     return float("nan")
 
 
-def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | None) -> dict:
+def _timed_calls(call, runs: int, batch: int) -> dict:
+    """Time `runs` calls of `call()` (after its warm-up): wall and CPU s per clip, minor page faults per
+    call, and the peak RSS of the calls alone beside the whole process's."""
     import resource
+    import time
+
+    peak_before = calls_peak_start()
+    wall, cpu, faults = [], [], []
+    for _ in range(runs):
+        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        t0, c0 = time.perf_counter(), time.process_time()
+        call()
+        wall.append((time.perf_counter() - t0) / batch)
+        cpu.append((time.process_time() - c0) / batch)
+        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+    return {"wall": wall, "cpu": cpu, "faults": faults, "calls_peak_gb": calls_peak_gb(),
+            "peak_rss_gb": max(peak_before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)}
+
+
+def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | None) -> dict:
     import time
 
     t_start = time.perf_counter()
@@ -143,17 +161,7 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
     first_wall, first_cpu = time.perf_counter() - t_ready, time.process_time() - c_ready
     out = {"model": model, "batch": batch, "malloc": malloc, "setup_wall": t_ready - t_start,
            "setup_cpu": c_ready - c_start, "first_wall": first_wall, "first_cpu": first_cpu}
-    peak_before = calls_peak_start()
-    wall, cpu, faults = [], [], []
-    for _ in range(runs):
-        f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        t0, c0 = time.perf_counter(), time.process_time()
-        jax.block_until_ready(jitted(variables, mix))
-        wall.append((time.perf_counter() - t0) / batch)
-        cpu.append((time.process_time() - c0) / batch)
-        faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
-    out.update(wall=wall, cpu=cpu, faults=faults, calls_peak_gb=calls_peak_gb(),
-               peak_rss_gb=max(peak_before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20))
+    out.update(_timed_calls(lambda: jax.block_until_ready(jitted(variables, mix)), runs, batch))
     return out
 
 
@@ -167,7 +175,6 @@ def torch_port_model(kind: str):
 
 def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int) -> dict:
     """worker() for the PyTorch port of the official models (same weights, clip and timing)."""
-    import resource
     import time
 
     t_start, c_start = time.perf_counter(), time.process_time()
@@ -177,36 +184,26 @@ def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int
     import torch_port
 
     torch.set_num_threads(threads)
-    load = torch_port_model
     if model == "system":
-        tagger, separator = load("tagger-4ch"), load("separator")
+        tagger, separator = torch_port_model("tagger-4ch"), torch_port_model("separator")
         fn = lambda mix: torch_port.baseline_system(tagger, separator, mix)[0]
     elif model == "separator":
-        separator = load("separator")
+        separator = torch_port_model("separator")
         q = torch.zeros(1, 54)
         q[0, [3, 18 + 15, 36 + 17]] = 1.0
         fn = lambda mix: separator(mix, q.expand(mix.shape[0], 54))
     else:
-        fn = load(model)
+        fn = torch_port_model(model)
     rng = np.random.default_rng(0)
     mix = torch.from_numpy((0.1 * rng.standard_normal((batch, 4, int(seconds * 32000)))).astype(np.float32))
     t_ready, c_ready = time.perf_counter(), time.process_time()
     with torch.no_grad():
         fn(mix)
         first_wall, first_cpu = time.perf_counter() - t_ready, time.process_time() - c_ready
-        peak_before = calls_peak_start()
-        wall, cpu, faults = [], [], []
-        for _ in range(runs):
-            f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-            t0, c0 = time.perf_counter(), time.process_time()
-            fn(mix)
-            wall.append((time.perf_counter() - t0) / batch)
-            cpu.append((time.process_time() - c0) / batch)
-            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+        timed = _timed_calls(lambda: fn(mix), runs, batch)
     return {"model": model, "batch": batch, "malloc": f"torch {torch.__version__}, {threads} threads",
             "setup_wall": t_ready - t_start, "setup_cpu": c_ready - c_start, "first_wall": first_wall,
-            "first_cpu": first_cpu, "wall": wall, "cpu": cpu, "faults": faults, "calls_peak_gb": calls_peak_gb(),
-            "peak_rss_gb": max(peak_before, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20)}
+            "first_cpu": first_cpu, **timed}
 
 
 GEMM = (1244, 768, 3072)        # the tagger's MLP product: 4 channels x 311 tokens, 768 -> 3072

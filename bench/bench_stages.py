@@ -186,12 +186,6 @@ def _timed_torch(fn, args, reps: int) -> dict:
             "gflop": counter.get_total_flops() / 1e9}
 
 
-def _torch_port(kind: str):
-    import torch_port
-
-    return torch_port, torch_port_model(kind)
-
-
 def _hooked(model, names, *args) -> dict:
     """(first input, output) of each named submodule of `model` in one forward pass."""
     import torch
@@ -211,7 +205,7 @@ def torch_tagger_stages(batch: int, reps: int) -> list:
     import numpy as np
     import torch
 
-    _, model = _torch_port("tagger-4ch")
+    model = torch_port_model("tagger-4ch")
     m2d = model.m2d
     wav = torch.from_numpy((0.1 * np.random.default_rng(0).standard_normal((batch, 4, 320000))).astype(np.float32))
     seen = _hooked(model, ["m2d.backbone.blocks.0.norm1", "m2d"], wav)
@@ -233,7 +227,9 @@ def torch_separator_stages(batch: int, reps: int) -> list:
     import numpy as np
     import torch
 
-    torch_port, model = _torch_port("separator")
+    import torch_port
+
+    model = torch_port_model("separator")
     base = model.base
     mix = torch.from_numpy((0.1 * np.random.default_rng(0).standard_normal((batch, 4, 320000))).astype(np.float32))
     q = torch.zeros(batch, 54)
