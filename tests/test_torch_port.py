@@ -2,6 +2,7 @@
 computes what the official code computed: the goldens, from the same synthetic weights and signals."""
 from __future__ import annotations
 
+import importlib
 import sys
 
 import numpy as np
@@ -15,15 +16,19 @@ TAGGERS = {"tagger-4ch": ("manifest_4c.json", "fixed_4c.npz", "golden_4c.npz"),
            "tagger-1ch": ("manifest_1c.json", "fixed_1c.npz", "golden_1c.npz")}
 
 
+def _bench(module: str):
+    """A module of bench/ (its programs import each other as siblings)."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    try:
+        return importlib.import_module(module)
+    finally:
+        sys.path.remove(str(ROOT / "bench"))
+
+
 @pytest.fixture(scope="module")
 def torch_port():
     require_torch()
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import torch_port
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
-    return torch_port
+    return _bench("torch_port")
 
 
 def _official(folder, manifest, fixed):
@@ -85,11 +90,7 @@ def test_port_baseline_system_orders_silence_last(torch_port):
 
 def test_bench_torch_worker_times_real_calls(torch_port):
     """bench_compare's worker for the port: loads the full-size synthetic weights and times the calls."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import bench_compare
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    bench_compare = _bench("bench_compare")
     import torch
 
     threads = torch.get_num_threads()
@@ -104,11 +105,7 @@ def test_bench_torch_worker_times_real_calls(torch_port):
 
 def test_bench_names_the_machine():
     """Every bench_compare table says which CPU and what fp32 GEMM rate it was measured with."""
-    sys.path.insert(0, str(ROOT / "bench"))
-    try:
-        import bench_compare
-    finally:
-        sys.path.remove(str(ROOT / "bench"))
+    bench_compare = _bench("bench_compare")
     line = bench_compare.machine(with_torch=False)
     rate = float(line.rsplit("xla ", 1)[1])
     assert "family" in line and rate > 1.0
