@@ -161,7 +161,18 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
     first_wall, first_cpu = time.perf_counter() - t_ready, time.process_time() - c_ready
     out = {"model": model, "batch": batch, "malloc": malloc, "setup_wall": t_ready - t_start,
            "setup_cpu": c_ready - c_start, "first_wall": first_wall, "first_cpu": first_cpu}
-    out.update(_timed_calls(lambda: jax.block_until_ready(jitted(variables, mix)), runs, batch))
+    try:                                                        # as the programs run their loops
+        from s5jax.runtime import HeapGuard
+        heap = HeapGuard()
+    except ImportError:                                         # a tree from before it
+        heap = None
+
+    def call():
+        jax.block_until_ready(jitted(variables, mix))
+        if heap is not None:
+            heap.after_call()
+
+    out.update(_timed_calls(call, runs, batch))
     return out
 
 

@@ -3,6 +3,7 @@
 Public API (lazy, so `import s5jax` stays cheap for the CLI):
     s5jax.Tagger.from_checkpoint(dir)      M2D audio tagger (1-ch or 4-ch)
     s5jax.Separator.from_checkpoint(dir)   FiLM ResUNet label-queried separator
+    s5jax.runtime                          the CLI's process settings (allocator), opt-in
 """
 from .labels import CLASSES, LABELS, NUM_CLASSES, SAMPLE_RATE, SILENCE  # noqa: F401
 
@@ -16,4 +17,8 @@ def __getattr__(name):
     if name == "Separator":
         from .separator import Separator
         return Separator
+    if name == "runtime":
+        import importlib
+
+        return importlib.import_module(".runtime", __name__)   # `from . import` would recurse here
     raise AttributeError(f"module 's5jax' has no attribute {name!r}")

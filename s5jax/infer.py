@@ -41,6 +41,7 @@ from .dataset import estimate_name, list_soundscapes, oracle_folder, reference_f
 from .errors import S5Error
 from .files import clean_stale_parts, part_prefix, write_json_atomic, write_text_atomic
 from .labels import LABELS, SAMPLE_RATE, SILENCE
+from .runtime import HeapGuard
 
 RUN_FILE = "run.json"
 TOP_LEVEL = ("results.json", "labels.csv", "scores")
@@ -319,6 +320,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
         log(f"resuming: {len(report.resumed)} clip(s) already done, {len(todo)} to go")
 
     bar = tqdm(total=len(todo), desc="infer", unit="clip", disable=not progress, file=sys.stderr)
+    heap = HeapGuard()                  # a kept heap must not grow with fragmentation (runtime.py)
 
     def fail(name: str, why: str) -> None:
         report.skipped[name] = why
@@ -344,6 +346,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
                 fail(name, str(e))
         bar.update(len(group))
         group.clear()
+        heap.after_call()
 
     pending: dict[int, list] = {}   # clip length -> clips waiting (one jit shape per length)
     for name, path in todo:

@@ -61,3 +61,77 @@ def test_import_does_not_change_malloc():
     out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),
                          capture_output=True, text=True, check=True)
     assert int(out.stdout) > 10000
+
+
+# a fragmenting loop: each round a large block a little bigger than the last (no free hole fits it),
+# touched, then a block that outlives the round (128 MB, never touched: it costs no memory, but no
+# hole fits it either, so it comes from the heap top and keeps the freed large block a hole below it);
+# then rounds of one fixed size without the pin (steady state). Prints RSS growth and the releases.
+_FRAGMENT = r"""
+import ctypes, json, resource, sys
+from s5jax import runtime
+use_guard = sys.argv[1] == "guard"
+kept = runtime.keep_freed_memory()
+guard = runtime.HeapGuard()
+libc = ctypes.CDLL("libc.so.6")
+libc.malloc.restype = ctypes.c_void_p
+libc.malloc.argtypes = (ctypes.c_size_t,)
+libc.free.argtypes = (ctypes.c_void_p,)
+def rss_mb():
+    with open("/proc/self/status") as f:
+        return int(next(l for l in f if l.startswith("VmRSS")).split()[1]) // 1024
+MB = 2 ** 20
+pins, start = [], rss_mb()
+def round_(size, pin=True):
+    p = libc.malloc(size)
+    ctypes.memset(p, 1, size)
+    if pin:
+        pins.append(libc.malloc(128 * MB))
+    libc.free(p)
+    return guard.after_call() if use_guard else False
+for i in range(8):
+    round_((64 + i) * MB)
+grown = rss_mb() - start
+releases = guard.releases
+faults = []
+for _ in range(4):
+    f0 = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+    round_(70 * MB, pin=False)
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f0)
+print(json.dumps({"kept": kept, "active": guard.active, "grown_mb": grown, "releases": releases,
+                  "steady_releases": guard.releases - releases, "steady_faults": faults[1:],
+                  "idle": runtime.HeapGuard(active=False).after_call()}))
+"""
+
+
+def _fragment(mode: str) -> dict:
+    out = subprocess.run([sys.executable, "-c", _FRAGMENT, mode], env=dict(os.environ, PYTHONPATH=ROOT),
+                         capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
+def test_heap_guard_stops_fragmentation_growth():
+    """Kept memory with holes no later block fits grows by a block per round (8 x 64+ MB); the guard
+    hands the holes' pages back when the heap grows, and once the heap stops growing it does nothing
+    (no releases, no page faults per round)."""
+    bare, guarded = _fragment("bare"), _fragment("guard")
+    assert bare["kept"] and guarded["kept"] and guarded["active"]
+    assert bare["grown_mb"] > 400, bare
+    assert guarded["grown_mb"] < 160, guarded
+    assert guarded["releases"] >= 7, guarded
+    assert guarded["steady_releases"] == 0 and max(guarded["steady_faults"]) < 500, guarded
+    assert guarded["idle"] is False
+
+
+def test_heap_guard_is_idle_without_kept_memory():
+    """In a process whose allocator was not changed (like this test's), a guard does nothing."""
+    guard = runtime.HeapGuard()
+    assert not guard.active and guard.after_call() is False and guard.releases == 0
+
+
+def test_runtime_is_reachable_from_the_package():
+    """README's Python API calls s5jax.runtime.keep_freed_memory() after a bare `import s5jax`."""
+    import s5jax
+
+    assert s5jax.runtime is runtime and callable(s5jax.runtime.HeapGuard)

@@ -30,6 +30,7 @@ from ..errors import S5Error
 from ..files import write_bytes_atomic, write_json_atomic
 from ..labels import NUM_SLOTS
 from ..processes import barrier, share
+from ..runtime import HeapGuard
 from .arrays import MISSING_KEY, N_LABELS, CacheArrays
 
 FORMAT = "s5jax-cache"
@@ -283,6 +284,7 @@ class CacheBuilder:
         todo = [n for n in (self.mine if names is None else names)
                 if not os.path.exists(clip_path(self.cache_dir, n))]
         length = {n: _wav_frames(self.paths[n]) for n in todo}
+        heap = HeapGuard()
         for batch in self._batches(todo, length.get):
             audio = [self._read(n) for n in batch]
             P1, P4, M = self._base((np.stack([a[0] for a in audio]), np.stack([a[1] for a in audio])),
@@ -290,6 +292,7 @@ class CacheBuilder:
             for i, (name, a) in enumerate(zip(batch, audio)):
                 clip = {"P1": P1[i], "P4": P4[i], "M": M[i], "ref_labels": a[2], **empty_entries()}
                 write_clip(clip_path(self.cache_dir, name), clip)
+            heap.after_call()
             if progress is not None:
                 progress(len(batch))
         return todo
@@ -320,6 +323,7 @@ class CacheBuilder:
         if not tasks:
             return 0
         length = {n: _wav_frames(self.paths[n]) for n in clips}
+        heap = HeapGuard()
         for batch in self._batches(sorted(tasks, key=lambda t: (t[2], t[0])), lambda t: (t[2], length[t[0]])):
             audio = [self._read(t[0]) for t in batch]
             retag, energy, S = self._entry[batch[0][2]](
@@ -333,6 +337,7 @@ class CacheBuilder:
                                           energy[rows], S[rows])
                 write_clip(clip_path(self.cache_dir, name), clips[name])
             self.computed += len(batch)
+            heap.after_call()
             if progress is not None:
                 progress(len(batch))
         return len(tasks)

@@ -30,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from ..audio import write_text_atomic
 from ..errors import ConfigError, S5Error
 from ..metric import Totals, empty_totals, merge_totals, summarize
+from ..runtime import HeapGuard
 from ..labels import NUM_CLASSES
 from ..synth.scenes import SceneSynth, read_metadata, write_metadata
 from . import state as st
@@ -238,6 +239,7 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
         log.text(f"training {task.kind} from {start}: {st.describe_scope(trainable, frozen)}, "
                  f"batch {batch} over {len(devices)} device(s) in {jax.process_count()} process(es)")
     vcache: dict = {}
+    heap = HeapGuard()
     bar = _progress(cfg, step0, primary if progress is None else progress and primary)
     try:
         step = step0
@@ -250,6 +252,7 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
             state, loss = train_step(state, _global_batch(local, data_sh))
             step += 1
             loss = float(loss)
+            heap.after_call()
             if not np.isfinite(loss):
                 raise S5Error(f"training loss became {loss} at step {step}; lower the learning rate")
             result.losses.append((step, loss))
