@@ -20,7 +20,8 @@ heap. Over a loop of same-shape calls the process's memory then climbs in steps:
 on 10 s clips from 1.4 GB to 2.5-3.9 GB within 20 calls. `HeapGuard.after_call()`, called once a
 call's buffers are freed, stops that: when the heap grew since the last check, it hands the free pages
 inside the heap back to the kernel (`malloc_trim`, the heap top kept), so the next call faults in only
-what it reuses and later calls none; the same loop then stays at 1.4-2.0 GB at the same speed. The
+what it reuses and later calls none; the same loop then stays at 1.4-2.0 GB, at most a few per cent
+slower (the calls after a release fault their pages in again). The
 programs (`infer`, the cache, training) call it after every batch.
 
 This is a process-wide change, so the library never makes it on import: `s5jax` (the CLI) calls
