@@ -32,10 +32,14 @@ _PROBE = ("import json\nfrom s5jax import runtime\nmode = runtime.configure_from
           "print(json.dumps({'mode': mode, 'faults': faults[1:]}))")
 
 
+def _python(code: str, *args: str, **env: str) -> str:
+    """stdout of `code` run in a fresh Python process (the allocator setting is process-wide)."""
+    return subprocess.run([sys.executable, "-c", code, *args], env=dict(os.environ, PYTHONPATH=ROOT, **env),
+                          capture_output=True, text=True, check=True).stdout
+
+
 def _probe(mode: str) -> dict:
-    env = dict(os.environ, S5JAX_MALLOC=mode, PYTHONPATH=ROOT)
-    out = subprocess.run([sys.executable, "-c", _PROBE], env=env, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    return json.loads(_python(_PROBE, S5JAX_MALLOC=mode))
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
@@ -58,9 +62,7 @@ def test_import_does_not_change_malloc():
     code = "import s5jax, s5jax.separator, s5jax.tagger\n" + _ROUNDS + "print(min(faults[1:]))"
     if platform.libc_ver()[0] != "glibc":
         pytest.skip("the setting is glibc's")
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),
-                         capture_output=True, text=True, check=True)
-    assert int(out.stdout) > 10000
+    assert int(_python(code)) > 10000
 
 
 # a fragmenting loop: each round a large block a little bigger than the last (no free hole fits it),
@@ -105,9 +107,7 @@ print(json.dumps({"kept": kept, "active": guard.active, "grown_mb": grown, "rele
 
 
 def _fragment(mode: str) -> dict:
-    out = subprocess.run([sys.executable, "-c", _FRAGMENT, mode], env=dict(os.environ, PYTHONPATH=ROOT),
-                         capture_output=True, text=True, check=True)
-    return json.loads(out.stdout)
+    return json.loads(_python(_FRAGMENT, mode))
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="the setting is glibc's")
@@ -129,9 +129,7 @@ def test_heap_guard_is_idle_without_kept_memory():
     run the CLI in-process make the change in a pytest worker)."""
     code = ("import json\nfrom s5jax import runtime\ng = runtime.HeapGuard()\n"
             "print(json.dumps([g.active, g.after_call(), g.releases]))")
-    out = subprocess.run([sys.executable, "-c", code], env=dict(os.environ, PYTHONPATH=ROOT),
-                         capture_output=True, text=True, check=True)
-    assert json.loads(out.stdout) == [False, False, 0]
+    assert json.loads(_python(code)) == [False, False, 0]
 
 
 def test_runtime_is_reachable_from_the_package():
