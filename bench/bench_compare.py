@@ -176,15 +176,17 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
     return out
 
 
-def torch_port_model(kind: str):
-    """The PyTorch port's model of `kind` with the same synthetic official weights as the s5jax workers."""
+def torch_port_model(kind: str, gemm: str = "mkl"):
+    """The PyTorch port's model of `kind` with the same synthetic official weights as the s5jax workers;
+    gemm "onednn": its Linears on oneDNN instead of torch's BLAS (`torch_port.use_onednn_gemm`)."""
     import torch_port
     from s5jax.demo import synthetic_state_dict
 
-    return torch_port.build(kind, {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()})
+    model = torch_port.build(kind, {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()})
+    return torch_port.use_onednn_gemm(model) if gemm == "onednn" else model
 
 
-def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int) -> dict:
+def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int, gemm: str = "mkl") -> dict:
     """worker() for the PyTorch port of the official models (same weights, clip and timing)."""
     import time
 
@@ -196,15 +198,15 @@ def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int
 
     torch.set_num_threads(threads)
     if model == "system":
-        tagger, separator = torch_port_model("tagger-4ch"), torch_port_model("separator")
+        tagger, separator = torch_port_model("tagger-4ch", gemm), torch_port_model("separator", gemm)
         fn = lambda mix: torch_port.baseline_system(tagger, separator, mix)[0]
     elif model == "separator":
-        separator = torch_port_model("separator")
+        separator = torch_port_model("separator", gemm)
         q = torch.zeros(1, 54)
         q[0, [3, 18 + 15, 36 + 17]] = 1.0
         fn = lambda mix: separator(mix, q.expand(mix.shape[0], 54))
     else:
-        fn = torch_port_model(model)
+        fn = torch_port_model(model, gemm)
     rng = np.random.default_rng(0)
     mix = torch.from_numpy((0.1 * rng.standard_normal((batch, 4, int(seconds * 32000)))).astype(np.float32))
     t_ready, c_ready = time.perf_counter(), time.process_time()
@@ -212,7 +214,7 @@ def torch_worker(model: str, batch: int, runs: int, seconds: float, threads: int
         fn(mix)
         first_wall, first_cpu = time.perf_counter() - t_ready, time.process_time() - c_ready
         timed = _timed_calls(lambda: fn(mix), runs, batch)
-    return {"model": model, "batch": batch, "malloc": f"torch {torch.__version__}, {threads} threads",
+    return {"model": model, "batch": batch, "malloc": f"torch {torch.__version__}, {threads} threads, GEMM {TORCH_GEMMS[gemm]}",
             "setup_wall": t_ready - t_start, "setup_cpu": c_ready - c_start, "first_wall": first_wall,
             "first_cpu": first_cpu, **timed}
 
@@ -221,19 +223,24 @@ GEMM = (1244, 768, 3072)        # the tagger's MLP product: 4 channels x 311 tok
 
 
 def gemm_worker(framework: str, reps: int = 20) -> dict:
-    """fp32 GEMM rate of `framework` ("xla" or "torch") on the GEMM shape, median of `reps` calls."""
+    """fp32 GEMM rate of `framework` ("xla", "torch" (its BLAS, as torch.matmul) or "torch-onednn" (as
+    `torch_port.use_onednn_gemm` calls it)) on the GEMM shape, median of `reps` calls."""
     import time
 
     import numpy as np
 
     m, k, n = GEMM
     a, b = (np.random.default_rng(0).standard_normal(s).astype(np.float32) for s in ((m, k), (k, n)))
-    if framework == "torch":
+    if framework.startswith("torch"):
         import torch
 
         torch.set_num_threads(os.cpu_count())
         a, b = torch.from_numpy(a), torch.from_numpy(b)
-        call = lambda: torch.matmul(a, b)
+        if framework == "torch-onednn":
+            bt = b.T.contiguous()                 # a Linear's weight: [out, in]
+            call = lambda: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], "")
+        else:
+            call = lambda: torch.matmul(a, b)
     else:
         import jax
 
@@ -248,7 +255,7 @@ def gemm_worker(framework: str, reps: int = 20) -> dict:
     return {"gflops": 2 * m * k * n / statistics.median(times[3:]) / 1e9}
 
 
-def machine(with_torch: bool) -> str:
+def machine(torch_gemms=()) -> str:
     """One line naming this CPU and the fp32 GEMM rate of XLA (and torch) on it: ratios to the official
     PyTorch code depend on the host (torch's MKL GEMM ran at XLA's rate on issue 10's machine, at half
     of it on an AMD EPYC Zen 5), so every table says what it was measured on."""
@@ -263,7 +270,7 @@ def machine(with_torch: bool) -> str:
     isa = "AVX-512" if "avx512f" in flags else "AVX2" if "avx2" in flags else "no AVX2"
     cpu = f"{info.get('model name', '?')} (family {info.get('cpu family', '?')} model {info.get('model', '?')}), {isa}"
     rates = []
-    for framework in (("xla", "torch") if with_torch else ("xla",)):
+    for framework in ("xla", *(("torch" if g == "mkl" else f"torch-{g}") for g in torch_gemms)):
         r = _run_worker(pathlib.Path(__file__).resolve().parents[1], ["gemm", "0", "--gemm", framework])
         rates.append(f"{framework} {r['gflops']:.0f}")
     return f"{cpu}; fp32 GEMM {'x'.join(map(str, GEMM))} GFLOP/s: {', '.join(rates)}"
@@ -287,13 +294,15 @@ def worker_env(tree: pathlib.Path, malloc: str, xla_flags: str | None = None) ->
 
 
 TORCH_PORT = "torch port"       # the name of the pseudo-tree --torch-port adds
+TORCH_GEMMS = {"mkl": "BLAS (MKL)", "onednn": "oneDNN"}
+TORCH_TREES = {"mkl": TORCH_PORT, "onednn": "torch 1DNN"}   # --torch-gemm's pseudo-trees
 
 
 def _run_worker(tree: pathlib.Path, args: list[str], malloc: str = "cli", xla_flags: str | None = None) -> dict:
-    """One worker process; xla_flags None: XLA_FLAGS as in this environment; malloc "torch": the
-    PyTorch port's worker, with glibc's default malloc."""
-    if malloc == "torch":
-        args = [*args, "--torch"]
+    """One worker process; xla_flags None: XLA_FLAGS as in this environment; malloc "torch-<gemm>": the
+    PyTorch port's worker (its Linears on <gemm>), with glibc's default malloc."""
+    if malloc.startswith("torch-"):
+        args = [*args, "--torch", "--torch-gemm", malloc[len("torch-"):]]
         malloc = "default"
     env = worker_env(tree, malloc, xla_flags)
     r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", *args],
@@ -323,7 +332,7 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
                                                   "--seconds", str(seconds)], mallocs[name], xla.get(name))
                     results.setdefault((model, batch, name), []).append(r)
     first = next(iter(trees))
-    host = machine(any(m == "torch" for m in mallocs.values()))
+    host = machine([m[len("torch-"):] for m in mallocs.values() if m.startswith("torch-")])
     print(f"\n{seconds:g} s 4-channel clips, {os.cpu_count()} cores, {rounds} rounds x {runs} timed calls "
           f"per tree (alternating processes), load average at the end {_load()}\n{host}")
     print(f"{'model':<11} {'b':>2} {'tree':<10} {'wall s/clip med (min-max)':>26} {'CPU s/clip med (min-max)':>26} "
@@ -335,7 +344,7 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
             bc = statistics.median(c for r in base for c in r["cpu"])
             for name in trees:
                 rs = results[(model, batch, name)]
-                label = rs[0]["malloc"] if mallocs[name] == "torch" else mallocs[name]
+                label = rs[0]["malloc"] if mallocs[name].startswith("torch-") else mallocs[name]
                 wall = [w for r in rs for w in r["wall"]]
                 cpu = [c for r in rs for c in r["cpu"]]
                 faults = statistics.median(f for r in rs for f in r["faults"])
@@ -384,6 +393,10 @@ def main(argv=None) -> int:
     p.add_argument("--torch-port", action="store_true",
                    help="also time the official models in PyTorch (bench/torch_port.py), as the first tree")
     p.add_argument("--torch-threads", type=int, default=os.cpu_count(), help="torch's intra-op threads")
+    p.add_argument("--torch-gemm", nargs="+", choices=sorted(TORCH_GEMMS), default=["mkl"],
+                   help="with --torch-port: the port's Linears on torch's BLAS (mkl, as the official code "
+                        "runs) and/or on oneDNN (reaches XLA's GEMM rate where MKL does not: AMD hosts); "
+                        "each one pseudo-tree, the first the reference")
     p.add_argument("--startup", action="store_true", help="measure cold vs warm start instead")
     p.add_argument("--cache-dir", help=argparse.SUPPRESS)
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
@@ -395,7 +408,7 @@ def main(argv=None) -> int:
         return 0
     if args.worker and args.torch:
         print(json.dumps(torch_worker(args.worker[0], int(args.worker[1]), args.runs, args.seconds,
-                                      args.torch_threads)))
+                                      args.torch_threads, args.torch_gemm[0])))
         return 0
     if args.worker:
         print(json.dumps(worker(args.worker[0], int(args.worker[1]), args.runs, args.seconds, args.cache_dir)))
@@ -404,7 +417,9 @@ def main(argv=None) -> int:
     if args.torch_port:
         if args.startup:
             p.error("--torch-port times calls, not start-up")
-        trees[TORCH_PORT], mallocs[TORCH_PORT] = pathlib.Path(__file__).resolve().parents[1], "torch"
+        for gemm in dict.fromkeys(args.torch_gemm):
+            name = TORCH_TREES[gemm]
+            trees[name], mallocs[name] = pathlib.Path(__file__).resolve().parents[1], f"torch-{gemm}"
     for spec in args.tree or ["new=."]:
         spec, _, malloc = spec.partition("@")
         name, _, path = spec.partition("=")

@@ -50,6 +50,44 @@ def test_tagger_port_gives_the_official_logits(torch_port, golden, kind):
         np.testing.assert_array_equal(logits.argmax(-1), g[f"case{i}_pred_index"])
 
 
+def test_onednn_gemm_port_computes_the_same_logits(torch_port, golden):
+    """bench_compare --torch-gemm onednn: the port with its Linears on oneDNN instead of BLAS still gives
+    the official logits (rounding apart), and every Linear runs through oneDNN's op."""
+    import torch
+
+    manifest, fixed, gold = TAGGERS["tagger-4ch"]
+    model = torch_port.use_onednn_gemm(torch_port.build("tagger-4ch", _official("m2d", manifest, fixed)))
+    g, synth = np.load(golden / "m2d" / gold), load_synth()
+    mix = synth.synth_waveform(int(g["seeds"][0]), 4, float(g["seconds"][0]))
+    linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    calls = []
+    op = torch.ops.mkldnn._linear_pointwise
+    with torch.no_grad(), _Count(calls, op):
+        logits = model(torch.from_numpy(mix)[None])[0].numpy()
+    assert len(calls) == len(linears) > 12 * 4
+    assert _rel(logits, g["case0_logits"]) <= 1e-5
+    np.testing.assert_array_equal(logits.argmax(-1), g["case0_pred_index"])
+
+
+class _Count:
+    """Counts calls of one torch op while active (patches the op's name on torch.ops.mkldnn)."""
+    def __init__(self, calls, op):
+        self.calls, self.op = calls, op
+
+    def __enter__(self):
+        import torch
+
+        def counted(*a, **k):
+            self.calls.append(1)
+            return self.op(*a, **k)
+        torch.ops.mkldnn._linear_pointwise = counted
+
+    def __exit__(self, *exc):
+        import torch
+
+        torch.ops.mkldnn._linear_pointwise = self.op
+
+
 def test_separator_port_gives_the_official_stems(torch_port, golden):
     import torch
 
@@ -106,7 +144,7 @@ def test_bench_torch_worker_times_real_calls(torch_port):
 def test_bench_names_the_machine():
     """Every bench_compare table says which CPU and what fp32 GEMM rate it was measured with."""
     bench_compare = _bench("bench_compare")
-    line = bench_compare.machine(with_torch=False)
+    line = bench_compare.machine()
     rate = float(line.rsplit("xla ", 1)[1])
     assert "family" in line and rate > 1.0
 
