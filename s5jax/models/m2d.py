@@ -125,6 +125,13 @@ class Attention(nn.Module):
         return nn.Dense(d, precision=cfg.lax_precision, name="proj")(out)
 
 
+def gelu(x: jax.Array) -> jax.Array:
+    """timm's nn.GELU (exact form) as torch computes it: x/2 * (1 + erf(x/sqrt 2)). jax.nn.gelu's exact
+    form uses erfc(-x/sqrt 2) instead, 2.5x slower on CPU (erfc goes through exp; 2.5 vs 1.0 ms on the
+    4-ch tagger's [4, 311, 3072] activations) and further from torch's rounding."""
+    return 0.5 * x * (1.0 + jax.lax.erf(x * np.float32(np.sqrt(0.5))))
+
+
 class Mlp(nn.Module):
     cfg: M2DConfig
 
@@ -132,7 +139,7 @@ class Mlp(nn.Module):
     def __call__(self, x):
         cfg = self.cfg
         x = nn.Dense(cfg.mlp_dim, precision=cfg.lax_precision, name="fc1")(x)
-        x = nn.gelu(x, approximate=False)  # timm nn.GELU: exact erf form
+        x = gelu(x)
         return nn.Dense(cfg.embed_dim, precision=cfg.lax_precision, name="fc2")(x)
 
 
