@@ -28,7 +28,7 @@ import statistics
 import sys
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
-from bench_compare import (MALLOC_ENV, TORCH_PORT, _load, machine, torch_port_model,  # noqa: E402
+from bench_compare import (MALLOC_ENV, TORCH_TREES, TORCH_GEMMS, _load, machine, torch_port_model,  # noqa: E402
                            worker_env)                                           # (same folder)
 
 
@@ -201,11 +201,11 @@ def _hooked(model, names, *args) -> dict:
     return seen
 
 
-def torch_tagger_stages(batch: int, reps: int) -> list:
+def torch_tagger_stages(batch: int, reps: int, gemm: str = "mkl") -> list:
     import numpy as np
     import torch
 
-    model = torch_port_model("tagger-4ch")
+    model = torch_port_model("tagger-4ch", gemm)
     m2d = model.m2d
     wav = torch.from_numpy((0.1 * np.random.default_rng(0).standard_normal((batch, 4, 320000))).astype(np.float32))
     seen = _hooked(model, ["m2d.backbone.blocks.0.norm1", "m2d"], wav)
@@ -223,13 +223,13 @@ def torch_tagger_stages(batch: int, reps: int) -> list:
     return [(name, count, _timed_torch(fn, args, reps)) for name, fn, args, count in rows]
 
 
-def torch_separator_stages(batch: int, reps: int) -> list:
+def torch_separator_stages(batch: int, reps: int, gemm: str = "mkl") -> list:
     import numpy as np
     import torch
 
     import torch_port
 
-    model = torch_port_model("separator")
+    model = torch_port_model("separator", gemm)
     base = model.base
     mix = torch.from_numpy((0.1 * np.random.default_rng(0).standard_normal((batch, 4, 320000))).astype(np.float32))
     q = torch.zeros(batch, 54)
@@ -264,12 +264,14 @@ def torch_separator_stages(batch: int, reps: int) -> list:
     return [(name, count, _timed_torch(fn, args, reps)) for name, fn, args, count in rows]
 
 
-def worker(model: str, batch: int, reps: int, torch_threads: int = 0) -> list:
+def worker(model: str, batch: int, reps: int, torch_threads: int = 0, gemm: str = "mkl") -> list:
     if torch_threads:
+        import functools
+
         import torch
 
         torch.set_num_threads(torch_threads)
-        stages = torch_tagger_stages if model == "tagger" else torch_separator_stages
+        stages = functools.partial(torch_tagger_stages if model == "tagger" else torch_separator_stages, gemm=gemm)
     else:
         stages = tagger_stages if model == "tagger" else separator_stages
     return [{"stage": n, "count": k, **r} for n, k, r in stages(batch, reps)]
@@ -286,23 +288,27 @@ def main(argv=None) -> int:
     p.add_argument("--torch-port", action="store_true",
                    help="also the official models in PyTorch (bench/torch_port.py), as the first column")
     p.add_argument("--torch-threads", type=int, default=os.cpu_count(), help="torch's intra-op threads")
+    p.add_argument("--torch-gemm", choices=sorted(TORCH_GEMMS), default="mkl",
+                   help="the port's Linears on torch's BLAS (mkl) or on oneDNN (see bench_compare.py)")
     p.add_argument("--worker", help=argparse.SUPPRESS)
     p.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
-        print(json.dumps(worker(args.worker, args.batch, args.reps, args.torch_threads if args.torch else 0)))
+        print(json.dumps(worker(args.worker, args.batch, args.reps, args.torch_threads if args.torch else 0,
+                                args.torch_gemm)))
         return 0
-    trees = {TORCH_PORT: pathlib.Path(__file__).resolve().parents[1]} if args.torch_port else {}
+    port = TORCH_TREES[args.torch_gemm]
+    trees = {port: pathlib.Path(__file__).resolve().parents[1]} if args.torch_port else {}
     for spec in args.tree or ["new=."]:
         name, _, path = spec.partition("=")
         trees[name] = pathlib.Path(path or ".").resolve()
-    host = machine(args.torch_port)
+    host = machine([args.torch_gemm] if args.torch_port else [])
     for model in args.models:
         res = {}
         for i, name in enumerate(trees if args.models.index(model) % 2 == 0 else reversed(trees)):
             print(f"  {model} {name} (load {_load()})", file=sys.stderr)
             res[name] = _run_worker_stages(trees[name], model, args.batch, args.reps, args.malloc,
-                                           args.torch_threads if name == TORCH_PORT else 0)
+                                           args.torch_threads if name == port else 0, args.torch_gemm)
         print(f"\n{model}, 10 s 4-channel clip(s), batch {args.batch}, median of {args.reps} calls per stage, "
               f"{os.cpu_count()} cores, malloc: {args.malloc} (torch port: glibc's default), load average "
               f"{_load()}\n{host}")
@@ -322,11 +328,11 @@ def main(argv=None) -> int:
 
 
 def _run_worker_stages(tree: pathlib.Path, model: str, batch: int, reps: int, malloc: str,
-                       torch_threads: int = 0) -> list:
-    """One stage worker; torch_threads > 0: the PyTorch port's, with glibc's default malloc."""
+                       torch_threads: int = 0, gemm: str = "mkl") -> list:
+    """One stage worker; torch_threads > 0: the PyTorch port's (Linears on `gemm`), with glibc's default malloc."""
     import subprocess
 
-    extra = ["--torch", "--torch-threads", str(torch_threads)] if torch_threads else []
+    extra = ["--torch", "--torch-threads", str(torch_threads), "--torch-gemm", gemm] if torch_threads else []
     r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", model,
                         "--batch", str(batch), "--reps", str(reps), *extra], cwd=tree,
                        env=worker_env(tree, "default" if torch_threads else malloc), capture_output=True, text=True)

@@ -147,6 +147,9 @@ def test_bench_names_the_machine():
     line = bench_compare.machine()
     rate = float(line.rsplit("xla ", 1)[1])
     assert "family" in line and rate > 1.0
+    if importlib.util.find_spec("torch") is not None:      # --torch-port: torch's GEMM rate per path too
+        rates = dict(r.split() for r in bench_compare.machine(["mkl", "onednn"]).split(": ", 1)[1].split(", "))
+        assert set(rates) == {"xla", "torch", "torch-onednn"} and all(float(v) > 1.0 for v in rates.values())
 
 
 # ------------------------------------------------------------------ s5jax against the port on other lengths
