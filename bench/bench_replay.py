@@ -31,8 +31,6 @@ def main() -> None:
         os.environ["XLA_FLAGS"] = f"--xla_force_host_platform_device_count={args.devices}"
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-    import dataclasses
-
     import jax
     import numpy as np
 

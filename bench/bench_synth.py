@@ -35,7 +35,7 @@ def main() -> None:
         make_dataset(tmp, splits=("train",), event_seconds=(1.0, 5.0), taps=16000, noise_seconds=12.0)
         synth = SceneSynth(tmp, "train", SynthConfig.tagger())
         synth.check_rooms()
-        print(f"| workers | batch | clips/s | s/batch median | spread (min-max) |")
+        print("| workers | batch | clips/s | s/batch median | spread (min-max) |")
         print("|---|---|---|---|---|")
         for w in args.workers:
             maker = BatchMaker(synth, 0, args.batch, 0, 1, lambda b: None, with_refs=True)

@@ -41,7 +41,6 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     import jax
-    import numpy as np
 
     from s5jax.scenes import SceneConfig, make_scene
     from s5jax.system.config import load_system

@@ -8,7 +8,7 @@ import soundfile as sf
 from s5jax.audio import read_audio, write_audio
 from s5jax.dataset import estimate_files, estimate_name, list_soundscapes, reference_files
 from s5jax.errors import AudioError, S5Error
-from s5jax.labels import CLASSES, label_index
+from s5jax.labels import label_index
 from s5jax.scenes import SceneConfig, make_scene, write_scene_set
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pytest
 
 from conftest import compare_separator_case, load_synth, write_lightning_ckpt
 from s5jax.cli import main

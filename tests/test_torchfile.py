@@ -3,7 +3,6 @@ import collections
 import pathlib
 
 import numpy as np
-import pytest
 
 from conftest import require_torch
 from s5jax.official import read_state_dict

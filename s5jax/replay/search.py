@@ -18,17 +18,16 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
-import os
 from typing import Callable, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ..labels import CLASSES, LABELS, NUM_CLASSES, SILENCE
+from ..labels import CLASSES, NUM_CLASSES, SILENCE
 from ..metric import clip_score_detail
-from ..system.config import PER_CLASS, Params, SystemConfig, preset, stack_params
-from .arrays import MISSING_KEY, CacheArrays, entry_key
+from ..system.config import PER_CLASS, Params, SystemConfig, stack_params
+from .arrays import CacheArrays, entry_key
 from . import replay as R
 
 Fill = Callable[[dict], CacheArrays]
