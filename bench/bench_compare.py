@@ -236,9 +236,13 @@ def gemm_worker(framework: str, reps: int = 20) -> dict:
 
         torch.set_num_threads(os.cpu_count())
         a, b = torch.from_numpy(a), torch.from_numpy(b)
-        if framework == "torch-onednn":
-            bt = b.T.contiguous()                 # a Linear's weight: [out, in]
-            call = lambda: torch.ops.mkldnn._linear_pointwise(a, bt, None, "none", [], "")
+        if framework == "torch-onednn":               # the product exactly as the port's Linears run it
+            import torch_port
+
+            linear = torch.nn.Linear(k, n, bias=False)
+            linear.weight.data = b.T.contiguous()
+            torch_port.use_onednn_gemm(linear)
+            call = torch.no_grad()(lambda: linear(a))
         else:
             call = lambda: torch.matmul(a, b)
     else:
@@ -298,11 +302,16 @@ TORCH_GEMMS = {"mkl": "BLAS (MKL)", "onednn": "oneDNN"}
 TORCH_TREES = {"mkl": TORCH_PORT, "onednn": "torch 1DNN"}   # --torch-gemm's pseudo-trees
 
 
+def _port_gemm(malloc: str) -> str | None:
+    """A pseudo-tree of the PyTorch port is marked by malloc "torch-<gemm>": its gemm, else None."""
+    return malloc[len("torch-"):] if malloc.startswith("torch-") else None
+
+
 def _run_worker(tree: pathlib.Path, args: list[str], malloc: str = "cli", xla_flags: str | None = None) -> dict:
     """One worker process; xla_flags None: XLA_FLAGS as in this environment; malloc "torch-<gemm>": the
     PyTorch port's worker (its Linears on <gemm>), with glibc's default malloc."""
-    if malloc.startswith("torch-"):
-        args = [*args, "--torch", "--torch-gemm", malloc[len("torch-"):]]
+    if _port_gemm(malloc):
+        args = [*args, "--torch", "--torch-gemm", _port_gemm(malloc)]
         malloc = "default"
     env = worker_env(tree, malloc, xla_flags)
     r = subprocess.run([sys.executable, str(pathlib.Path(__file__).resolve()), "--worker", *args],
@@ -332,7 +341,7 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
                                                   "--seconds", str(seconds)], mallocs[name], xla.get(name))
                     results.setdefault((model, batch, name), []).append(r)
     first = next(iter(trees))
-    host = machine([m[len("torch-"):] for m in mallocs.values() if m.startswith("torch-")])
+    host = machine([_port_gemm(m) for m in mallocs.values() if _port_gemm(m)])
     print(f"\n{seconds:g} s 4-channel clips, {os.cpu_count()} cores, {rounds} rounds x {runs} timed calls "
           f"per tree (alternating processes), load average at the end {_load()}\n{host}")
     print(f"{'model':<11} {'b':>2} {'tree':<10} {'wall s/clip med (min-max)':>26} {'CPU s/clip med (min-max)':>26} "
@@ -344,7 +353,7 @@ def compare(trees: dict[str, pathlib.Path], models, batches, runs, rounds, secon
             bc = statistics.median(c for r in base for c in r["cpu"])
             for name in trees:
                 rs = results[(model, batch, name)]
-                label = rs[0]["malloc"] if mallocs[name].startswith("torch-") else mallocs[name]
+                label = rs[0]["malloc"] if _port_gemm(mallocs[name]) else mallocs[name]
                 wall = [w for r in rs for w in r["wall"]]
                 cpu = [c for r in rs for c in r["cpu"]]
                 faults = statistics.median(f for r in rs for f in r["faults"])

@@ -2,7 +2,9 @@
 computes what the official code computed: the goldens, from the same synthetic weights and signals."""
 from __future__ import annotations
 
+import contextlib
 import importlib
+import importlib.util
 import sys
 
 import numpy as np
@@ -61,31 +63,24 @@ def test_onednn_gemm_port_computes_the_same_logits(torch_port, golden):
     mix = synth.synth_waveform(int(g["seeds"][0]), 4, float(g["seconds"][0]))
     linears = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
     calls = []
-    op = torch.ops.mkldnn._linear_pointwise
-    with torch.no_grad(), _Count(calls, op):
+    with torch.no_grad(), _counting_linear_pointwise(calls):
         logits = model(torch.from_numpy(mix)[None])[0].numpy()
     assert len(calls) == len(linears) > 12 * 4
     assert _rel(logits, g["case0_logits"]) <= 1e-5
     np.testing.assert_array_equal(logits.argmax(-1), g["case0_pred_index"])
 
 
-class _Count:
-    """Counts calls of one torch op while active (patches the op's name on torch.ops.mkldnn)."""
-    def __init__(self, calls, op):
-        self.calls, self.op = calls, op
+@contextlib.contextmanager
+def _counting_linear_pointwise(calls: list):
+    """While active, every call of torch.ops.mkldnn._linear_pointwise appends to `calls`."""
+    import torch
 
-    def __enter__(self):
-        import torch
-
-        def counted(*a, **k):
-            self.calls.append(1)
-            return self.op(*a, **k)
-        torch.ops.mkldnn._linear_pointwise = counted
-
-    def __exit__(self, *exc):
-        import torch
-
-        torch.ops.mkldnn._linear_pointwise = self.op
+    op = torch.ops.mkldnn._linear_pointwise
+    torch.ops.mkldnn._linear_pointwise = lambda *a, **k: calls.append(1) or op(*a, **k)
+    try:
+        yield
+    finally:
+        torch.ops.mkldnn._linear_pointwise = op
 
 
 def test_separator_port_gives_the_official_stems(torch_port, golden):
