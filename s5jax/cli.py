@@ -14,6 +14,7 @@
                                              tune a system config by exact CA-SDRi replay over the cache
     s5jax demo [--out DIR]                   the whole workflow on generated scenes and synthetic weights
     s5jax train tagger|separator CONFIG [--out DIR]   train on scenes synthesised from a dev-set folder
+    s5jax world make OUT                     the bundled procedural sound world (a dev set + test split)
 
 Errors in the user's input are printed as one line (`s5jax: error: ...`) with exit status 2.
 """
@@ -195,6 +196,15 @@ def _cache_option(p) -> None:
                         "$XDG_CACHE_HOME/s5jax/jax, else ~/.cache/s5jax/jax; safe to delete)")
 
 
+def _cmd_world(args) -> int:
+    from .synth.world import WorldConfig, make_world
+
+    cfg = WorldConfig(seed=args.seed, test_clips=args.test_clips)
+    make_world(args.out, cfg, log=(lambda m: None) if args.quiet else print)
+    print(f"world in {args.out} (test split: {args.out}/synthesized/test)")
+    return 0
+
+
 def _cmd_train(args) -> int:
     from .training.launch import train_main
 
@@ -322,6 +332,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
     t.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
     t.set_defaults(func=_cmd_train)
+
+    wd = sub.add_parser("world", help="the bundled procedural sound world (official dev-set layout, rooms, "
+                                      "a rendered test split)")
+    wsub = wd.add_subparsers(dest="world_command", required=True)
+    wm = wsub.add_parser("make", help="make the world in OUT (deterministic; about a minute on 2 cores)")
+    wm.add_argument("out", help="new or empty folder (a complete world of the same settings is kept)")
+    wm.add_argument("--seed", type=int, default=2026, help="the world's seed (default 2026, the bundled models')")
+    wm.add_argument("--test-clips", type=_positive_int, default=200, help="clips of the rendered test split")
+    wm.add_argument("--quiet", action="store_true", help="no progress lines")
+    wm.set_defaults(func=_cmd_world)
     return p
 
 

@@ -79,6 +79,8 @@ class TrainConfig:
         need(self.batchnorm in BATCHNORM, f"batchnorm must be one of {BATCHNORM}")
         need(self.schedule in SCHEDULES, f"schedule must be one of {SCHEDULES}")
         need(self.steps >= 1 and (self.batch_size is None or self.batch_size >= 1), "steps and batch_size must be >= 1")
+        need(self.warmup_steps >= 0 and (self.schedule != "warmup_cosine" or self.warmup_steps < self.steps),
+             f"warmup_steps must lie in [0, steps) for warmup_cosine, got {self.warmup_steps} of {self.steps}")
         need(min(self.valid_every, self.save_every, self.log_every) >= 1, "valid/save/log_every must be >= 1")
         need(self.last_n >= 1 and self.workers >= 0 and self.prefetch >= 1 and self.valid_scenes >= 1,
              "last_n, prefetch and valid_scenes must be >= 1 and workers >= 0")

@@ -1,0 +1,102 @@
+"""The bundled world (`s5jax world make`): layout, determinism, rooms, the rendered test split."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from s5jax.errors import S5Error
+from s5jax.labels import CLASSES
+from s5jax.synth import world
+
+TINY = world.WorldConfig(seed=7, events=(2, 1, 1), group_size=2, interferers=(1, 1, 1), noises=(1, 1, 1),
+                         noise_seconds=11.0, rooms=(1, 1, 1), positions=6, rir_seconds=0.1, valid_scenes=2,
+                         test_clips=4)
+
+
+def _digest(root: str) -> dict[str, str]:
+    out = {}
+    for dirpath, _, files in os.walk(root):
+        for f in files:
+            p = os.path.join(dirpath, f)
+            with open(p, "rb") as fh:
+                out[os.path.relpath(p, root)] = hashlib.sha256(fh.read()).hexdigest()
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_world(tmp_path_factory):
+    root = tmp_path_factory.mktemp("w") / "world"
+    world.make_world(root, TINY, log=lambda m: None, workers=0)
+    return str(root)
+
+
+def test_layout(tiny_world):
+    for split in ("train", "valid", "test"):
+        for label in CLASSES:
+            files = [f for _, _, fs in os.walk(os.path.join(tiny_world, "sound_event", split, label)) for f in fs]
+            assert len(files) == TINY.events[world.SPLITS.index(split)], (split, label)
+        assert os.listdir(os.path.join(tiny_world, "room_ir", split)) == [f"room_{split}_00.sofa"]
+        noise = os.path.join(tiny_world, "noise", split, f"noise_{split}_000.wav")
+        info = sf.info(noise)
+        assert (info.channels, info.samplerate, info.frames) == (4, 32000, 11 * 32000)
+    # grouped classes: files in sub-folders of group_size files (the duplicate-exclusion unit)
+    speech = os.path.join(tiny_world, "sound_event", "train", "Speech")
+    assert sorted(os.listdir(speech)) == ["train00"] and len(os.listdir(os.path.join(speech, "train00"))) == 2
+    ev = sf.read(os.path.join(tiny_world, "sound_event", "train", "Doorbell", "train00", "Doorbell_train_000.wav"))[0]
+    assert ev.ndim == 1 and 0.85 < np.abs(ev).max() < 0.95          # peak 0.9, 16-bit PCM
+    soundscapes = sorted(os.listdir(os.path.join(tiny_world, "synthesized", "test", "soundscape")))
+    assert soundscapes == [f"world_test_{i:04d}.wav" for i in range(4)]
+    with open(os.path.join(tiny_world, "world.json")) as f:
+        assert json.load(f)["config"] == TINY.to_dict()
+
+
+def test_rooms_are_readable_rirs(tiny_world):
+    from s5jax.synth.rir import read_room
+
+    room = read_room(os.path.join(tiny_world, "room_ir", "train", "room_train_00.sofa"))
+    assert room.irs.shape == (6, 4, 3200)
+    # the direct path reaches each microphone after distance / c: the peak of channel 0 lies within a
+    # sample or two of the time of flight from the source position the file states
+    pos = room.directions                      # unit vectors; distances are 0.8-2.2 m
+    assert np.allclose(np.linalg.norm(pos, axis=1), 1.0)
+    peaks = np.argmax(np.abs(room.irs[:, 0]), axis=-1) / 32000 * 343.0
+    assert ((peaks > 0.7) & (peaks < 2.4)).all(), peaks
+
+
+def test_test_split_references_sum_into_the_mixture_and_splits_are_disjoint(tiny_world):
+    from s5jax.dataset import reference_files
+
+    oracle = os.path.join(tiny_world, "synthesized", "test", "oracle_target")
+    with open(os.path.join(tiny_world, "metadata", "test.json")) as f:
+        meta = json.load(f)
+    used = json.dumps(meta)
+    assert "/train/" not in used and "/valid/" not in used and "test" in used
+    n_refs = 0
+    for i in range(4):
+        refs = reference_files(oracle, f"world_test_{i:04d}")
+        n_refs += len(refs)
+        for path, _ in refs:
+            x = sf.read(path)[0]
+            assert np.abs(x).max() > 0
+    assert n_refs == sum(len(s["events"]) for s in meta["scenes"])
+
+
+def test_two_makes_are_byte_identical_and_a_world_is_kept(tiny_world, tmp_path):
+    again = world.make_world(tmp_path / "again", TINY, log=lambda m: None, workers=2)
+    assert _digest(again) == _digest(tiny_world)
+    msgs = []
+    world.make_world(again, TINY, log=msgs.append)                 # complete: kept as is
+    assert "already there" in msgs[0]
+
+
+def test_refuses_a_foreign_folder(tmp_path):
+    (tmp_path / "mine.txt").write_text("user data")
+    with pytest.raises(S5Error, match="not an s5jax world"):
+        world.make_world(tmp_path, TINY, log=lambda m: None)
+    assert (tmp_path / "mine.txt").read_text() == "user data"
+    assert sorted(os.listdir(tmp_path.parent)).count(".%s.part" % tmp_path.name) == 0
