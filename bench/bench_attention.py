@@ -33,7 +33,7 @@ def main() -> None:
     import jax.numpy as jnp
     import numpy as np
 
-    from s5jax.demo import synthetic_state_dict
+    from s5jax.synthetic_weights import synthetic_state_dict
     from s5jax.models import m2d
 
     class HeadsBatched(nn.Module):

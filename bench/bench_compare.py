@@ -11,7 +11,7 @@
 Every (round, model, batch, tree) is a fresh subprocess with PYTHONPATH=tree, so each tree runs its own
 code and its own peak RSS is measured; trees alternate inside a round and their order flips between
 rounds, so load changes on a shared machine hit all trees alike. A worker converts synthetic weights
-of the full-size official model (`s5jax.demo.synthetic_state_dict`, the real conversion), jits the
+of the full-size official model (`s5jax.synthetic_weights.synthetic_state_dict`, the real conversion), jits the
 plain forward pass (`system` = 4-ch tagger -> silence last -> separator, `pipeline.make_baseline`),
 compiles and warms up once, then times `--runs` calls: wall (perf_counter), CPU (process_time, all
 threads) and minor page faults per call. The process is set up as the `s5jax` CLI sets it up
@@ -60,7 +60,7 @@ def _apply_fns(model: str):
     """(jittable fn(variables, mixture), variables) for `model`, built from synthetic official weights."""
     import jax.numpy as jnp
 
-    from s5jax.demo import synthetic_state_dict
+    from s5jax.synthetic_weights import synthetic_state_dict
     from s5jax.models.m2d import M2DConfig, M2DTagger, convert_tagger_state_dict
     from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator, convert_separator_state_dict
 
@@ -180,7 +180,7 @@ def torch_port_model(kind: str, gemm: str = "mkl"):
     """The PyTorch port's model of `kind` with the same synthetic official weights as the s5jax workers;
     gemm "onednn": its Linears on oneDNN instead of torch's BLAS (`torch_port.use_onednn_gemm`)."""
     import torch_port
-    from s5jax.demo import synthetic_state_dict
+    from s5jax.synthetic_weights import synthetic_state_dict
 
     model = torch_port.build(kind, {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()})
     return torch_port.use_onednn_gemm(model) if gemm == "onednn" else model

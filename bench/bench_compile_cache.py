@@ -33,7 +33,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 def prepare(work: pathlib.Path, seconds: float, kinds: tuple[str, ...]) -> None:
     sys.path.insert(0, str(ROOT))
-    from s5jax.demo import write_synthetic_checkpoint
+    from s5jax.synthetic_weights import write_synthetic_checkpoint
     from s5jax.official import convert_checkpoint
     from s5jax.scenes import SceneConfig, write_scene_set
 

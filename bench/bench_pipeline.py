@@ -25,7 +25,7 @@ def _rss_gb() -> float:
 
 def _model(kind: str):
     from s5jax import Separator, Tagger
-    from s5jax.demo import synthetic_state_dict
+    from s5jax.synthetic_weights import synthetic_state_dict
     from s5jax.models.m2d import M2DConfig, convert_tagger_state_dict
     from s5jax.models.resunet import ResUNetConfig, convert_separator_state_dict
 

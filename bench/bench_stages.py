@@ -64,7 +64,7 @@ def tagger_stages(batch: int, reps: int) -> list:
     import jax.numpy as jnp
     import numpy as np
 
-    from s5jax.demo import synthetic_state_dict
+    from s5jax.synthetic_weights import synthetic_state_dict
     from s5jax.models import m2d
 
     sd = {k[len("model."):]: v for k, v in synthetic_state_dict("tagger-4ch").items()}
@@ -103,7 +103,7 @@ def separator_stages(batch: int, reps: int) -> list:
     import numpy as np
 
     from s5jax import stft as stft_lib
-    from s5jax.demo import synthetic_state_dict
+    from s5jax.synthetic_weights import synthetic_state_dict
     from s5jax.models import resunet as ru
 
     sd = {k[len("model."):]: v for k, v in synthetic_state_dict("separator").items()}

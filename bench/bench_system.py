@@ -21,7 +21,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def _checkpoints(folder: str) -> dict[str, str]:
-    from s5jax.demo import write_synthetic_checkpoint
+    from s5jax.synthetic_weights import write_synthetic_checkpoint
     from s5jax.official import convert_checkpoint
 
     out = {}

@@ -16,7 +16,7 @@ from s5jax import metric
 from s5jax.audio import read_audio
 from s5jax.cli import main
 from s5jax.dataset import reference_files
-from s5jax.demo import write_synthetic_checkpoint
+from s5jax.synthetic_weights import write_synthetic_checkpoint
 from s5jax.labels import LABELS, SILENCE
 from s5jax.scenes import SceneConfig, write_scene_set
 

@@ -40,7 +40,7 @@ def test_conversion_never_imports_torch(tmp_path):
     import subprocess
     import sys
 
-    from s5jax.demo import write_synthetic_checkpoint
+    from s5jax.synthetic_weights import write_synthetic_checkpoint
 
     ckpt = write_synthetic_checkpoint("separator", str(tmp_path / "sep.ckpt"))
     code = ("import sys; from s5jax.cli import main; rc = main(['convert', sys.argv[1], sys.argv[2]]); "
