@@ -12,7 +12,7 @@
     s5jax submit --check PACKAGE [--dev-test DEV] [--eval EVAL]   check a package folder or zip
     s5jax sweep CACHE --out DIR [--system START] [--margin M] [--folds K] [--oracle]
                                              tune a system config by exact CA-SDRi replay over the cache
-    s5jax demo [--out DIR]                   the whole workflow on generated scenes and synthetic weights
+    s5jax demo [--out DIR] [--clips N]       Table 1 in miniature on the bundled world and models
     s5jax train tagger|separator CONFIG [--out DIR]   train on scenes synthesised from a dev-set folder
     s5jax world make OUT                     the bundled procedural sound world (a dev set + test split)
 
@@ -169,8 +169,9 @@ def _add_process_options(parser) -> None:
 def _cmd_demo(args) -> int:
     from .demo import run_demo
 
-    _compile_cache(args)
-    return run_demo(args.out, clips=args.clips, batch_size=args.batch_size)
+    run_demo(args.out, clips=args.clips, world=args.world, folds=args.folds, grid=args.grid,
+             batch_size=args.batch_size, quiet=args.quiet)
+    return 0
 
 
 def _positive_int(text: str) -> int:
@@ -200,7 +201,7 @@ def _cmd_world(args) -> int:
     from .synth.world import WorldConfig, make_world
 
     cfg = WorldConfig(seed=args.seed, test_clips=args.test_clips)
-    make_world(args.out, cfg, log=(lambda m: None) if args.quiet else print)
+    make_world(args.out, cfg, log=(lambda m: None) if args.quiet else print, progress=not args.quiet)
     print(f"world in {args.out} (test split: {args.out}/synthesized/test)")
     return 0
 
@@ -315,11 +316,17 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--quiet", action="store_true", help="no progress bars")
     w.set_defaults(func=_cmd_sweep)
 
-    d = sub.add_parser("demo", help="generate scenes + synthetic-weight official checkpoints, convert, infer, score")
+    d = sub.add_parser("demo", help="the report's Table 1 in miniature: the bundled world and models, trivial "
+                                    "references, baseline, System 1, System 3, a sweep with folds and the "
+                                    "oracle bound, the tuned system")
     d.add_argument("--out", default="runs/demo", help="working folder (default runs/demo)")
-    d.add_argument("--clips", type=int, default=6, help="number of generated soundscapes")
-    d.add_argument("--batch-size", type=_positive_int, default=2)
-    _cache_option(d)
+    d.add_argument("--clips", type=int, default=None,
+                   help="use the first N clips of the world's 200-clip test split (default: all)")
+    d.add_argument("--world", default=None, help="the world folder (default OUT/world; made if absent)")
+    d.add_argument("--folds", type=int, default=5, help="held-out folds of the sweep (0: none; default 5)")
+    d.add_argument("--grid", choices=("default", "small"), default="default", help="the sweep's threshold grids")
+    d.add_argument("--batch-size", type=_positive_int, default=None, help="as for infer")
+    d.add_argument("--quiet", action="store_true", help="no progress bars")
     d.set_defaults(func=_cmd_demo)
 
     t = sub.add_parser("train", help="train or fine-tune a tagger or the separator (see s5jax/training/loop.py)")
@@ -345,9 +352,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resolve_bundled(args) -> None:
+    """Checkpoint arguments may name a bundled model, `world:tagger-4ch` (s5jax/bundled.py)."""
+    from .bundled import resolve
+
+    for name in ("tagger", "tagger2", "separator", "separator2"):
+        if isinstance(getattr(args, name, None), str):
+            setattr(args, name, resolve(getattr(args, name)))
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        _resolve_bundled(args)
         runtime.configure_from_env()      # before JAX allocates anything; S5JAX_MALLOC=default opts out
         return args.func(args)
     except S5Error as e:

@@ -100,3 +100,38 @@ def test_refuses_a_foreign_folder(tmp_path):
         world.make_world(tmp_path, TINY, log=lambda m: None)
     assert (tmp_path / "mine.txt").read_text() == "user data"
     assert sorted(os.listdir(tmp_path.parent)).count(".%s.part" % tmp_path.name) == 0
+
+
+def test_world_training_configs_load(tmp_path):
+    """The committed recipe (train/configs/world/*.json) parses and points at runs/world; the separator B
+    run starts from separator A's best export, as the recipe script copies it."""
+    from s5jax.training.config import load_config
+
+    root = os.path.join(os.path.dirname(__file__), "..", "train", "configs", "world")
+    kinds = {"tagger4": "tagger", "tagger1": "tagger", "quick_tagger": "tagger", "separator_a": "separator",
+             "separator_b": "separator"}
+    for name, model in kinds.items():
+        cfg = load_config(os.path.join(root, f"{name}.json"), model)
+        assert os.path.normpath(cfg.data_root).endswith(os.path.join("runs", "world")), name
+    b = load_config(os.path.join(root, "separator_b.json"), "separator")
+    assert b.init == "checkpoint" and os.path.normpath(b.init_path).endswith(
+        os.path.join("separator_a", "export", "best"))
+    t4 = load_config(os.path.join(root, "tagger4.json"), "tagger")
+    assert t4.in_channels == 4 and t4.zero_share_at(0) < t4.zero_share_at(t4.steps) == t4.zero_share   # curriculum
+
+
+def test_bundled_names():
+    from s5jax import bundled
+    from s5jax.cli import _resolve_bundled
+
+    with pytest.raises(S5Error, match="world:tagger-9ch: no such bundled model"):
+        bundled.resolve("world:tagger-9ch")
+    assert bundled.resolve("ckpt/tagger") == "ckpt/tagger"
+
+    class Args:
+        tagger, separator, out = "world:tagger-4ch", "some/folder", "world:not-a-checkpoint-arg"
+    a = Args()
+    _resolve_bundled(a)
+    assert a.tagger == bundled.path("tagger-4ch") and a.separator == "some/folder"
+    assert a.out == "world:not-a-checkpoint-arg"
+    assert os.path.isfile(os.path.join(a.tagger, "config.json"))

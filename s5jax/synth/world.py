@@ -9,6 +9,7 @@
     OUT/metadata/valid.json                                        the fixed validation scenes
     OUT/metadata/test.json                                         the test split's scenes
     OUT/synthesized/test/{soundscape,oracle_target}/               the held-out test split, rendered
+                                                                   (24-bit PCM; `render` clips, or all)
     OUT/world.json                                                 what made it (config, version)
 
 The official dev set has train and valid splits; the world adds a `test` split of its own sources,
@@ -202,16 +203,24 @@ def render_set(root: str, out: str, specs: list[dict], synth) -> list[str]:
     for spec in specs:
         name = spec.get("name") or f"soundscape_{spec['index']:04d}"
         scene = synth.render(spec)
-        _write_wav(os.path.join(out, "soundscape", f"{name}.wav"), scene["mixture"], "PCM_24")
         labels = [CLASSES[int(c)] for c in scene["labels"] if c < len(CLASSES)]
         for k, label in enumerate(labels):
             stem = f"{name}_{k}_{label}" if labels.count(label) > 1 else f"{name}_{label}"
-            _write_wav(os.path.join(out, "oracle_target", f"{stem}.wav"), scene["refs"][k], "PCM_24")
+            _write_wav_atomic(os.path.join(out, "oracle_target", f"{stem}.wav"), scene["refs"][k])
+        _write_wav_atomic(os.path.join(out, "soundscape", f"{name}.wav"), scene["mixture"])
         names.append(name)
     return names
 
 
+def _write_wav_atomic(path: str, x: np.ndarray) -> None:
+    tmp = f"{path}.part-{os.getpid()}"
+    _write_wav(tmp, x, "PCM_24")
+    os.replace(tmp, path)
+
+
 def make_scene_sets(root: str, cfg: WorldConfig, log=print) -> None:
+    """metadata/valid.json (the fixed validation scenes) and metadata/test.json (the test split's
+    scenes, all `test_clips` of them; `render_test` renders them)."""
     from .scenes import SceneSynth, SynthConfig, write_metadata
 
     os.makedirs(os.path.join(root, "metadata"), exist_ok=True)
@@ -221,9 +230,30 @@ def make_scene_sets(root: str, cfg: WorldConfig, log=print) -> None:
     test = SceneSynth(root, "test", SynthConfig.tagger())
     specs = [dict(test.draw(cfg.seed + 2, i), name=f"world_test_{i:04d}") for i in range(cfg.test_clips)]
     write_metadata(os.path.join(root, "metadata", "test.json"), specs, test.cfg)
-    out = os.path.join(root, "synthesized", "test")
-    render_set(root, out, specs, test)
-    log(f"  test split: {cfg.test_clips} clips rendered")
+
+
+def testset_dir(root: str) -> str:
+    return os.path.join(root, "synthesized", "test")
+
+
+def render_test(root: str, clips: int | None = None, log=print, progress: bool = False) -> str:
+    """Render the first `clips` scenes of the test split (all when None) that are not rendered yet;
+    returns the set folder. A clip's soundscape is written last (after its oracle targets), so a clip
+    whose soundscape exists is complete; an interrupted render resumes."""
+    from .scenes import SceneSynth, read_metadata
+
+    scfg, specs = read_metadata(os.path.join(root, "metadata", "test.json"))
+    specs = specs if clips is None else specs[:clips]
+    out = testset_dir(root)
+    todo = [s for s in specs if not os.path.isfile(os.path.join(out, "soundscape", s["name"] + ".wav"))]
+    if todo:
+        from tqdm import tqdm
+
+        synth = SceneSynth(root, "test", scfg)
+        for spec in tqdm(todo, desc="rendering test clips", unit="clip", disable=not progress):
+            render_set(root, out, [spec], synth)
+        log(f"  test split: {len(todo)} clip(s) rendered ({len(specs)} asked)")
+    return out
 
 
 # --------------------------------------------------------------------------------------------- world
@@ -238,12 +268,14 @@ def is_world(path: str, cfg: WorldConfig | None = None) -> bool:
 
 
 def make_world(out: str | os.PathLike, cfg: WorldConfig = WorldConfig(), log=print,
-               workers: int | None = None) -> str:
-    """Make the world in `out` (a new or empty folder); a complete world of the same config already
-    there is kept as is. Returns `out`."""
+               workers: int | None = None, render: int | None = None, progress: bool = False) -> str:
+    """Make the world in `out` (a new or empty folder) and render the first `render` test clips (all
+    when None); a world of the same config already there is kept, and only missing clips rendered.
+    Returns `out`."""
     out = os.path.abspath(os.fspath(out))
     if is_world(out, cfg):
-        log(f"{out}: the world is already there")
+        log(f"{out}: the world is there")
+        render_test(out, render, log, progress)
         return out
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise S5Error(f"{out}: exists and is not an s5jax world of this config; choose a new or empty folder")
@@ -264,4 +296,5 @@ def make_world(out: str | os.PathLike, cfg: WorldConfig = WorldConfig(), log=pri
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    render_test(out, render, log, progress)
     return out
