@@ -1,110 +1,250 @@
-"""`s5jax demo`: the whole user workflow on data and weights made here, with no download.
+"""`s5jax demo`: the report's Table 1 in miniature, on the bundled world with the bundled models.
 
-1. a small synthetic scene set in the official dev-test layout (`s5jax.scenes`);
-2. official-format Lightning checkpoints of the 4-ch tagger and the separator, filled with synthetic
-   weights (shapes from the official key manifests in `s5jax/data/`, fixed front-end buffers computed
-   by our own front ends);
-3. conversion of both, 4. inference with oracle scoring, 5. a re-run that resumes — through the
-library functions behind `s5jax convert` / `s5jax infer` (the demo does not drive the CLI).
+    s5jax demo [--out runs/demo] [--clips N] [--folds K] [--grid small]
 
-The weights are random, so the scores say nothing about the models; the run shows that every stage
-works and what it writes. Replace step 2 by the official checkpoints for real numbers.
+1. the bundled world (`s5jax world make`, s5jax/synth/world.py) with its held-out test split;
+2. two trivial references scored by the official metric: every slot silent, and the mixture's
+   channel 0 as the stem of every true label (SDRi 0 by definition, tags all right);
+3. the baseline (4-ch tagger -> separator A), System 1 (fusion + verify-and-refine + gates, global
+   thresholds) and System 3 (+ separator B), each a real `s5jax infer` run of the bundled models
+   (s5jax/bundled.py, trained by `s5jax train` on the world's train split);
+4. `s5jax cache` and `s5jax sweep --folds K --oracle` (tuned thresholds by exact replay, held-out
+   folds, the oracle-label bound), then `s5jax infer --system best.json`;
+5. one table (CA-SDRi, mixture and source label accuracy, each system's gain over the baseline with a
+   paired bootstrap 95 % interval over clips), written to OUT/table.md and OUT/table.json, and the
+   commands to go on from here.
+
+Every step is the command a user would type, run as its own process (so what is printed is what
+ran); every step resumes: a re-run skips what is complete.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
-import zlib
-from importlib import resources
 
 import numpy as np
 
-from .scenes import SceneConfig, write_scene_set
+from .errors import S5Error
+
+BOOTSTRAP = 2000
 
 
-def _manifest(kind: str) -> dict:
-    with resources.files("s5jax.data").joinpath(f"manifest_{kind}.json").open() as f:
-        return json.load(f)
+def _cli(argv: list[str]) -> None:
+    """Run `s5jax ARGV` as its own process, exactly as typed (its output goes to the terminal)."""
+    import subprocess
+    import sys
+
+    code = subprocess.run([sys.executable, "-m", "s5jax.cli", *argv]).returncode
+    if code != 0:
+        raise S5Error(f"demo step `s5jax {' '.join(argv)}` ended with status {code}")
 
 
-def _fixed_buffers(kind: str) -> dict[str, np.ndarray]:
-    """The non-learned buffers of an official checkpoint, from our own front ends."""
-    if kind == "separator":
-        from .stft import istft_conv_kernels, ola_window, stft_conv_kernels
+def _subset(src: str, dst: str, clips: int) -> str:
+    """The first `clips` soundscapes of set `src` and their oracle targets, as hard links (copies where
+    links are not possible) in `dst`."""
+    import shutil
 
-        sr, si = stft_conv_kernels(1024)
-        ir, ii = istft_conv_kernels(1024)
-        return {"model.base.stft.conv_real.weight": sr, "model.base.stft.conv_imag.weight": si,
-                "model.base.istft.conv_real.weight": ir, "model.base.istft.conv_imag.weight": ii,
-                "model.base.istft.ola_window": ola_window(1024)}
-    from .models.m2d import M2DConfig, front_end_buffers
+    from .dataset import list_soundscapes, reference_files
 
-    b = front_end_buffers(M2DConfig())
-    pre = "model.m2d." if kind == "tagger-4ch" else "model."
-    return {pre + "to_spec.stft.wsin": b["stft_wsin"], pre + "to_spec.stft.wcos": b["stft_wcos"],
-            pre + "to_spec.stft.window_mask": b["stft_window_mask"], pre + "to_spec.mel_basis": b["mel_basis"],
-            pre + "backbone.norm_stats": np.array([-7.1, 4.2], np.float32)}
-
-
-def synthetic_state_dict(kind: str) -> dict[str, np.ndarray]:
-    """A state_dict with every key and shape of the official `kind` checkpoint: learned weights drawn
-    at unit-variance-preserving scale (seeded by the key name), fixed buffers at their true values."""
-    fixed = _fixed_buffers(kind)
-    out = {}
-    for key, spec in _manifest(kind).items():
-        shape = tuple(spec["shape"])
-        rng = np.random.default_rng(zlib.crc32(key.encode()))
-        if key in fixed:
-            out[key] = fixed[key]
-        elif "int" in spec.get("dtype", "float32"):
-            out[key] = np.zeros(shape, np.int64)
-        elif key.endswith("running_var"):
-            out[key] = rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        elif key.endswith(("running_mean", "bias")):
-            out[key] = rng.uniform(-0.1, 0.1, shape).astype(np.float32)
-        elif len(shape) <= 1:
-            out[key] = rng.uniform(0.8, 1.2, shape).astype(np.float32)
-        else:
-            bound = np.sqrt(3.0 / np.prod(shape[1:]))
-            out[key] = rng.uniform(-bound, bound, shape).astype(np.float32)
-    return out
+    names = list_soundscapes(src)[:clips]
+    oracle = os.path.join(src, "oracle_target")
+    listing = sorted(os.listdir(oracle))
+    for sub in ("soundscape", "oracle_target"):
+        os.makedirs(os.path.join(dst, sub), exist_ok=True)
+    for name, path in names:
+        files = [(p, os.path.join(dst, "oracle_target", os.path.basename(p)))
+                 for p, _ in reference_files(oracle, name, listing)]
+        files.append((path, os.path.join(dst, "soundscape", os.path.basename(path))))   # last: complete
+        for a, b in files:
+            if not os.path.exists(b):
+                try:
+                    os.link(a, b)
+                except OSError:
+                    shutil.copyfile(a, b + ".part")
+                    os.replace(b + ".part", b)
+    return dst
 
 
-def write_synthetic_checkpoint(kind: str, path: str) -> str:
-    """An official-format Lightning `.ckpt` of `kind` with synthetic weights (torch not needed)."""
-    from .torchfile import save_torch_file
+def _trivial(testset: str, out: str, kind: str) -> dict:
+    """Score a trivial system: 'silence' (no stems) or 'mixture' (channel 0 as the stem of every
+    true label). Returns the evaluation summary (written under out/scores)."""
+    from .audio import read_audio, write_audio
+    from .dataset import estimate_name, list_soundscapes, reference_files
+    from .evaluate import evaluate_folder
 
-    save_torch_file({"state_dict": synthetic_state_dict(kind), "epoch": 0, "global_step": 0,
-                     "hyper_parameters": {"note": "synthetic weights made by s5jax demo"}}, path)
-    return path
+    clips = list_soundscapes(testset)
+    oracle = os.path.join(testset, "oracle_target")
+    summary_path = os.path.join(out, "scores", "summary.json")
+    if os.path.isfile(summary_path):
+        with open(summary_path) as f:
+            return json.load(f)
+    stems = os.path.join(out, "stems")
+    os.makedirs(stems, exist_ok=True)
+    if kind == "mixture":
+        listing = sorted(os.listdir(oracle))
+        for name, path in clips:
+            mix0 = None
+            for slot, (_, label) in enumerate(reference_files(oracle, name, listing)):
+                target = os.path.join(stems, estimate_name(name, slot, label))
+                if not os.path.exists(target):
+                    mix0 = read_audio(path, channels=4)[0] if mix0 is None else mix0
+                    write_audio(target, mix0)
+    return evaluate_folder(stems, oracle, clips, out, log=lambda m: None)
 
 
-def run_demo(out: str, clips: int = 6, batch_size: int = 2, seconds: float = 10.0, log=print) -> int:
-    """Steps 1-5 in `out` (data/, official_ckpt/, ckpt/, infer/). Returns the exit status (0 = every
-    clip processed and scored)."""
-    from .infer import run_infer
-    from .official import convert_checkpoint
+def _per_clip(run: str) -> dict[str, float | None]:
+    with open(os.path.join(run, "scores", "per_clip.csv"), newline="") as f:
+        rows = list(csv.DictReader(f))
+    return {r["soundscape"]: (float(r["ca_sdri"]) if r["ca_sdri"] not in ("", None) else None) for r in rows}
 
-    data = os.path.join(out, "data")
-    official = os.path.join(out, "official_ckpt")
-    converted = os.path.join(out, "ckpt")
-    result = os.path.join(out, "infer")
-    os.makedirs(official, exist_ok=True)
-    log(f"[1/5] writing {clips} synthetic soundscapes + oracle targets to {data}")
-    write_scene_set(data, clips, seed=0, cfg=SceneConfig(seconds=seconds))
-    log("[2/5] writing official-format checkpoints with synthetic weights")
-    for kind in ("tagger-4ch", "separator"):
-        write_synthetic_checkpoint(kind, os.path.join(official, f"{kind}.ckpt"))
-    log("[3/5] converting (as `s5jax convert`)")
-    for kind in ("tagger-4ch", "separator"):
-        convert_checkpoint(os.path.join(official, f"{kind}.ckpt"), os.path.join(converted, kind))
-    args = dict(tagger_dir=os.path.join(converted, "tagger-4ch"),
-                separator_dir=os.path.join(converted, "separator"), batch_size=batch_size, log=log)
-    log(f"[4/5] inferring (as `s5jax infer {data} --out {result}`)")
-    report = run_infer(data, result, **args)
-    if report.skipped:
-        return 1
-    log("[5/5] re-run: finished clips are skipped (resume)")
-    report = run_infer(data, result, progress=False, **args)
-    log(f"resumed {len(report.resumed)} clip(s), processed {len(report.processed)}")
-    return 1 if report.skipped or report.processed else 0
+
+def paired_gain(system: dict, base: dict, resamples: int = BOOTSTRAP, seed: int = 0) -> tuple[float, float, float]:
+    """Gain of a system's dataset CA-SDRi over the baseline's and its 95 % bootstrap interval: clips
+    are resampled with replacement (the same draw for both), each side's CA-SDRi taken as the official
+    mean over its own scored clips of the draw."""
+    names = sorted(base)
+    s = np.array([np.nan if system.get(n) is None else system[n] for n in names])
+    b = np.array([np.nan if base[n] is None else base[n] for n in names])
+
+    def mean(x, idx):
+        v = x[idx]
+        ok = np.isfinite(v)
+        return np.where(ok, v, 0.0).sum(-1) / np.maximum(ok.sum(-1), 1)
+
+    full = np.arange(len(names))
+    gain = float(mean(s, full) - mean(b, full))
+    idx = np.random.default_rng(seed).integers(0, len(names), size=(resamples, len(names)))
+    g = mean(s, idx) - mean(b, idx)
+    return gain, float(np.percentile(g, 2.5)), float(np.percentile(g, 97.5))
+
+
+def _row(name: str, summary: dict | None, per_clip=None, base=None, note: str = "") -> dict:
+    row = {"system": name, "ca_sdri": summary.get("ca_sdri") if summary else None,
+           "accuracy_mixture": summary.get("accuracy_mixture") if summary else None,
+           "accuracy_source": summary.get("accuracy_source") if summary else None, "note": note}
+    if per_clip is not None and base is not None:
+        g, lo, hi = paired_gain(per_clip, base)
+        row.update(gain=g, gain_ci95=[lo, hi])
+    return row
+
+
+def format_table(rows: list[dict]) -> str:
+    def f(v, d=2):
+        return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else f"{v:.{d}f}"
+
+    lines = ["| system | CA-SDRi (dB) | mixture acc. (%) | source acc. (%) | gain over baseline (dB, 95 % CI) |",
+             "| --- | ---: | ---: | ---: | --- |"]
+    for r in rows:
+        gain = ""
+        if r.get("gain") is not None:
+            lo, hi = r["gain_ci95"]
+            gain = f"{r['gain']:+.2f} [{lo:+.2f}, {hi:+.2f}]"
+        elif r.get("gain_text"):
+            gain = r["gain_text"]
+        lines.append(f"| {r['system']} | {f(r['ca_sdri'])} | {f(r['accuracy_mixture'], 1)} | "
+                     f"{f(r['accuracy_source'], 1)} | {gain} |")
+    return "\n".join(lines)
+
+
+def run_demo(out: str = "runs/demo", clips: int | None = None, world: str | None = None, folds: int = 5,
+             grid: str = "default", batch_size: int | None = None, quiet: bool = False, log=print) -> dict:
+    """Steps 1-5 in `out`; returns {"rows": the table rows, "commands": what ran}."""
+    from . import bundled
+    from .files import write_json_atomic, write_text_atomic
+    from .synth.world import WorldConfig, make_world, testset_dir
+
+    total = WorldConfig().test_clips
+    if clips is not None and not 1 <= clips <= total:
+        raise S5Error(f"--clips {clips}: give 1 to {total} (the world's test split)")
+    if folds and clips is not None and folds > clips:
+        raise S5Error(f"--folds {folds}: more folds than the {clips} clip(s)")
+    models = {k: bundled.path(k) for k in bundled.NAMES}        # missing models fail before any work
+    out = os.path.abspath(out)
+    world = os.path.abspath(world or os.path.join(out, "world"))
+    os.makedirs(out, exist_ok=True)
+    log(f"[1/5] the bundled world in {world}")
+    make_world(world, render=clips, log=log, progress=not quiet)
+    testset = testset_dir(world)
+    if clips is not None and clips < total:
+        testset = _subset(testset, os.path.join(out, f"testset_{clips}"), clips)
+    n = len([f for f in os.listdir(os.path.join(testset, "soundscape")) if f.endswith(".wav")])
+    T4, T1, A, B = (f"world:{k}" for k in bundled.NAMES)
+    q = ["--quiet"] if quiet else []
+    runs = {k: os.path.join(out, k) for k in ("baseline", "system1", "system3", "tuned")}
+    cache, sweep = os.path.join(out, "cache"), os.path.join(out, "sweep")
+    bs = ["--batch-size", str(batch_size)] if batch_size else []
+    commands = {
+        "baseline": ["infer", testset, "--tagger", T4, "--separator", A, "--out", runs["baseline"], *bs],
+        "system1": ["infer", testset, "--system", "system1", "--tagger", T4, "--tagger2", T1, "--separator", A,
+                    "--out", runs["system1"], *bs],
+        "system3": ["infer", testset, "--system", "system3", "--tagger", T4, "--tagger2", T1, "--separator", A,
+                    "--separator2", B, "--out", runs["system3"], *bs],
+        "cache": ["cache", testset, "--tagger", T4, "--tagger2", T1, "--separator", A, "--separator2", B,
+                  "--out", cache, *bs],
+        "sweep": ["sweep", cache, "--out", sweep, "--oracle", "--grid", grid, *(["--folds", str(folds)] if folds else []),
+                  "--input", testset, "--tagger", T4, "--tagger2", T1, "--separator", A, "--separator2", B],
+        "tuned": ["infer", testset, "--system", os.path.join(sweep, "best.json"), "--tagger", T4, "--tagger2", T1,
+                  "--separator", A, "--separator2", B, "--out", runs["tuned"], *bs],
+    }
+    log(f"[2/5] trivial references on {n} clips")
+    trivial = {k: _trivial(testset, os.path.join(out, f"trivial_{k}"), k) for k in ("silence", "mixture")}
+    log("[3/5] baseline, System 1, System 3 (s5jax infer)")
+    for k in ("baseline", "system1", "system3"):
+        log(f"$ s5jax {' '.join(commands[k])}")
+        _cli(commands[k] + q)
+    log("[4/5] cache, sweep (folds, oracle), the tuned system")
+    for k in ("cache", "sweep", "tuned"):
+        if k == "sweep" and os.path.isfile(os.path.join(sweep, "summary.json")):
+            log(f"{sweep}: the sweep is done (kept)")
+            continue
+        log(f"$ s5jax {' '.join(commands[k])}")
+        _cli(commands[k] + q)
+
+    log("[5/5] the table")
+    scores = {k: json.load(open(os.path.join(v, "scores", "summary.json"))) for k, v in runs.items()}
+    per_clip = {k: _per_clip(v) for k, v in runs.items()}
+    base = per_clip["baseline"]
+    with open(os.path.join(sweep, "summary.json")) as f:
+        sw = json.load(f)
+    rows = [_row("all slots silent", trivial["silence"], note="trivial"),
+            _row("mixture as every true-label stem", trivial["mixture"], note="trivial (SDRi 0 by definition)"),
+            _row("Baseline (4-ch tagger + separator A)", scores["baseline"]),
+            _row("System 1: fusion + verify-and-refine, global thr.", scores["system1"], per_clip["system1"], base),
+            _row("System 3: + dual-separator selection", scores["system3"], per_clip["system3"], base),
+            _row("Tuned by the sweep (in-sample)", scores["tuned"], per_clip["tuned"], base,
+                 note="thresholds tuned on these same clips")]
+    if sw.get("folds"):
+        cols = sw["folds"]["columns"]
+        held = [r[cols.index("held_gain_over_baseline")] for r in sw["folds"]["rows"]]
+        held = [h for h in held if h is not None]
+        rows.append({"system": f"Tuned, held out ({sw['folds']['k']} folds)", "ca_sdri": None,
+                     "accuracy_mixture": None, "accuracy_source": None, "note": "per-fold gains",
+                     "gain_text": (f"{np.mean(held):+.2f} (folds {min(held):+.2f} … {max(held):+.2f})"
+                                   if held else "n/a"), "held_gains": held})
+    oracle = sw.get("oracle")
+    rows.append({"system": "Oracle labels (separator A)", "ca_sdri": oracle,
+                 "accuracy_mixture": 100.0 if oracle is not None else None, "accuracy_source": None,
+                 "note": "the labelling bound",
+                 "gain_text": f"{oracle - scores['baseline']['ca_sdri']:+.2f}"
+                 if oracle is not None and scores["baseline"]["ca_sdri"] is not None else ""})
+    table = format_table(rows)
+    head = (f"Bundled world, held-out test split: {n} clips of 10 s; bundled models trained by `s5jax train` "
+            f"(train/configs/world/). Intervals: paired bootstrap over clips ({BOOTSTRAP} resamples).")
+    write_text_atomic(os.path.join(out, "table.md"), head + "\n\n" + table + "\n")
+    write_json_atomic(os.path.join(out, "table.json"), {"clips": n, "rows": rows,
+                                                          "commands": [["s5jax", *c] for c in commands.values()]})
+    log("")
+    log(head)
+    log(table)
+    log("")
+    log(f"The table is in {out}/table.md, the sweep's report and plots in {sweep}/.")
+    log("Go on from here (the same commands, your paths):")
+    log(f"  s5jax infer {testset} --tagger {T4} --separator {A} --out runs/my_infer")
+    log(f"  s5jax cache {testset} --tagger {T4} --tagger2 {T1} --separator {A} --separator2 {B} --out runs/my_cache")
+    log(f"  s5jax sweep runs/my_cache --out runs/my_sweep --folds 5 --oracle")
+    log(f"  s5jax submit --dev-test {testset} --eval {testset}/soundscape --tagger {T4} --separator {A} "
+        f"--system {sweep}/best.json --tagger2 {T1} --separator2 {B} --author Me --affiliation Lab --number 1 "
+        f"--out runs/my_submission")
+    log(f"  s5jax world make runs/world && s5jax train tagger train/configs/world/quick_tagger.json")
+    return {"rows": rows, "commands": commands}

@@ -198,3 +198,22 @@ def require_torch():
             pytest.fail(f"CI=true but torch is not importable ({e}); the torch cross-check tests need it")
         return torch
     return pytest.importorskip("torch")
+
+
+WORLD_CLIPS = 16        # test clips of the bundled world rendered for the tests
+
+
+@pytest.fixture(scope="session")
+def world_dir(tmp_path_factory):
+    """The bundled world (default config: the one the bundled models were trained on) with its first
+    WORLD_CLIPS test clips rendered. Made once per test run and shared by the xdist workers (a folder
+    beside their base temp folders, built under a file lock)."""
+    import fcntl
+
+    from s5jax.synth.world import make_world
+
+    shared = tmp_path_factory.getbasetemp().parent
+    with open(shared / "world.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        make_world(shared / "world", render=WORLD_CLIPS, log=lambda m: None)
+    return str(shared / "world")

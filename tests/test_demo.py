@@ -1,5 +1,5 @@
-"""`s5jax demo` end to end (through the library, as the CLI runs it): scenes, synthetic official
-checkpoints, conversion, inference with scoring, then a re-run that only resumes."""
+"""`s5jax demo`: the report's Table 1 in miniature on the bundled world and models, end to end (every
+step a real `s5jax` command), on a reduced clip count; the table must be sane."""
 from __future__ import annotations
 
 import json
@@ -7,20 +7,54 @@ import os
 
 import pytest
 
-from s5jax.demo import run_demo
+from s5jax.demo import paired_gain, run_demo
+from s5jax.errors import S5Error
 
-pytestmark = pytest.mark.slow
+
+def test_paired_gain_on_a_known_construction():
+    base = {"a": 1.0, "b": 2.0, "c": None, "d": 3.0}
+    system = {"a": 2.0, "b": 3.0, "c": 0.0, "d": 4.0}      # +1 on every scored clip; c scored only here
+    gain, lo, hi = paired_gain(system, base, resamples=500)
+    # system mean (2+3+0+4)/4 = 2.25, baseline mean (1+2+3)/3 = 2.0
+    assert gain == pytest.approx(0.25)
+    assert lo <= gain <= hi
+    same = paired_gain(base, base, resamples=200)
+    assert same == (0.0, 0.0, 0.0)
 
 
-def test_demo_runs_every_stage_and_resumes(tmp_path):
+def test_demo_refuses_bad_counts_before_writing(tmp_path):
+    with pytest.raises(S5Error, match="--clips 0"):
+        run_demo(str(tmp_path / "d"), clips=0, log=lambda m: None)
+    with pytest.raises(S5Error, match="more folds"):
+        run_demo(str(tmp_path / "d"), clips=3, folds=5, log=lambda m: None)
+    assert not (tmp_path / "d").exists()
+
+
+@pytest.mark.slow
+def test_demo_table_is_sane(world_dir, tmp_path):
+    from conftest import WORLD_CLIPS
+
     lines = []
-    assert run_demo(str(tmp_path), clips=2, batch_size=1, seconds=1.0, log=lines.append) == 0
-    out = tmp_path / "infer"
-    results = json.loads((out / "results.json").read_text())
-    assert [r["soundscape"] for r in results["probabilities"]] == ["synth_0000", "synth_0001"]
-    assert results["nparams"] > 100_000_000
-    summary = json.loads((out / "scores" / "summary.json").read_text())
-    assert summary["clips"] == 2 and not summary["skipped"]
-    assert sorted(os.listdir(tmp_path / "ckpt")) == ["separator", "tagger-4ch"]
-    assert "resumed 2 clip(s), processed 0" in lines
-    assert [l.split("]")[0] for l in lines if l.startswith("[")] == [f"[{i}/5" for i in range(1, 6)]
+    res = run_demo(str(tmp_path / "demo"), clips=WORLD_CLIPS, world=world_dir, folds=3, grid="small",
+                   quiet=True, log=lines.append)
+    rows = {r["system"]: r for r in res["rows"]}
+    silence, mixture = rows["all slots silent"], rows["mixture as every true-label stem"]
+    base = rows["Baseline (4-ch tagger + separator A)"]
+    with open(os.path.join(world_dir, "metadata", "test.json")) as f:
+        scenes = json.load(f)["scenes"][:WORLD_CLIPS]
+    empty = sum(1 for s in scenes if not s["events"])
+    # the trivial references, known by construction: silence misses every source (0 dB) and is right
+    # on the empty clips only; the mixture as the stem of every true label improves nothing (0 dB)
+    assert silence["ca_sdri"] == 0.0
+    assert silence["accuracy_mixture"] == pytest.approx(100.0 * empty / WORLD_CLIPS)
+    assert abs(mixture["ca_sdri"]) < 1e-6 and mixture["accuracy_mixture"] == 100.0
+    # the bundled models hear the world: far above both trivial references
+    assert base["ca_sdri"] > 3.0, base
+    assert base["accuracy_mixture"] > silence["accuracy_mixture"] + 20, base
+    for name in ("System 1: fusion + verify-and-refine, global thr.", "System 3: + dual-separator selection"):
+        lo, hi = rows[name]["gain_ci95"]
+        assert lo <= rows[name]["gain"] <= hi
+    out = tmp_path / "demo"
+    assert (out / "table.md").read_text().count("|") > 30
+    assert (out / "sweep" / "report.md").is_file() and (out / "sweep" / "best.json").is_file()
+    assert any("s5jax sweep" in l for l in lines) and any("Go on from here" in l for l in lines)
