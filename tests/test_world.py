@@ -108,7 +108,7 @@ def test_world_training_configs_load(tmp_path):
     from s5jax.training.config import load_config
 
     root = os.path.join(os.path.dirname(__file__), "..", "train", "configs", "world")
-    kinds = {"tagger4": "tagger", "tagger1": "tagger", "quick_tagger": "tagger", "separator_a": "separator",
+    kinds = {"tagger4": "tagger", "tagger4_zero_target": "tagger", "tagger1": "tagger", "tagger1_more": "tagger", "quick_tagger": "tagger", "separator_a": "separator",
              "separator_b": "separator"}
     for name, model in kinds.items():
         cfg = load_config(os.path.join(root, f"{name}.json"), model)
@@ -118,6 +118,9 @@ def test_world_training_configs_load(tmp_path):
         os.path.join("separator_a", "export", "best"))
     t4 = load_config(os.path.join(root, "tagger4.json"), "tagger")
     assert t4.in_channels == 4 and t4.zero_share_at(0) < t4.zero_share_at(t4.steps) == t4.zero_share   # curriculum
+    zt = load_config(os.path.join(root, "tagger4_zero_target.json"), "tagger")
+    assert os.path.normpath(zt.init_path).endswith(os.path.join("tagger4", "export", "best"))
+    assert zt.zero_share_at(zt.steps) > t4.zero_share
 
 
 def test_bundled_names():

@@ -11,7 +11,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-RUNS = (("tagger4", "4-ch tagger"), ("tagger1", "1-ch tagger"), ("separator_a", "separator A"),
+RUNS = (("tagger4", "4-ch tagger"), ("tagger4_zero_target", "4-ch tagger, zero-target fine-tune"),
+        ("tagger1", "1-ch tagger"), ("tagger1_more", "1-ch tagger, continued"), ("separator_a", "separator A"),
         ("separator_b", "separator B (fine-tune of A)"))
 
 
