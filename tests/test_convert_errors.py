@@ -76,6 +76,18 @@ def test_shape_changed(tmp_path, sd_1c, capsys):
     assert "backbone.blocks.3.attn.qkv.weight" in err and "(2304, 760)" in err
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_])
+def test_weight_of_non_float_dtype(tmp_path, sd_1c, capsys, dtype):
+    """An integer or boolean tensor where a weight belongs (a damaged or foreign file) is refused by
+    name; cast to float32 it would convert silently into a model that computes nonsense."""
+    sd = dict(sd_1c)
+    sd["model.head.tracks.1.3.bias"] = np.ones(sd["model.head.tracks.1.3.bias"].shape, dtype)
+    ckpt = write_lightning_ckpt(sd, tmp_path / "int.ckpt", extra=False)
+    err = cli_error(["convert", ckpt, str(tmp_path / "out")], capsys)
+    assert "head.tracks.1.3.bias" in err and f"dtype {np.dtype(dtype)}" in err and "floating point" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_unexpected_key(tmp_path, sd_1c, capsys):
     sd = dict(sd_1c)
     sd["model.head.extra.weight"] = np.zeros((3, 3), np.float32)
