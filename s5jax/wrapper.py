@@ -183,7 +183,7 @@ class LoadedModel:
         try:
             cfg = cls.CONFIG.from_dict(meta["config"])
         except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{source}: invalid {kind} config ({e})") from None
+            raise CheckpointError(f"{os.path.join(source, 'config.json')}: invalid {kind} config: {e}") from None
         cls.check_config(cfg, kind, source)
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="s5jax-read")
         reading = pool.submit(weight_cache.load, source, cls.KINDS, meta)

@@ -338,3 +338,39 @@ def test_separator_config_mismatch_is_one_line(golden, tmp_path):
     (out / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"has shape .* config implies"):
         Separator.from_checkpoint(out)
+
+
+# A careless edit of config.json: a zero, negative, fractional or non-numeric size.  Each was a
+# ZeroDivisionError / TypeError traceback from inside the model's trace; now one line naming the file
+# and the field, before any weights are read.
+BAD_SIZES = [
+    ("tagger", "num_heads", 0), ("tagger", "patch", 0), ("tagger", "chunk_frames", 0), ("tagger", "hop", 0),
+    ("tagger", "hop", -1), ("tagger", "n_mels", 0), ("tagger", "num_tracks", 0), ("tagger", "embed_dim", -4),
+    ("tagger", "n_fft", 0), ("tagger", "hop", 3.5), ("tagger", "hop", "160"), ("tagger", "depth", 0),
+    ("tagger", "norm_std", 0), ("tagger", "sample_rate", 0),
+    ("separator", "num_slots", 0), ("separator", "condition_dim", 0), ("separator", "hop", 0),
+    ("separator", "channels", [0, 12, 16, 20, 24, 24]), ("separator", "channels", 8),
+    ("separator", "pools", [[0, 2]] * 6), ("separator", "num_classes", 0), ("separator", "input_channels", 0),
+    ("separator", "bottleneck_channels", -1), ("separator", "n_fft", 0), ("separator", "hop", True),
+    ("separator", "bn_eps", 0),
+]
+
+
+@pytest.mark.parametrize("which, field, value", BAD_SIZES)
+def test_zero_or_negative_size_in_config_json_is_one_line(tiny_ckpt, tmp_path, which, field, value):
+    import json
+    import shutil
+
+    from s5jax.separator import Separator
+    from s5jax.tagger import Tagger
+
+    folder = tmp_path / which
+    shutil.copytree(tiny_ckpt[which], folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"][field] = value
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as e:
+        (Tagger if which == "tagger" else Separator).from_checkpoint(folder)
+    msg = str(e.value)
+    assert msg.startswith(f"{folder / 'config.json'}: invalid ") and f"field {field!r}" in msg, msg
+    assert "\n" not in msg

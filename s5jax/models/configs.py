@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .common import PRECISIONS, known_fields
+from .common import PRECISIONS, check_sizes, known_fields, positive_int_tuple
 
 
 @dataclass(frozen=True)
@@ -36,6 +36,15 @@ class M2DConfig:
     precision: str = "highest"      # matmul/conv precision: keeps GPU/TPU numerics at float32
 
     def __post_init__(self):
+        check_sizes(self, positive_ints=("sample_rate", "n_fft", "hop", "n_mels", "patch", "chunk_frames",
+                                         "embed_dim", "depth", "num_heads", "mlp_dim", "head_dim", "track_dim",
+                                         "num_tracks", "num_classes"),
+                    positive_floats=("norm_std",), finite_floats=("fmin", "fmax", "norm_mean"))
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(f"fields 'fmin', 'fmax' need 0 <= fmin < fmax <= sample_rate / 2, got "
+                             f"{self.fmin}, {self.fmax} at {self.sample_rate} Hz")
+        if self.chunk_frames < self.patch:
+            raise ValueError(f"field 'chunk_frames' ({self.chunk_frames}) must be at least one patch ({self.patch})")
         if self.in_channels not in (1, 4):
             raise ValueError(f"in_channels must be 1 or 4, got {self.in_channels}")
         if self.n_mels % self.patch or self.head_dim % self.num_tracks or self.embed_dim % self.num_heads:
@@ -86,8 +95,13 @@ class ResUNetConfig:
     ln_eps: float = 1e-5
 
     def __post_init__(self):
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        object.__setattr__(self, "pools", tuple((int(a), int(b)) for a, b in self.pools))
+        check_sizes(self, positive_ints=("input_channels", "num_slots", "num_classes", "bottleneck_channels",
+                                         "condition_dim", "n_fft", "hop"),
+                    positive_floats=("bn_eps", "ln_eps"))
+        object.__setattr__(self, "channels", positive_int_tuple("channels", self.channels))
+        if isinstance(self.pools, (str, bytes)) or not hasattr(self.pools, "__iter__"):
+            raise ValueError(f"field 'pools' must be a list of [time, freq] pairs, got {self.pools!r}")
+        object.__setattr__(self, "pools", tuple(positive_int_tuple("pools", p, 2) for p in self.pools))
         if len(self.channels) != len(self.pools) or not self.channels:
             raise ValueError("channels and pools need one entry per encoder block")
         if self.precision not in PRECISIONS:
@@ -122,9 +136,4 @@ class ResUNetConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ResUNetConfig":
-        d = known_fields(cls, d, "separator")
-        if "channels" in d:
-            d["channels"] = tuple(d["channels"])
-        if "pools" in d:
-            d["pools"] = tuple(tuple(p) for p in d["pools"])
-        return cls(**d)
+        return cls(**known_fields(cls, d, "separator"))      # __post_init__ makes the lists tuples
