@@ -249,3 +249,25 @@ def test_precision_is_recorded_and_a_change_is_refused(data, tiny_ckpt, tmp_path
     assert rec["made_by"]["precision"] == {"tagger": "default", "separator": "default"}
     assert infer(data, out, tiny_ckpt) == 2
     assert "precision.separator" in one_error_line(capsys)
+
+
+def test_resume_with_an_edited_checkpoint_config_is_refused(data, tiny_ckpt, tmp_path, capsys):
+    """The separator's hop edited in its config.json between two runs (the weights cannot reveal it):
+    another model, so the finished results are not mixed with it."""
+    import shutil
+
+    sep = tmp_path / "sep"
+    shutil.copytree(tiny_ckpt["separator"], sep)
+    ckpt = dict(tiny_ckpt, separator=str(sep))
+    out = tmp_path / "out"
+    assert infer(data, out, ckpt) == 0
+    capsys.readouterr()
+    before = _listing(out)
+    meta = json.loads((sep / "config.json").read_text())
+    meta["config"]["hop"] = 80
+    (sep / "config.json").write_text(json.dumps(meta))
+    assert infer(data, out, ckpt) == 2
+    err = one_error_line(capsys)
+    assert "holds results for" in err and "separator.sha256" in err, err
+    assert _listing(out) == before
+
