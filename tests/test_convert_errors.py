@@ -374,3 +374,39 @@ def test_zero_or_negative_size_in_config_json_is_one_line(tiny_ckpt, tmp_path, w
     msg = str(e.value)
     assert msg.startswith(f"{folder / 'config.json'}: invalid ") and f"field {field!r}" in msg, msg
     assert "\n" not in msg
+
+
+def test_edited_config_is_part_of_the_identity(golden, tiny_ckpt, tmp_path):
+    """A config.json edited after conversion (the separator's hop, which the weights cannot reveal):
+    the identity is that of the model loaded — the same as converting with that value — not the one
+    stored at conversion; so is a folder written before config hashes were stored."""
+    import json
+    import shutil
+
+    from s5jax import checkpoint
+    from s5jax.separator import Separator
+
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_ckpt["separator"], edited)
+    meta = json.loads((edited / "config.json").read_text())
+    original = meta["sha256"]
+    assert meta["config"]["hop"] == 40
+    meta["config"]["hop"] = 80
+    (edited / "config.json").write_text(json.dumps(meta))
+    # the model as it should be named: converted with hop 80 from the start
+    assert main(["convert", str(golden / "resunet" / "tiny_lightning.ckpt"), str(tmp_path / "hop80"),
+                 "--set", "hop=80"]) == 0
+    want = json.loads((tmp_path / "hop80" / "config.json").read_text())["sha256"]
+    assert want != original
+    for wait in (True, False):
+        sep = Separator.from_checkpoint(edited, wait=wait)
+        assert sep.identity == {"path": str(edited), "kind": "separator", "sha256": want}
+        assert sep.cfg.hop == 80
+    assert checkpoint.identity(edited)["sha256"] == want
+    # written before "config_sha256" existed: hashed at load, also when not edited
+    del meta["config_sha256"]
+    (edited / "config.json").write_text(json.dumps(meta))
+    assert Separator.from_checkpoint(edited).identity["sha256"] == want
+    meta["config"]["hop"] = 40
+    (edited / "config.json").write_text(json.dumps(meta))
+    assert Separator.from_checkpoint(edited).identity["sha256"] == original
