@@ -205,6 +205,13 @@ class LoadedModel:
         return checkpoint.num_params(self.abstract_variables)
 
     @property
+    def official_num_params(self) -> int:
+        """What the official code counts for this model (`sum(p.numel() for p in model.parameters())`,
+        the submission's `nparams`): our learned parameters plus what its module registers as
+        parameters without learning or using them (`official_only_params` of the config)."""
+        return self.num_params + self.cfg.official_only_params
+
+    @property
     def min_samples(self) -> int:
         """Shortest input: the reflect padding of the STFT needs more than n_fft/2 samples."""
         return self.cfg.n_fft // 2 + 1

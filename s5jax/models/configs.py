@@ -11,6 +11,9 @@ from typing import Any, Mapping
 from .common import PRECISIONS, check_sizes, known_fields, positive_int_tuple
 
 
+ATTENTION_FORMS = ("auto", "loop", "batched", "dot_product")
+
+
 @dataclass(frozen=True)
 class M2DConfig:
     """Everything that fixes the tagger's shapes and numerics (JSON-serialisable via `to_dict`)."""
@@ -34,6 +37,13 @@ class M2DConfig:
     num_tracks: int = 3
     num_classes: int = 19
     precision: str = "highest"      # matmul/conv precision: keeps GPU/TPU numerics at float32
+    # How the encoder's attention runs its heads (same products, same results to rounding):
+    #   "loop"        one head after another (lax.map): fastest on CPU (whole tagger ≈ 1.08x), but
+    #                 serial on GPU/TPU
+    #   "batched"     the heads as one more batch axis of the two products
+    #   "dot_product" jax.nn.dot_product_attention (XLA's fused attention on accelerators)
+    #   "auto"        "loop" on CPU, "dot_product" on GPU/TPU (the default backend when traced)
+    attention: str = "auto"
 
     def __post_init__(self):
         check_sizes(self, positive_ints=("sample_rate", "n_fft", "hop", "n_mels", "patch", "chunk_frames",
@@ -51,6 +61,17 @@ class M2DConfig:
             raise ValueError("n_mels % patch, head_dim % num_tracks and embed_dim % num_heads must be 0")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}")
+        if self.attention not in ATTENTION_FORMS:
+            raise ValueError(f"field 'attention' must be one of {list(ATTENTION_FORMS)}, got {self.attention!r}")
+
+    @property
+    def attention_form(self) -> str:
+        """The attention form to trace: `attention`, with "auto" resolved for the default backend."""
+        if self.attention != "auto":
+            return self.attention
+        import jax
+
+        return "loop" if jax.default_backend() == "cpu" else "dot_product"
 
     @property
     def freq_patches(self) -> int:
@@ -69,6 +90,12 @@ class M2DConfig:
     @property
     def lax_precision(self):
         return PRECISIONS[self.precision]
+
+    @property
+    def official_only_params(self) -> int:
+        """Values the official module counts in `model.parameters()` that are not learned weights
+        here: the backbone's `norm_stats` [mean, std] (an nn.Parameter with requires_grad=False)."""
+        return 2
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -126,6 +153,18 @@ class ResUNetConfig:
     @property
     def lax_precision(self):
         return PRECISIONS[self.precision]
+
+    @property
+    def official_only_params(self) -> int:
+        """Values the official module counts in `model.parameters()` that are not learned weights here
+        (the submission's `nparams` is that count): torchlibrosa's STFT kernels (conv_real/imag,
+        [n_fft/2+1, 1, n_fft] each) and ISTFT kernels ([n_fft, n_fft, 1] each) are Conv1d weights,
+        frozen but parameters; every decoder block's bn2 (scale + bias of its input channels) and the
+        FiLM Linear feeding its beta2 (condition_dim -> those channels), never applied in the
+        official forward.  (BatchNorm running statistics and the ISTFT's ola_window are buffers.)"""
+        stft = 2 * (self.n_fft // 2 + 1) * self.n_fft + 2 * self.n_fft * self.n_fft
+        decoder_in = (self.bottleneck_channels,) + tuple(reversed(self.channels))[:-1]
+        return stft + sum(c * (2 + self.condition_dim + 1) for c in decoder_in)
 
     def to_dict(self) -> dict:
         """JSON-serialisable (tuples become lists)."""
