@@ -14,8 +14,14 @@ Identity: `identity(folder)` = {"path", "kind", "sha256"}, the hash taken over t
 model, not the file layout orbax chose, and the same weights loaded anywhere hash the same. Run
 records (infer), cache manifests and submission configs store it to tell models apart. `save` writes
 the hash into config.json ("sha256"), so loading needs not hash the weights again (a start-up cost of
-≈ 0.5 s for the 4-ch tagger); a folder written before that is hashed when loaded. The folder is
-written only as a whole (atomically), so the stored hash is the hash of the weights beside it.
+≈ 0.5 s for the 4-ch tagger), and beside it the hash of {kind, config} alone ("config_sha256"). The
+folder is written only as a whole (atomically), so the stored hash is the hash of the weights beside
+it — but config.json is a text file a user may edit (a separator's hop 160 -> 40, which the weights
+cannot reveal): the stored hash is used only while the config still hashes to "config_sha256";
+otherwise (and in a folder written before that hash was stored) the weights are hashed at load, so
+the identity always names the config and weights actually loaded.  (Refusing an edited config
+instead would block a legitimate fix of a field the weights cannot tell; hashing costs that rare
+start ≈ 0.5 s, and run records made with the old config then refuse to mix with the new one.)
 """
 from __future__ import annotations
 
@@ -105,7 +111,8 @@ def save(out_dir: str | os.PathLike, kind: str, config: Mapping[str, Any], varia
     try:
         _write_variables(os.path.join(tmp, "variables"), {k: dict(v) for k, v in variables.items()})
         meta = {"format": FORMAT, "version": VERSION, "kind": kind, "config": dict(config),
-                "source": os.fspath(source), "sha256": digest(kind, config, variables)}
+                "source": os.fspath(source), "sha256": digest(kind, config, variables),
+                "config_sha256": config_digest(kind, config)}
         write_json_atomic(os.path.join(tmp, "config.json"), meta)
         fix_tree_modes(tmp)
         if os.path.lexists(out_dir):
@@ -174,10 +181,18 @@ def _flat(tree, prefix: str = "") -> list[tuple[str, Any]]:
     return [(prefix, tree)]
 
 
+def _kind_config_json(kind: str, config: Mapping[str, Any]) -> bytes:
+    return json.dumps({"kind": kind, "config": dict(config)}, sort_keys=True, allow_nan=False).encode()
+
+
+def config_digest(kind: str, config: Mapping[str, Any]) -> str:
+    """sha256 of the canonical {kind, config} JSON alone (config.json "config_sha256")."""
+    return hashlib.sha256(_kind_config_json(kind, config)).hexdigest()
+
+
 def digest(kind: str, config: Mapping[str, Any], variables: Mapping) -> str:
     """sha256 over the canonical {kind, config} JSON and every weight array, in sorted path order."""
-    h = hashlib.sha256(json.dumps({"kind": kind, "config": dict(config)}, sort_keys=True,
-                                  allow_nan=False).encode())
+    h = hashlib.sha256(_kind_config_json(kind, config))
     for path, leaf in _flat(variables):
         a = np.ascontiguousarray(np.asarray(leaf))
         h.update(f"{path}:{a.dtype.str}:{a.shape};".encode())
@@ -192,10 +207,28 @@ def make_identity(path: str | os.PathLike | None, kind: str, config: Mapping[str
             "sha256": digest(kind, config, variables)}
 
 
-def stored_identity(ckpt_dir: str | os.PathLike, meta: Mapping) -> dict | None:
-    """The identity config.json records (`save` writes the hash), or None for a folder without one."""
+def _is_hash(h: Any) -> bool:
+    return isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)
+
+
+def stored_hash(meta: Mapping) -> str | None:
+    """config.json's "sha256" as `save` wrote it (None if absent or malformed), whatever the config
+    says now: it still stands for the weights beside it (the weight cache keys on it)."""
     h = meta.get("sha256")
-    if not (isinstance(h, str) and len(h) == 64 and all(c in "0123456789abcdef" for c in h)):
+    return h if _is_hash(h) else None
+
+
+def stored_identity(ckpt_dir: str | os.PathLike, meta: Mapping) -> dict | None:
+    """The identity config.json records, or None when it cannot be trusted for what is loaded: no
+    stored hash, or a config that no longer hashes to the stored "config_sha256" (edited after
+    `save`, or a folder written before that hash was stored).  None: the caller hashes the weights."""
+    h = stored_hash(meta)
+    if h is None or not isinstance(meta.get("config"), dict):
+        return None
+    try:
+        if meta.get("config_sha256") != config_digest(meta["kind"], meta["config"]):
+            return None
+    except (TypeError, ValueError):          # not plain JSON: hashed (and refused) at load
         return None
     return {"path": os.path.abspath(os.fspath(ckpt_dir)), "kind": meta["kind"], "sha256": h}
 

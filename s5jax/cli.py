@@ -112,10 +112,10 @@ def _cmd_cache(args) -> int:
 
     process = _join_processes(args)
     _compile_cache(args)
-    run_cache(args.input, args.out, [args.tagger, args.tagger2], args.separator, args.separator2,
-              systems=args.system, oracle_dir=args.oracle, batch_size=args.batch_size,
-              progress=not args.quiet, process=process)
-    return 0
+    builder = run_cache(args.input, args.out, [args.tagger, args.tagger2], args.separator, args.separator2,
+                        systems=args.system, oracle_dir=args.oracle, batch_size=args.batch_size,
+                        progress=not args.quiet, process=process)
+    return 1 if builder.bad else 0          # bad clips: each reported, the others cached
 
 
 def _cmd_sweep(args) -> int:

@@ -16,7 +16,7 @@ from . import metric
 from .audio import read_audio
 from .dataset import estimate_files, reference_files
 from .errors import S5Error
-from .files import temp_file, write_json_atomic, write_text_atomic
+from .files import temp_file, write_csv_atomic, write_json_atomic
 from .labels import LABELS, NUM_SLOTS, SILENCE
 
 
@@ -71,7 +71,7 @@ def evaluate_folder(est_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
     est_listing = sorted(os.listdir(est_dir))
     ref_listing = sorted(os.listdir(oracle_dir))
     total = metric.empty_totals()
-    rows = ["soundscape,ca_sdri,est_labels,ref_labels,tp,fp,fn,mixture_correct"]
+    rows = []
     mats = {"names": [], "S": [], "M": [], "est_labels": [], "ref_labels": []}
     skipped = {}
     for name, mixture_path in clips:
@@ -87,8 +87,8 @@ def evaluate_folder(est_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
         counts = metric.label_counts(est_labels, ref_labels)
         total = metric.merge_totals(total, metric.totals(detail, counts))
         score = float(detail.score) if bool(detail.valid) else None
-        rows.append(f"{name},{'' if score is None else f'{score:.6f}'},{_label_names(est_labels)},"
-                    f"{_label_names(ref_labels)},{counts.tp},{counts.fp},{counts.fn},{int(counts.correct)}")
+        rows.append([name, "" if score is None else f"{score:.6f}", _label_names(est_labels),
+                     _label_names(ref_labels), counts.tp, counts.fp, counts.fn, int(counts.correct)])
         for k, v in (("names", name), ("S", S), ("M", M), ("est_labels", est_labels),
                      ("ref_labels", ref_labels)):
             mats[k].append(np.asarray(v))
@@ -97,7 +97,8 @@ def evaluate_folder(est_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
     folder = os.path.join(out_dir, "scores")
     os.makedirs(folder, exist_ok=True)
     write_json_atomic(os.path.join(folder, "summary.json"), summary)
-    write_text_atomic(os.path.join(folder, "per_clip.csv"), "\n".join(rows) + "\n")
+    write_csv_atomic(os.path.join(folder, "per_clip.csv"),
+                     ["soundscape", "ca_sdri", "est_labels", "ref_labels", "tp", "fp", "fn", "mixture_correct"], rows)
     fd, tmp = temp_file(os.path.join(folder, "matrices.npz"), suffix=".npz")
     try:
         with os.fdopen(fd, "wb") as f:

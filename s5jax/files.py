@@ -8,6 +8,7 @@ those a dead process left behind (`clean_stale_parts`).
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -95,6 +96,21 @@ def temp_dir(parent: str) -> str:
     return tmp
 
 
+@contextlib.contextmanager
+def locked(path: str | os.PathLike):
+    """Hold an exclusive advisory lock (flock) on `path` — an empty file, created with the umask's
+    mode — for the block: one read-modify-write of a file shared by several processes at a time.
+    The lock goes with the process (a killed holder releases it)."""
+    import fcntl
+
+    fd = os.open(os.fspath(path), os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)                       # releases the lock
+
+
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
     path = os.fspath(path)
     fd, tmp = temp_file(path)
@@ -111,6 +127,19 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> None:
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write a text file (JSON, CSV) under a temporary name and rename it into place."""
     write_bytes_atomic(path, text.encode())
+
+
+def write_csv_atomic(path: str | os.PathLike, header: list[str], rows) -> None:
+    """A CSV table (csv module: a field with a comma, quote or newline — a soundscape name — is
+    quoted, so every row keeps its columns), written atomically."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    write_text_atomic(path, buf.getvalue())
 
 
 def write_json_atomic(path: str | os.PathLike, obj, indent: int | None = 1) -> None:

@@ -39,7 +39,7 @@ import numpy as np
 from .audio import read_audio, write_audio
 from .dataset import estimate_name, list_soundscapes, oracle_folder, reference_files, soundscape_folder
 from .errors import S5Error
-from .files import clean_stale_parts, part_prefix, write_json_atomic, write_text_atomic
+from .files import clean_stale_parts, part_prefix, write_csv_atomic, write_json_atomic
 from .labels import LABELS, SAMPLE_RATE, SILENCE
 from .runtime import HeapGuard
 
@@ -243,7 +243,7 @@ def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int,
 
     settings = {"system": "baseline", "tagger": tagger.identity, "separator": separator.identity,
                 "precision": {"tagger": tagger.cfg.precision, "separator": separator.cfg.precision}}
-    nparams = int(tagger.num_params + separator.num_params)
+    nparams = int(tagger.official_num_params + separator.official_num_params)   # as the official writer counts
     return Engine(compute, settings, nparams, max(tagger.min_samples, separator.min_samples), prepare)
 
 
@@ -385,10 +385,9 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
     results = {"nparams": eng.nparams,
                "probabilities": [{"soundscape": r["soundscape"], "estimate": r["estimate"]} for r in records]}
     write_json_atomic(os.path.join(out_dir, "results.json"), results)
-    rows = ["soundscape,slot,label,probability"]
-    rows += [f"{r['soundscape']},{i},{s['label']},{s['probability']:.6f}"
-             for r in records for i, s in enumerate(r["slots"])]
-    write_text_atomic(os.path.join(out_dir, "labels.csv"), "\n".join(rows) + "\n")
+    write_csv_atomic(os.path.join(out_dir, "labels.csv"), ["soundscape", "slot", "label", "probability"],
+                     [[r["soundscape"], i, s["label"], f"{s['probability']:.6f}"]
+                      for r in records for i, s in enumerate(r["slots"])])
 
     if oracle_dir is not None:
         from .evaluate import evaluate_folder, format_summary

@@ -62,14 +62,14 @@ def path_for(ckpt_dir: str | os.PathLike, meta: Mapping, folder: str | None = No
     import jax
 
     folder = folder or jax.config.jax_compilation_cache_dir
-    stored = checkpoint.stored_identity(ckpt_dir, meta)
+    stored = checkpoint.stored_hash(meta)       # the weights' copy: valid whatever config.json says now
     if not folder or stored is None:
         return None
     try:
         signature = _signature(os.fspath(ckpt_dir))
     except OSError:
         return None
-    key = hashlib.sha256(json.dumps({"format": FORMAT, "sha256": stored["sha256"], "files": signature},
+    key = hashlib.sha256(json.dumps({"format": FORMAT, "sha256": stored, "files": signature},
                                     sort_keys=True).encode()).hexdigest()
     return os.path.join(folder, "s5jax-weights", key + ".bin"), key
 

@@ -183,7 +183,7 @@ class LoadedModel:
         try:
             cfg = cls.CONFIG.from_dict(meta["config"])
         except (TypeError, ValueError) as e:
-            raise CheckpointError(f"{source}: invalid {kind} config ({e})") from None
+            raise CheckpointError(f"{os.path.join(source, 'config.json')}: invalid {kind} config: {e}") from None
         cls.check_config(cfg, kind, source)
         pool = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="s5jax-read")
         reading = pool.submit(weight_cache.load, source, cls.KINDS, meta)
@@ -203,6 +203,13 @@ class LoadedModel:
     def num_params(self) -> int:
         """Learned parameters (BatchNorm running statistics not counted); known before the read ends."""
         return checkpoint.num_params(self.abstract_variables)
+
+    @property
+    def official_num_params(self) -> int:
+        """What the official code counts for this model (`sum(p.numel() for p in model.parameters())`,
+        the submission's `nparams`): our learned parameters plus what its module registers as
+        parameters without learning or using them (`official_only_params` of the config)."""
+        return self.num_params + self.cfg.official_only_params
 
     @property
     def min_samples(self) -> int:

@@ -124,3 +124,78 @@ def test_a_corrupted_clip_file_is_named_and_left_alone(setup, tmp_path, capsys):
     with pytest.raises(cache.CacheError, match="field 'S'"):
         cache.read_clip(bad_path)
     assert _tree_digest(tmp_path / "c") == before
+
+
+def test_two_builders_filling_one_clip_keep_each_others_entries(setup, tmp_path):
+    """Two builds into one cache (two `s5jax cache` runs, or a sweep filling while a cache runs): the
+    second writes an entry of a clip while the first is between two batches of that clip.  The first's
+    next write must keep it (it used to write its own copy read before: last writer won)."""
+    root, data, m = setup
+    folder = str(tmp_path / "c")
+    first, second = _open(folder, data, m), _open(folder, data, m)
+    name = first.mine[0]
+    first.base([name])
+    mine = [int(entry_key(0, np.array(q))) for q in ((1, 2, 18), (2, 1, 18), (3, 18, 18), (4, 18, 18))]
+    theirs = int(entry_key(0, np.array([5, 18, 18])))
+    calls = []
+
+    def meanwhile(n):                     # after the first's first batch (2 entries) is written
+        if not calls:
+            assert second.fill({name: [theirs]}) == 1
+        calls.append(n)
+
+    assert first.fill({name: mine}, progress=meanwhile) == 4 and calls == [2, 2]
+    keys = list(cache.read_clip(cache.clip_path(folder, name))["keys"])
+    assert keys == sorted(mine + [theirs])
+
+
+def test_concurrent_processes_merging_entries_lose_none(setup, tmp_path):
+    """Two processes adding 25 entries each, one at a time, to one clip file: all 50 are there."""
+    import subprocess
+    import sys
+
+    root, data, m = setup
+    folder = str(tmp_path / "c")
+    b = _open(folder, data, m)
+    name = b.mine[0]
+    b.base([name])
+    script = (
+        "import sys, numpy as np\n"
+        "from s5jax.replay import cache\n"
+        "folder, name, start = sys.argv[1], sys.argv[2], int(sys.argv[3])\n"
+        "for k in range(start, start + 25):\n"
+        "    cache.merge_entries(folder, name, [k], np.full((1, 3, 3, 19), k, np.float32),\n"
+        "                        np.full((1, 3), k, np.float32), np.full((1, 3, 3), k, np.float32))\n")
+    procs = [subprocess.Popen([sys.executable, "-c", script, folder, name, str(start)])
+             for start in (1000, 2000)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0]
+    clip = cache.read_clip(cache.clip_path(folder, name))
+    want = list(range(1000, 1025)) + list(range(2000, 2025))
+    assert list(clip["keys"]) == want
+    np.testing.assert_array_equal(clip["S"][:, 0, 0], np.asarray(want, np.float32))   # each entry its own
+
+
+def test_every_bad_clip_is_named_and_the_others_are_cached(setup, tmp_path):
+    """Two bad clips (not audio; a mono mixture): both named, one line each, in one run; the good
+    clips are cached and their entries filled; the cache stays unfinished (no clip list)."""
+    import shutil
+
+    root, data, m = setup
+    bad_data = tmp_path / "data"
+    shutil.copytree(data, bad_data)
+    names = sorted(f[:-4] for f in os.listdir(bad_data / "soundscape"))
+    (bad_data / "soundscape" / f"{names[0]}.wav").write_bytes(b"not a wav at all")
+    import soundfile as sf
+    mono = read_audio(str(bad_data / "soundscape" / f"{names[2]}.wav"), channels=4)[0]
+    sf.write(str(bad_data / "soundscape" / f"{names[2]}.wav"), mono, 32000)
+    folder = str(tmp_path / "c")
+    b = _open(folder, str(bad_data), m)
+    assert b.base() == [names[1], names[3]]
+    assert sorted(b.bad) == [names[0], names[2]]
+    for name in (names[0], names[2]):
+        why = b.bad[name]
+        assert why.startswith(str(bad_data / "soundscape" / f"{name}.wav")) and "\n" not in why, why
+        assert not os.path.exists(cache.clip_path(folder, name))
+    key = int(entry_key(0, np.array([1, 2, 18])))
+    assert b.fill({n: [key] for n in names}) == 2                     # the good clips only
+    assert b.load()[0] == [names[1], names[3]]

@@ -76,6 +76,18 @@ def test_shape_changed(tmp_path, sd_1c, capsys):
     assert "backbone.blocks.3.attn.qkv.weight" in err and "(2304, 760)" in err
 
 
+@pytest.mark.parametrize("dtype", [np.int64, np.bool_])
+def test_weight_of_non_float_dtype(tmp_path, sd_1c, capsys, dtype):
+    """An integer or boolean tensor where a weight belongs (a damaged or foreign file) is refused by
+    name; cast to float32 it would convert silently into a model that computes nonsense."""
+    sd = dict(sd_1c)
+    sd["model.head.tracks.1.3.bias"] = np.ones(sd["model.head.tracks.1.3.bias"].shape, dtype)
+    ckpt = write_lightning_ckpt(sd, tmp_path / "int.ckpt", extra=False)
+    err = cli_error(["convert", ckpt, str(tmp_path / "out")], capsys)
+    assert "head.tracks.1.3.bias" in err and f"dtype {np.dtype(dtype)}" in err and "floating point" in err
+    assert not (tmp_path / "out").exists()
+
+
 def test_unexpected_key(tmp_path, sd_1c, capsys):
     sd = dict(sd_1c)
     sd["model.head.extra.weight"] = np.zeros((3, 3), np.float32)
@@ -326,3 +338,75 @@ def test_separator_config_mismatch_is_one_line(golden, tmp_path):
     (out / "config.json").write_text(json.dumps(meta))
     with pytest.raises(CheckpointError, match=r"has shape .* config implies"):
         Separator.from_checkpoint(out)
+
+
+# A careless edit of config.json: a zero, negative, fractional or non-numeric size.  Each was a
+# ZeroDivisionError / TypeError traceback from inside the model's trace; now one line naming the file
+# and the field, before any weights are read.
+BAD_SIZES = [
+    ("tagger", "num_heads", 0), ("tagger", "patch", 0), ("tagger", "chunk_frames", 0), ("tagger", "hop", 0),
+    ("tagger", "hop", -1), ("tagger", "n_mels", 0), ("tagger", "num_tracks", 0), ("tagger", "embed_dim", -4),
+    ("tagger", "n_fft", 0), ("tagger", "hop", 3.5), ("tagger", "hop", "160"), ("tagger", "depth", 0),
+    ("tagger", "norm_std", 0), ("tagger", "sample_rate", 0),
+    ("separator", "num_slots", 0), ("separator", "condition_dim", 0), ("separator", "hop", 0),
+    ("separator", "channels", [0, 12, 16, 20, 24, 24]), ("separator", "channels", 8),
+    ("separator", "pools", [[0, 2]] * 6), ("separator", "num_classes", 0), ("separator", "input_channels", 0),
+    ("separator", "bottleneck_channels", -1), ("separator", "n_fft", 0), ("separator", "hop", True),
+    ("separator", "bn_eps", 0),
+]
+
+
+@pytest.mark.parametrize("which, field, value", BAD_SIZES)
+def test_zero_or_negative_size_in_config_json_is_one_line(tiny_ckpt, tmp_path, which, field, value):
+    import json
+    import shutil
+
+    from s5jax.separator import Separator
+    from s5jax.tagger import Tagger
+
+    folder = tmp_path / which
+    shutil.copytree(tiny_ckpt[which], folder)
+    meta = json.loads((folder / "config.json").read_text())
+    meta["config"][field] = value
+    (folder / "config.json").write_text(json.dumps(meta))
+    with pytest.raises(CheckpointError) as e:
+        (Tagger if which == "tagger" else Separator).from_checkpoint(folder)
+    msg = str(e.value)
+    assert msg.startswith(f"{folder / 'config.json'}: invalid ") and f"field {field!r}" in msg, msg
+    assert "\n" not in msg
+
+
+def test_edited_config_is_part_of_the_identity(golden, tiny_ckpt, tmp_path):
+    """A config.json edited after conversion (the separator's hop, which the weights cannot reveal):
+    the identity is that of the model loaded — the same as converting with that value — not the one
+    stored at conversion; so is a folder written before config hashes were stored."""
+    import json
+    import shutil
+
+    from s5jax import checkpoint
+    from s5jax.separator import Separator
+
+    edited = tmp_path / "edited"
+    shutil.copytree(tiny_ckpt["separator"], edited)
+    meta = json.loads((edited / "config.json").read_text())
+    original = meta["sha256"]
+    assert meta["config"]["hop"] == 40
+    meta["config"]["hop"] = 80
+    (edited / "config.json").write_text(json.dumps(meta))
+    # the model as it should be named: converted with hop 80 from the start
+    assert main(["convert", str(golden / "resunet" / "tiny_lightning.ckpt"), str(tmp_path / "hop80"),
+                 "--set", "hop=80"]) == 0
+    want = json.loads((tmp_path / "hop80" / "config.json").read_text())["sha256"]
+    assert want != original
+    for wait in (True, False):
+        sep = Separator.from_checkpoint(edited, wait=wait)
+        assert sep.identity == {"path": str(edited), "kind": "separator", "sha256": want}
+        assert sep.cfg.hop == 80
+    assert checkpoint.identity(edited)["sha256"] == want
+    # written before "config_sha256" existed: hashed at load, also when not edited
+    del meta["config_sha256"]
+    (edited / "config.json").write_text(json.dumps(meta))
+    assert Separator.from_checkpoint(edited).identity["sha256"] == want
+    meta["config"]["hop"] = 40
+    (edited / "config.json").write_text(json.dumps(meta))
+    assert Separator.from_checkpoint(edited).identity["sha256"] == original

@@ -249,3 +249,49 @@ def test_precision_is_recorded_and_a_change_is_refused(data, tiny_ckpt, tmp_path
     assert rec["made_by"]["precision"] == {"tagger": "default", "separator": "default"}
     assert infer(data, out, tiny_ckpt) == 2
     assert "precision.separator" in one_error_line(capsys)
+
+
+def test_resume_with_an_edited_checkpoint_config_is_refused(data, tiny_ckpt, tmp_path, capsys):
+    """The separator's hop edited in its config.json between two runs (the weights cannot reveal it):
+    another model, so the finished results are not mixed with it."""
+    import shutil
+
+    sep = tmp_path / "sep"
+    shutil.copytree(tiny_ckpt["separator"], sep)
+    ckpt = dict(tiny_ckpt, separator=str(sep))
+    out = tmp_path / "out"
+    assert infer(data, out, ckpt) == 0
+    capsys.readouterr()
+    before = _listing(out)
+    meta = json.loads((sep / "config.json").read_text())
+    meta["config"]["hop"] = 80
+    (sep / "config.json").write_text(json.dumps(meta))
+    assert infer(data, out, ckpt) == 2
+    err = one_error_line(capsys)
+    assert "holds results for" in err and "separator.sha256" in err, err
+    assert _listing(out) == before
+
+
+def test_csv_outputs_quote_a_soundscape_name_with_a_comma_and_a_quote(tiny_ckpt, tmp_path):
+    """labels.csv and scores/per_clip.csv are read back by the csv module with every column in place."""
+    import csv
+
+    root = tmp_path / "set"
+    write_scene_set(root, 1, seed=5, cfg=SceneConfig(seconds=1.0, silent_rate=0.0))
+    odd = 'room 1, take "2"'
+    for sub in ("soundscape", "oracle_target"):
+        for f in os.listdir(root / sub):
+            os.rename(root / sub / f, root / sub / f.replace("synth_0000", odd))
+    out = tmp_path / "out"
+    assert infer(root, out, tiny_ckpt) == 0
+    with open(out / "labels.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0] == ["soundscape", "slot", "label", "probability"]
+    assert len(rows) > 1 and all(len(r) == 4 and r[0] == odd for r in rows[1:])
+    assert [r[1] for r in rows[1:]] == [str(i) for i in range(len(rows) - 1)]
+    assert all(0 <= float(r[3]) <= 1 for r in rows[1:])
+    with open(out / "scores" / "per_clip.csv", newline="") as f:
+        rows = list(csv.reader(f))
+    assert rows[0][:2] == ["soundscape", "ca_sdri"] and len(rows) == 2
+    assert rows[1][0] == odd and len(rows[1]) == len(rows[0])
+    assert sorted(rows[1][3].split()) == sorted(p.split("_")[-1][:-4] for p in os.listdir(root / "oracle_target"))

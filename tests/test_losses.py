@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import GOLDEN
+from conftest import GOLDEN, require_torch
 from s5jax.metric import EPS
 from s5jax.training import losses as L
 
@@ -74,7 +74,7 @@ def test_separator_pit_hand_cases():
 
 
 def test_optimizer_matches_torch_adamw_amsgrad_with_clipping():
-    torch = pytest.importorskip("torch")
+    torch = require_torch()
     import jax
     import optax
     from s5jax.training.optim import official_optimizer
@@ -111,7 +111,7 @@ def test_optimizer_matches_torch_adamw_amsgrad_with_clipping():
 
 
 def test_batchnorm_train_mode_matches_torch():
-    torch = pytest.importorskip("torch")
+    torch = require_torch()
     import jax
     from s5jax.models.batchnorm import TorchBatchNorm
 

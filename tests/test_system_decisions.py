@@ -183,3 +183,97 @@ def test_bad_config_json_one_line_error(tmp_path, body, needle):
         SystemConfig.load(p)
     msg = str(e.value)
     assert needle in msg and str(p) in msg and "\n" not in msg
+
+
+# -- every threshold on its boundary (reference/refined_system.md) ---------------------------------
+# The expected labels are written by hand from the spec's comparisons:
+#   §1 a one-tagger proposal is kept iff p >= solo_t              (on the threshold: kept)
+#   §2 a slot is dropped iff r < verify[c] and conf < drop[c]     (either one on its threshold: kept)
+#   §3 B's stem iff r^B > r^A                                     (equal: A's)
+#   §4 energy < energy_db -> silence; conf < gate[c] -> silence   (on the threshold: kept)
+# Thresholds are float32 in the system: "on" is the same float32, "below/above" one float32 ulp away.
+# The per-class thresholds of the tested class 4 differ from every other class's, so a lookup of
+# the wrong class shows too.
+def _pc(value_for_4, others):
+    return tuple(value_for_4 if c == 4 else others for c in range(18))
+
+
+BOUND = dataclasses.replace(preset("system1"), w1=0.5, w4=0.5, solo1=0.8, solo4=0.3, energy_db=-30.0,
+                            verify=_pc(0.35, 0.9), drop=_pc(0.65, 0.1), gate=_pc(0.45, 0.05))
+BOUND3 = dataclasses.replace(BOUND, separator_b=True)     # select, then gate the kept stem
+ON, BELOW, ABOVE = "on", "below", "above"
+
+
+def at(x, where):
+    x = np.float32(x)
+    return {ON: x, BELOW: np.nextafter(x, np.float32(-np.inf)), ABOVE: np.nextafter(x, np.float32(np.inf))}[where]
+
+
+SILENT = softmax_rows((S, 1.0), (S, 1.0), (S, 1.0))
+
+
+@pytest.mark.parametrize("where, expected", [(ON, [7, S, S]), (BELOW, [S, S, S]), (ABOVE, [7, S, S])])
+def test_boundary_solo4(where, expected):
+    # 4-ch track 0 proposes class 7 alone (the 1-ch tagger is silent) at p around solo4 = 0.3
+    q, conf = fuse(SILENT, softmax_rows((7, at(0.3, where)), (S, 1.0), (S, 1.0)), BOUND)
+    np.testing.assert_array_equal(q, expected)
+    assert float(conf[0]) == (float(at(0.3, where)) if expected[0] == 7 else 0.0)    # solo_conf "prob"
+
+
+@pytest.mark.parametrize("where, expected", [(ON, [9, S, S]), (BELOW, [S, S, S]), (ABOVE, [9, S, S])])
+def test_boundary_solo1(where, expected):
+    # 1-ch track 1 proposes class 9 alone (the 4-ch tagger is silent) at p around solo1 = 0.8
+    q, _ = fuse(softmax_rows((S, 1.0), (9, at(0.8, where)), (S, 1.0)), SILENT, BOUND)
+    np.testing.assert_array_equal(q, expected)
+
+
+def _refine(q, conf, r):
+    (q2, _), dropped = D.refine(jnp.array(q), jnp.array(conf, jnp.float32), jnp.array(r, jnp.float32),
+                                BOUND.params())
+    return np.asarray(q2), np.asarray(dropped)
+
+
+@pytest.mark.parametrize("where, expected", [(ON, [4, 6, S]), (BELOW, [6, S, S]), (ABOVE, [4, 6, S])])
+def test_boundary_verify(where, expected):
+    # slot 0 (class 4): conf 0.2 < drop[4] 0.65, r around verify[4] = 0.35; slot 1 (class 6) confident
+    q2, dropped = _refine([4, 6, S], [0.2, 0.9, 0.0], [at(0.35, where), 0.0, 0.0])
+    np.testing.assert_array_equal(q2, expected)
+    np.testing.assert_array_equal(dropped, [expected[0] != 4, False, False])
+
+
+@pytest.mark.parametrize("where, expected", [(ON, [4, 6, S]), (BELOW, [6, S, S]), (ABOVE, [4, 6, S])])
+def test_boundary_drop(where, expected):
+    # slot 0 (class 4): unconfirmed (r 0 < verify[4]), conf around drop[4] = 0.65
+    q2, _ = _refine([4, 6, S], [at(0.65, where), 0.9, 0.0], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(q2, expected)
+
+
+def _finalize(cfg, conf, energy_a, r_b=None, energy_b=None):
+    f = D.finalize(jnp.array([4, 6, S]), jnp.array(conf, jnp.float32), jnp.array([0.5, 0.5, 0.0]),
+                   None if r_b is None else jnp.array(r_b, jnp.float32), jnp.array(energy_a, jnp.float32),
+                   None if energy_b is None else jnp.array(energy_b, jnp.float32), cfg.params(), cfg.switches())
+    return np.asarray(f.labels), np.asarray(f.use_b)
+
+
+@pytest.mark.parametrize("where, expected", [(ON, [4, 6, S]), (BELOW, [S, 6, S]), (ABOVE, [4, 6, S])])
+def test_boundary_prob_gate(where, expected):
+    labels, _ = _finalize(BOUND, [at(0.45, where), 0.9, 0.0], [0.0, 0.0, 0.0])
+    np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("where, expected", [(ON, [4, 6, S]), (BELOW, [S, 6, S]), (ABOVE, [4, 6, S])])
+def test_boundary_energy_gate(where, expected):
+    labels, _ = _finalize(BOUND, [0.9, 0.9, 0.0], [at(-30.0, where), 0.0, 0.0])
+    np.testing.assert_array_equal(labels, expected)
+
+
+@pytest.mark.parametrize("where, use_b, expected", [(ON, False, [4, 6, S]), (BELOW, False, [4, 6, S]),
+                                                    (ABOVE, True, [S, 6, S])])
+def test_boundary_select_b(where, use_b, expected):
+    # r^A = 0.5 on both slots; slot 0's r^B around it.  B's stem of slot 0 is quiet (-40 dB < -30): when
+    # it is selected, the gate silences the slot — the label shows which stem was kept.
+    labels, ub = _finalize(BOUND3, [0.9, 0.9, 0.0], [0.0, 0.0, 0.0], r_b=[at(0.5, where), 0.2, 0.0],
+                           energy_b=[-40.0, 0.0, 0.0])
+    np.testing.assert_array_equal(labels, expected)
+    assert bool(ub[0]) is False and not ub[1:].any()        # a gated slot uses no stem
+    assert use_b == (expected[0] == S)

@@ -68,3 +68,19 @@ def test_missing_torch_fails_under_ci(tmp_path):
                             "--rootdir", str(tmp_path), "--confcutdir", str(tmp_path)],
                            env=env, capture_output=True, text=True, cwd=tmp_path)
         assert expect in r.stdout, (ci, r.stdout[-800:])
+
+
+def test_torch_cross_checks_are_required_in_ci():
+    """Every torch cross-check goes through require_torch (fails under CI=true), and CI sets CI=true:
+    a bare importorskip would let CI pass with the check skipped."""
+    import pathlib
+    import re
+
+    tests = pathlib.Path(__file__).resolve().parent
+    bare = [p.name for p in sorted(tests.glob("*.py"))
+            if p.name != "conftest.py" and re.search(r"importorskip\(\s*['\"]torch['\"]", p.read_text())]
+    assert bare == [], f"use conftest.require_torch() instead of a bare importorskip of torch in {bare}"
+    run = (tests.parent / ".ci" / "run").read_text()
+    assert re.search(r"^export CI=true$", run, re.M), ".ci/run must export CI=true"
+    setup = (tests.parent / "scripts" / "setup.sh").read_text()
+    assert "pip install -q torch" in setup

@@ -8,7 +8,10 @@ import math
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .common import PRECISIONS, known_fields
+from .common import PRECISIONS, check_sizes, known_fields, positive_int_tuple
+
+
+ATTENTION_FORMS = ("auto", "loop", "batched", "dot_product")
 
 
 @dataclass(frozen=True)
@@ -34,14 +37,41 @@ class M2DConfig:
     num_tracks: int = 3
     num_classes: int = 19
     precision: str = "highest"      # matmul/conv precision: keeps GPU/TPU numerics at float32
+    # How the encoder's attention runs its heads (same products, same results to rounding):
+    #   "loop"        one head after another (lax.map): fastest on CPU (whole tagger ≈ 1.08x), but
+    #                 serial on GPU/TPU
+    #   "batched"     the heads as one more batch axis of the two products
+    #   "dot_product" jax.nn.dot_product_attention (XLA's fused attention on accelerators)
+    #   "auto"        "loop" on CPU, "dot_product" on GPU/TPU (the default backend when traced)
+    attention: str = "auto"
 
     def __post_init__(self):
+        check_sizes(self, positive_ints=("sample_rate", "n_fft", "hop", "n_mels", "patch", "chunk_frames",
+                                         "embed_dim", "depth", "num_heads", "mlp_dim", "head_dim", "track_dim",
+                                         "num_tracks", "num_classes"),
+                    positive_floats=("norm_std",), finite_floats=("fmin", "fmax", "norm_mean"))
+        if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
+            raise ValueError(f"fields 'fmin', 'fmax' need 0 <= fmin < fmax <= sample_rate / 2, got "
+                             f"{self.fmin}, {self.fmax} at {self.sample_rate} Hz")
+        if self.chunk_frames < self.patch:
+            raise ValueError(f"field 'chunk_frames' ({self.chunk_frames}) must be at least one patch ({self.patch})")
         if self.in_channels not in (1, 4):
             raise ValueError(f"in_channels must be 1 or 4, got {self.in_channels}")
         if self.n_mels % self.patch or self.head_dim % self.num_tracks or self.embed_dim % self.num_heads:
             raise ValueError("n_mels % patch, head_dim % num_tracks and embed_dim % num_heads must be 0")
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}")
+        if self.attention not in ATTENTION_FORMS:
+            raise ValueError(f"field 'attention' must be one of {list(ATTENTION_FORMS)}, got {self.attention!r}")
+
+    @property
+    def attention_form(self) -> str:
+        """The attention form to trace: `attention`, with "auto" resolved for the default backend."""
+        if self.attention != "auto":
+            return self.attention
+        import jax
+
+        return "loop" if jax.default_backend() == "cpu" else "dot_product"
 
     @property
     def freq_patches(self) -> int:
@@ -60,6 +90,12 @@ class M2DConfig:
     @property
     def lax_precision(self):
         return PRECISIONS[self.precision]
+
+    @property
+    def official_only_params(self) -> int:
+        """Values the official module counts in `model.parameters()` that are not learned weights
+        here: the backbone's `norm_stats` [mean, std] (an nn.Parameter with requires_grad=False)."""
+        return 2
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -86,8 +122,13 @@ class ResUNetConfig:
     ln_eps: float = 1e-5
 
     def __post_init__(self):
-        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
-        object.__setattr__(self, "pools", tuple((int(a), int(b)) for a, b in self.pools))
+        check_sizes(self, positive_ints=("input_channels", "num_slots", "num_classes", "bottleneck_channels",
+                                         "condition_dim", "n_fft", "hop"),
+                    positive_floats=("bn_eps", "ln_eps"))
+        object.__setattr__(self, "channels", positive_int_tuple("channels", self.channels))
+        if isinstance(self.pools, (str, bytes)) or not hasattr(self.pools, "__iter__"):
+            raise ValueError(f"field 'pools' must be a list of [time, freq] pairs, got {self.pools!r}")
+        object.__setattr__(self, "pools", tuple(positive_int_tuple("pools", p, 2) for p in self.pools))
         if len(self.channels) != len(self.pools) or not self.channels:
             raise ValueError("channels and pools need one entry per encoder block")
         if self.precision not in PRECISIONS:
@@ -113,6 +154,18 @@ class ResUNetConfig:
     def lax_precision(self):
         return PRECISIONS[self.precision]
 
+    @property
+    def official_only_params(self) -> int:
+        """Values the official module counts in `model.parameters()` that are not learned weights here
+        (the submission's `nparams` is that count): torchlibrosa's STFT kernels (conv_real/imag,
+        [n_fft/2+1, 1, n_fft] each) and ISTFT kernels ([n_fft, n_fft, 1] each) are Conv1d weights,
+        frozen but parameters; every decoder block's bn2 (scale + bias of its input channels) and the
+        FiLM Linear feeding its beta2 (condition_dim -> those channels), never applied in the
+        official forward.  (BatchNorm running statistics and the ISTFT's ola_window are buffers.)"""
+        stft = 2 * (self.n_fft // 2 + 1) * self.n_fft + 2 * self.n_fft * self.n_fft
+        decoder_in = (self.bottleneck_channels,) + tuple(reversed(self.channels))[:-1]
+        return stft + sum(c * (2 + self.condition_dim + 1) for c in decoder_in)
+
     def to_dict(self) -> dict:
         """JSON-serialisable (tuples become lists)."""
         d = dataclasses.asdict(self)
@@ -122,9 +175,4 @@ class ResUNetConfig:
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any]) -> "ResUNetConfig":
-        d = known_fields(cls, d, "separator")
-        if "channels" in d:
-            d["channels"] = tuple(d["channels"])
-        if "pools" in d:
-            d["pools"] = tuple(tuple(p) for p in d["pools"])
-        return cls(**d)
+        return cls(**known_fields(cls, d, "separator"))      # __post_init__ makes the lists tuples

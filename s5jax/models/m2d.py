@@ -110,6 +110,18 @@ class Attention(nn.Module):
         h = cfg.num_heads
         hd = d // h
         qkv = nn.Dense(3 * d, precision=cfg.lax_precision, name="qkv")(x)
+        form = cfg.attention_form
+        if form == "batched":                      # [batch, heads, tokens, hd] each
+            q, k, v = (qkv.reshape(b, n, 3, h, hd)[:, :, i].transpose(0, 2, 1, 3) for i in range(3))
+            att = jax.nn.softmax(jnp.einsum("bhqd,bhkd->bhqk", q * hd ** -0.5, k, precision=cfg.lax_precision),
+                                 axis=-1)
+            out = jnp.einsum("bhqk,bhkd->bhqd", att, v, precision=cfg.lax_precision)
+            return nn.Dense(d, precision=cfg.lax_precision, name="proj")(out.transpose(0, 2, 1, 3).reshape(b, n, d))
+        if form == "dot_product":                  # [batch, tokens, heads, hd] each
+            q, k, v = (qkv.reshape(b, n, 3, h, hd)[:, :, i] for i in range(3))
+            with jax.default_matmul_precision(cfg.precision):
+                out = jax.nn.dot_product_attention(q, k, v, scale=hd ** -0.5)
+            return nn.Dense(d, precision=cfg.lax_precision, name="proj")(out.reshape(b, n, d))
         per_head = qkv.reshape(b, n, 3, h, hd).transpose(3, 2, 0, 1, 4)     # [heads, (q, k, v), batch, tokens, hd]
 
         def one_head(qkv_h):

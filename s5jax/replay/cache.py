@@ -10,8 +10,10 @@ Roles: `tagger-4ch`, `tagger-1ch`, `separator` (A), `separator2` (B, optional). 
 the identity (kind, sha256 of config + weights) of each model that filled the cache; opening it with
 any other model is a one-line CacheError, so entries from different weights never mix. Every clip file
 is written under a temporary name and renamed into place (an interrupted build leaves only complete
-files; re-running resumes). A clip file that cannot be read is named in a one-line error and left as
-it is. What an entry holds and how it is keyed: `s5jax.replay.arrays`.
+files; re-running resumes). Several builds may fill one cache at once (two `s5jax cache` runs, a
+sweep filling entries): a clip file is changed only under the folder's lock (`clips/.lock`), re-read
+there, so the entries another process wrote meanwhile are kept. A clip file that cannot be read is
+named in a one-line error and left as it is. What an entry holds and how it is keyed: `s5jax.replay.arrays`.
 
     names, arrays = load(cache_dir)           # -> CacheArrays, padded to a common entry count
     builder = CacheBuilder.open(cache_dir, input_dir, models)
@@ -27,7 +29,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from ..errors import S5Error
-from ..files import write_bytes_atomic, write_json_atomic
+from ..files import locked, write_bytes_atomic, write_json_atomic
 from ..labels import NUM_SLOTS
 from ..processes import barrier, share
 from ..runtime import HeapGuard
@@ -99,6 +101,31 @@ def write_clip(path: str, clip: Mapping[str, np.ndarray]) -> None:
     buf = io.BytesIO()
     np.savez(buf, **{k: np.asarray(clip[k]) for k in ("keys", *CLIP_FIELDS, *ENTRY_FIELDS)})
     write_bytes_atomic(path, buf.getvalue())
+
+
+def _lock(cache_dir: str):
+    return locked(os.path.join(cache_dir, "clips", ".lock"))
+
+
+def write_base(cache_dir: str, name: str, clip: Mapping[str, np.ndarray]) -> bool:
+    """Write a clip's first file unless another process wrote one meanwhile (which may already hold
+    entries: never replaced). True if written."""
+    path = clip_path(cache_dir, name)
+    with _lock(cache_dir):
+        if os.path.exists(path):
+            return False
+        write_clip(path, clip)
+    return True
+
+
+def merge_entries(cache_dir: str, name: str, keys, retag, energy_db, S) -> dict[str, np.ndarray]:
+    """Add entries to a clip's file: read, merge (`add_entries`), write, under the folder's lock, so
+    two processes adding entries to one clip both keep theirs.  Returns the clip as written."""
+    path = clip_path(cache_dir, name)
+    with _lock(cache_dir):
+        clip = add_entries(read_clip(path), keys, retag, energy_db, S)
+        write_clip(path, clip)
+    return clip
 
 
 def add_entries(clip: Mapping[str, np.ndarray], keys, retag, energy_db, S) -> dict[str, np.ndarray]:
@@ -210,6 +237,7 @@ class CacheBuilder:
                        for s in separators]
         self._audio: dict[str, tuple] = {}        # a few clips' (mixture, refs, ref_labels), read once per use
         self.computed = 0                         # entries computed by this builder (tests check no repeats)
+        self.bad: dict[str, str] = {}             # clip -> one-line reason: its files cannot be used (skipped)
 
     @classmethod
     def open(cls, cache_dir: str, input_dir: str, tagger4, tagger1, separator, separator2=None,
@@ -282,20 +310,36 @@ class CacheBuilder:
         """Write the base (P1, P4, ref_labels, M, no entries) of every clip of `names` (default: mine)
         that has no file yet; returns the names written. A clip file present is resumed, not redone."""
         todo = [n for n in (self.mine if names is None else names)
-                if not os.path.exists(clip_path(self.cache_dir, n))]
+                if n not in self.bad and not os.path.exists(clip_path(self.cache_dir, n))]
         length = {n: _wav_frames(self.paths[n]) for n in todo}
         heap = HeapGuard()
         for batch in self._batches(todo, length.get):
+            batch = [n for n in batch if self._usable(n)]     # a bad clip is named in `bad`, the rest go on
+            if not batch:
+                continue
             audio = [self._read(n) for n in batch]
             P1, P4, M = self._base((np.stack([a[0] for a in audio]), np.stack([a[1] for a in audio])),
                                    pad_to=self.batch_size)
             for i, (name, a) in enumerate(zip(batch, audio)):
                 clip = {"P1": P1[i], "P4": P4[i], "M": M[i], "ref_labels": a[2], **empty_entries()}
-                write_clip(clip_path(self.cache_dir, name), clip)
+                write_base(self.cache_dir, name, clip)
             heap.after_call()
             if progress is not None:
                 progress(len(batch))
-        return todo
+        return [n for n in todo if n not in self.bad]
+
+    def _usable(self, name: str) -> bool:
+        """Read a clip's audio (kept for the batch); False, with the reason in `bad`, if it cannot be used."""
+        try:
+            self._read(name)
+        except S5Error as e:
+            self.bad[name] = str(e)
+            return False
+        return True
+
+    def good(self, names: Iterable[str] | None = None) -> list[str]:
+        """`names` (default: this process's clips) without the bad ones."""
+        return [n for n in (self.mine if names is None else names) if n not in self.bad]
 
     # ---------------------------------------------------------------- entries on demand
     def fill(self, missing: Mapping[str, Iterable[int]], progress=None) -> int:
@@ -312,6 +356,8 @@ class CacheBuilder:
             path = clip_path(self.cache_dir, name)
             if not os.path.exists(path):
                 self.base([name])
+                if name in self.bad:
+                    continue
             clips[name] = read_clip(path)
             for k in keys:
                 if k in clips[name]["keys"] or k == MISSING_KEY:
@@ -333,9 +379,8 @@ class CacheBuilder:
             for i, t in enumerate(batch):
                 touched.setdefault(t[0], []).append(i)
             for name, rows in touched.items():
-                clips[name] = add_entries(clips[name], [batch[i][1] for i in rows], retag[rows],
-                                          energy[rows], S[rows])
-                write_clip(clip_path(self.cache_dir, name), clips[name])
+                clips[name] = merge_entries(self.cache_dir, name, [batch[i][1] for i in rows], retag[rows],
+                                            energy[rows], S[rows])
             self.computed += len(batch)
             heap.after_call()
             if progress is not None:
@@ -343,8 +388,8 @@ class CacheBuilder:
         return len(tasks)
 
     def load(self, names: Iterable[str] | None = None) -> tuple[list[str], CacheArrays]:
-        """CacheArrays of `names` (default: this process's clips)."""
-        names = list(self.mine if names is None else names)
+        """CacheArrays of `names` (default: this process's clips but the bad ones)."""
+        names = self.good() if names is None else list(names)
         return names, stack_clips([read_clip(clip_path(self.cache_dir, n)) for n in names])
 
     def finish(self) -> dict:
@@ -423,9 +468,13 @@ def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, s
     with tqdm(desc="cache: entries", unit="entry", disable=not progress) as bar:
         n = reach(builder, configs, progress=bar.update)
     log(f"process {process[0]}: {len(done)} clip(s) tagged, {n} entries computed "
-        f"({len(builder.mine) - len(done)} clip(s) resumed)")
+        f"({len(builder.mine) - len(done) - len(builder.bad)} clip(s) resumed)")
     barrier("s5jax-cache-done", process)
-    if process[0] == 0:
+    if builder.bad:          # every bad clip in one run, as `infer` does; the cache stays unfinished
+        log(f"{len(builder.bad)} clip(s) skipped (fix or remove them and run again to finish the cache):")
+        for why in builder.bad.values():
+            log(f"  {why}")
+    elif process[0] == 0:
         builder.finish()
         log(f"cache of {len(builder.clips)} clip(s) in {cache_dir}")
     return builder

@@ -266,5 +266,5 @@ def system_engine(system: str, tagger_dirs, separator_dir: str, separator2_dir: 
                 **{k: m.identity for k, m in models.items() if m is not None},
                 "precision": {k: m.cfg.precision for k, m in models.items() if m is not None}}
     used = [m for m in models.values() if m is not None]
-    return Engine(compute, settings, int(sum(m.num_params for m in used)), max(m.min_samples for m in used),
+    return Engine(compute, settings, int(sum(m.official_num_params for m in used)), max(m.min_samples for m in used),
                   prepare)
