@@ -9,7 +9,7 @@ import pytest
 
 from s5jax.cli import main
 from s5jax.replay.arrays import MISSING_KEY as MISSING
-from s5jax.replay.search import SMALL_GRIDS, Evaluator, Grids, search
+from s5jax.replay.search import SMALL_GRIDS, Evaluator, Grids, params_of, search
 from s5jax.replay.synthetic import SyntheticWorld
 from s5jax.system.config import SystemConfig, preset
 
@@ -21,9 +21,13 @@ LOOSE = dataclasses.replace(preset("system1"), solo4=0.2, solo1=0.2, verify=(0.0
 def test_search_finds_the_known_optimum():
     world = SyntheticWorld(80, seed=7)
     ev = Evaluator(world.cache(), world.fill)
+    # by construction (synthetic.py): the reference labels as queries give each reference S - M = gain,
+    # a clip the mean over its references, silent clips None; nothing does better
+    n_src = (world.ref_labels != 18).sum(axis=1)
+    best_possible = float(np.mean([world.gain[i, :k].mean() for i, k in enumerate(n_src) if k]))
+    assert abs(world.optimum() - best_possible) < 1e-9
     oracle, missing = ev.oracle()
-    assert not missing.any()
-    best_possible = float(np.nanmean(oracle))
+    assert not missing.any() and abs(float(np.nanmean(oracle)) - best_possible) < 1e-4
     res = search(LOOSE, ev, grids=SMALL_GRIDS, steps=("fusion", "verification", "gates", "coordinate"),
                  progress=False, log=lambda *a: None)
     assert res.start_score < best_possible - 0.5          # the start is far from it
@@ -46,13 +50,14 @@ def test_margin_rejects_a_gain_below_it_accepts_above():
         return r, {(row[0], row[1]): row for row in r.tables[-1].rows}
 
     r0, rows0 = per_class(0.0)
-    first = next(row for row in r0.tables[-1].rows if row[-1])
+    first = next(row for row in r0.tables[-1].rows if row[5])     # [class, param, old, best_other, gain, accepted, new]
     g = first[4]
-    assert g > 0 and first[1] == "gate"
+    assert g > 0 and first[1] == "gate" and first[6] == first[3] == 0.5
     _, hi = per_class(1.5 * g)
-    assert not hi[(first[0], "gate")][-1] and abs(hi[(first[0], "gate")][4] - g) < 1e-6
+    row = hi[(first[0], "gate")]
+    assert not row[5] and abs(row[4] - g) < 1e-6 and row[6] == row[2] == 0.0     # refused: the old value kept
     r_lo, lo = per_class(0.5 * g)
-    assert lo[(first[0], "gate")][-1]
+    assert lo[(first[0], "gate")][5]
     cls = list(rows0).index((first[0], "gate")) // 3
     assert r_lo.best.gate[cls] == 0.5 and start.gate[cls] == 0.0
 
@@ -138,5 +143,101 @@ def test_sweep_over_a_real_cache_fills_missing_entries_from_the_models(tmp_path,
     r = ev.replay(best)
     assert not np.asarray(r.clips.missing).any()
     tuned = np.asarray(r.clips.score, np.float64)
-    if np.isfinite(tuned).any():
-        assert abs(float(np.nanmean(tuned)) - s["tuned"]) < 1e-5
+    assert np.isfinite(tuned).any() and abs(float(np.nanmean(tuned)) - s["tuned"]) < 1e-5
+
+
+# ----------------------------------------------------------------------------------------------------
+# A cache written by hand: three clips, M = 0 (so S is the SDRi), the 4-ch tagger alone, only solo4
+# matters.  Clip 0: reference AlarmClock (0); tracks AlarmClock 0.8, a false Cough (5) 0.4.  Clip 1:
+# references Blender (2), Buzzer (3); tracks Buzzer 0.45, Blender 0.9 (track order gives (3, 2), the
+# confidence order (2, 3)).  Clip 2: no reference; a false Dishes (7) 0.3.  A spurious query costs
+# AlarmClock's stem 1 dB (6 -> 5).  Dataset CA-SDRi by solo4 (confidence order), worked out by hand:
+#   <= 0.3: clips (2.5, 6, 0) -> 2.8333;  (0.3, 0.4]: (2.5, 6, None) -> 4.25;
+#   (0.4, 0.45]: (6, 6, None) -> 6.0 = the optimum;  (0.45, 0.8]: (6, 2) -> 4.0;  (0.8, 0.9]: (0, 2) -> 1.0;
+#   > 0.9: (0, 0) -> 0.0.  The baseline preset (track order, solo4 0): (2.5, 6, 0) -> 2.8333.
+# ----------------------------------------------------------------------------------------------------
+
+SIL = 18
+HAND_GRID = Grids(solo4=(0.0, 0.2, 0.35, 0.42, 0.6, 0.85, 0.95))
+HAND_SCORES = {0.0: 8.5 / 3, 0.2: 8.5 / 3, 0.35: 4.25, 0.42: 6.0, 0.6: 4.0, 0.85: 1.0, 0.95: 0.0}
+HAND_START = SystemConfig(order="confidence")          # solo4 0: every argmax proposal kept
+
+
+def _P(tracks):
+    P = np.zeros((3, 19), np.float32)
+    for t, (c, p) in enumerate(tracks):
+        P[t] = (1 - p) / 18
+        P[t, c] = p
+    return P
+
+
+HAND_CLIPS = [   # (references, 4-ch tracks, {query tuple: {(slot, reference): S}})
+    ([0, SIL, SIL], [(0, 0.8), (5, 0.4), (SIL, 0.9)], {(0, 5, SIL): {(0, 0): 5.0}, (0, SIL, SIL): {(0, 0): 6.0}}),
+    ([2, 3, SIL], [(3, 0.45), (2, 0.9), (SIL, 0.9)],
+     {(2, 3, SIL): {(0, 0): 4.0, (1, 1): 8.0}, (2, SIL, SIL): {(0, 0): 4.0}, (3, 2, SIL): {(0, 1): 8.0, (1, 0): 4.0}}),
+    ([SIL, SIL, SIL], [(7, 0.3), (SIL, 0.9), (SIL, 0.9)], {(7, SIL, SIL): {}}),
+]
+
+
+def hand_cache(drop=()):
+    """The hand-written cache without the entries (clip, tuple) in `drop`."""
+    from s5jax.replay.arrays import CacheArrays, entry_key
+
+    n, E = len(HAND_CLIPS), 3
+    keys = np.full((n, E), MISSING, np.int32)
+    S = np.full((n, E, 3, 3), -30.0, np.float32)
+    for i, (_, _, entries) in enumerate(HAND_CLIPS):
+        kept = sorted((int(entry_key(0, np.array(q))), q) for q in entries if (i, q) not in drop)
+        for e, (k, q) in enumerate(kept):
+            keys[i, e] = k
+            for (slot, j), v in entries[q].items():
+                S[i, e, slot, j] = v
+    P4 = np.stack([_P(t) for _, t, _ in HAND_CLIPS])
+    return CacheArrays(P1=P4.copy(), P4=P4, ref_labels=np.array([r for r, _, _ in HAND_CLIPS], np.int32),
+                       M=np.zeros((n, 3), np.float32), keys=keys, retag=np.zeros((n, E, 3, 3, 19), np.float32),
+                       energy_db=np.zeros((n, E, 3), np.float32), S=S)
+
+
+def test_search_finds_the_hand_built_optimum():
+    ev = Evaluator(hand_cache())
+    res = search(HAND_START, ev, grids=HAND_GRID, progress=False, log=lambda *a: None)
+    assert abs(res.start_score - 8.5 / 3) < 1e-5
+    assert abs(res.score - 6.0) < 1e-5 and 0.4 < res.best.solo4 <= 0.45
+    fusion = {r[0]: r[1] for r in res.tables[0].rows}
+    assert fusion.keys() == HAND_SCORES.keys()
+    for v, expected in HAND_SCORES.items():
+        assert abs(fusion[v] - expected) < 1e-5, (v, fusion[v], expected)
+    # coordinate descent tries 0.385 and 0.51 too; the best other value is 0.35 (4.25 dB, the first of a
+    # tie with 0.385): a loss of 1.75 dB, refused, 0.42 kept
+    (row,) = res.tables[1].rows
+    assert row[:4] == [1, "solo4", 0.42, 0.35] and abs(row[4] + 1.75) < 1e-5 and row[5:] == [False, 0.42]
+    out = ev.replay(res.best)
+    np.testing.assert_allclose(np.asarray(out.clips.score, np.float64), [6.0, 6.0, np.nan], atol=1e-5)
+
+
+def test_stage_log_names_the_grid_point_tried_and_what_was_kept(capsys):
+    lines = []
+    start = dataclasses.replace(HAND_START, solo4=0.42)      # the optimum, which the grid misses
+    res = search(start, Evaluator(hand_cache()), grids=Grids(solo4=(0.0, 0.35, 0.6)), steps=("fusion",),
+                 progress=True, log=lines.append)
+    assert lines == ["stage fusion: 3 configs; best tried 4.2500 dB at solo4=0.35; kept the current config "
+                     "(solo4=0.42, 6.0000 dB)"]
+    assert res.best == start
+    err = capsys.readouterr().err          # the grid's progress bar
+    assert "stage fusion" in err and "3/3" in err
+
+
+def test_fills_are_logged_with_what_they_compute():
+    from s5jax.replay.arrays import entry_key
+
+    asked, lines = [], []
+    full = hand_cache()
+
+    def fill(missing):
+        asked.append({k: set(v) for k, v in missing.items()})
+        return full
+    ev = Evaluator(hand_cache(drop={(0, (0, 5, SIL))}), fill, log=lines.append)
+    assert abs(float(ev.scores(params_of([HAND_START]), HAND_START.switches(), np.ones((1, 3)))[0, 0]) - 8.5 / 3) < 1e-5
+    assert asked == [{0: {int(entry_key(0, np.array([0, 5, SIL])))}}]
+    assert lines[0] == "computing 1 missing entries of 1 clip(s) (fill round 1) ..."
+    assert lines[1].startswith("... fill round 1 done in ") and len(lines) == 2
