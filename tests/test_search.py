@@ -86,8 +86,16 @@ def test_sweep_cli_writes_everything_with_folds(tmp_path, capsys):
     for r in folds:
         assert all(np.isfinite(r[2:])) and r[6] > r[5]    # held-out: tuned beats the loose start
     assert len((out / "folds.csv").read_text().splitlines()) == 3
-    assert "held-out" in (out / "report.md").read_text()
+    md = (out / "report.md").read_text()
+    assert "held-out" in md and "run with --folds K" not in md
     assert (out / "thresholds.png").read_bytes()[:4] == b"\x89PNG"
+    # the folds' searches fill entries too: report.md states the final count, as summary.json does
+    assert f"Entries computed on demand: {s['search']['fill_rounds']} fill round(s)" in md
+    # the known optimum by construction, and whether the tuned config reached it
+    opt = SyntheticWorld(60, seed=0).optimum()
+    assert s["known_optimum"]["score"] == pytest.approx(opt) and s["known_optimum"]["reached"] is (s["tuned"] >= opt - 1e-4)
+    assert f"Known optimum of this synthetic cache, by construction: {opt:.4f} dB" in md
+    assert len((out / "per_clip.csv").read_text().splitlines()) == 61
 
 
 @pytest.mark.parametrize("body, needle", [
@@ -241,3 +249,172 @@ def test_fills_are_logged_with_what_they_compute():
     assert asked == [{0: {int(entry_key(0, np.array([0, 5, SIL])))}}]
     assert lines[0] == "computing 1 missing entries of 1 clip(s) (fill round 1) ..."
     assert lines[1].startswith("... fill round 1 done in ") and len(lines) == 2
+
+
+HAND_NAMES = ['a,b "c"', "x", "silent"]
+
+
+def _sweep_hand(out, cache, figs=None, **kw):
+    from s5jax.replay import sweep as W
+
+    lines = []
+    with pytest.MonkeyPatch.context() as mp:
+        if figs is not None:     # keep the figures the sweep saves, to read what they plot
+            real = W.figures
+            mp.setattr(W, "figures", lambda *a: figs.update(real(*a)) or figs)
+        summary = W.run_sweep(cache, HAND_START, str(out), grids=HAND_GRID, bootstrap=200, progress=False,
+                              names=HAND_NAMES, log=lines.append, **kw)
+    return summary, lines
+
+
+@pytest.fixture(scope="module")
+def hand_sweep(tmp_path_factory):
+    out = tmp_path_factory.mktemp("hand") / "sw"
+    figs = {}
+    summary, lines = _sweep_hand(out, hand_cache(), figs, oracle=True)
+    return out, summary, lines, figs
+
+
+def _rows(path):
+    import csv
+
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _cells(text, first):
+    """The cells after the first of the table row of `text` starting with `first`."""
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("|") and cells[0] == first:
+            return cells[1:]
+    raise AssertionError(f"no row {first!r}")
+
+
+def test_sweep_report_of_the_hand_cache(hand_sweep):
+    out, s, lines, _ = hand_sweep
+    assert abs(s["baseline"] - 8.5 / 3) < 1e-5 and abs(s["start"] - 8.5 / 3) < 1e-5 and abs(s["tuned"] - 6.0) < 1e-5
+    assert abs(s["oracle"] - 6.0) < 1e-5 and s["oracle_missing_clips"] == 0
+    assert abs(s["gain_over_baseline"]["gain"] - (6.0 - 8.5 / 3)) < 1e-5
+    # tag accuracy: the baseline is right on clip 1 only (a false Cough on 0, a false Dishes on 2)
+    assert abs(s["tag_accuracy"]["baseline"] - 1 / 3) < 1e-9 and s["tag_accuracy"]["tuned"] == 1.0
+    assert s["false_alarm_clips"] == {"baseline": [1, 1], "start": [1, 1], "tuned": [0, 1]}
+    assert s["search"]["unscored_configs"] == 0 and s["search"]["stages"]["fusion"] == {"tried": 7, "unscored": 0}
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["search"]["fill_rounds"] == 0 and saved["tuned"] == pytest.approx(6.0, abs=1e-5)
+    md = (out / "report.md").read_text()
+    assert "run with --folds K" in md and "held-out" not in md and "see the folds" not in md
+    assert "Every config tried was scored." in md and "0 fill round(s)" in md
+    assert "Known optimum" not in md            # not a synthetic cache
+    # per class: AlarmClock 5 -> 6 dB; Cough and Dishes are false alarms of the baseline only
+    pc = {r["class"]: r for r in _rows(out / "per_class.csv")}
+    a = pc["AlarmClock"]
+    assert (a["references"], a["values_baseline"], a["values_tuned"]) == ("1", "1", "1")
+    assert (float(a["baseline"]), float(a["tuned"]), float(a["gain"])) == (5.0, 6.0, 1.0)
+    cough = pc["Cough"]
+    assert (cough["references"], cough["values_baseline"], cough["values_start"], cough["values_tuned"]) == ("0", "1", "1", "0")
+    assert pc["Dishes"]["fa_silent_baseline"] == "1" and pc["Dishes"]["fa_silent_tuned"] == "0"
+    cough_line = next(line for line in md.splitlines() if line.startswith("|") and " Cough " in line)
+    assert cough_line.count("FA only (1)") == 2 and "0.0000" not in cough_line
+    head = "\n".join(lines)          # the console shows the report's head
+    assert _cells(head, "baseline (4-ch tagger alone)") == ["2.8333", "33.3", "0"]
+    assert _cells(head, "tuned (in-sample)") == ["6.0000", "100.0", "0"]
+    assert _cells(head, "oracle labels (separator A)") == ["6.0000", "100.0", "0"]
+    assert "Gain of the tuned config over the baseline: +3.1667 dB" in head
+
+
+def test_sweep_per_clip_csv(hand_sweep):
+    out = hand_sweep[0]
+    text = (out / "per_clip.csv").read_text()
+    assert text.splitlines()[1].startswith('"a,b ""c""",AlarmClock,AlarmClock Cough,2.5,scored,')
+    rows = _rows(out / "per_clip.csv")
+    assert [r["clip"] for r in rows] == HAND_NAMES
+    assert [(r["tuned_labels"], r["tuned_ca_sdri"], r["tuned_status"]) for r in rows] == [
+        ("AlarmClock", "6", "scored"), ("Blender Buzzer", "6", "scored"), ("", "", "none")]
+    assert [(r["baseline_labels"], r["baseline_ca_sdri"]) for r in rows] == [
+        ("AlarmClock Cough", "2.5"), ("Buzzer Blender", "6"), ("Dishes", "0")]
+
+
+def test_sweep_plots_show_what_the_tables_say(hand_sweep):
+    out, _, _, figs = hand_sweep
+    assert set(figs) == {"thresholds.png", "progress.png", "per_class_gain.png", "confusion.png"}
+    assert all((out / name).read_bytes()[:4] == b"\x89PNG" for name in figs)
+    heights = [p.get_height() for p in figs["per_class_gain.png"].axes[0].patches]
+    assert heights == [1.0] + [0.0] * 17          # AlarmClock +1 dB; Blender/Buzzer 0; the rest have no gain
+    conf = figs["confusion.png"]
+    assert len(conf.axes) == 2 and "tuned config" in conf.axes[0].get_title()     # the image and its colour bar
+
+
+def test_thresholds_figure_one_scale_for_every_panel():
+    from s5jax.replay.search import StageTable
+    from s5jax.replay.sweep import thresholds_figure
+
+    tables = [StageTable("fusion", ["solo4", "ca_sdri"], [[0.2, 1.0], [0.5, 1.003]], 0, 2),
+              StageTable("gates", ["energy_db", "ca_sdri"], [[-40.0, 1.0], [-30.0, 4.0], [-20.0, float("nan")]], 1, 3)]
+    fig = thresholds_figure(tables)
+    (a, b) = fig.axes
+    assert a.get_ylim() == b.get_ylim() and a.get_ylim()[0] < 1.0 and a.get_ylim()[1] > 4.0
+    assert "1 of 3 unscored" in b.get_title()
+    np.testing.assert_allclose(a.lines[0].get_ydata(), [1.0, 1.003])
+
+
+def test_sweep_with_the_baseline_unscored_everywhere_reports_it(tmp_path):
+    """A default cache without models: the baseline's entries are absent on every clip (was an IndexError)."""
+    drop = {(0, (0, 5, SIL)), (1, (3, 2, SIL)), (2, (7, SIL, SIL))}
+    out = tmp_path / "sw"
+    s, lines = _sweep_hand(out, hand_cache(drop))
+    assert s["missing_clips"] == {"baseline": 3, "start": 2, "tuned": 0}
+    assert np.isnan(s["baseline"]) and np.isnan(s["start"]) and abs(s["tuned"] - 6.0) < 1e-5
+    assert np.isnan(s["gain_over_baseline"]["gain"])
+    # solo4 0, 0.2, 0.35 need the missing Cough entry of clip 0
+    assert s["search"]["stages"]["fusion"] == {"tried": 7, "unscored": 3}
+    assert lines[1] == ("stage fusion: 7 configs, 3 unscored (the cache lacks their entries); best tried 6.0000 dB "
+                        "at solo4=0.42: kept")
+    md = (out / "report.md").read_text()
+    assert "Unscored: baseline misses cache entries on 3 of 3 clips; start misses cache entries on 2 of 3 clips" in md
+    assert "not available (the baseline is unscored)" in md
+    assert "fusion 3 of 7" in md and "## Stage fusion (7 configs, 3 unscored)" in md
+    assert _cells(md, "baseline (4-ch tagger alone)") == ["unscored", "—", "3"]
+    assert _cells(md, "start config") == ["unscored", "100.0", "2"]     # right on the clip it could replay
+    console = "\n".join(lines)
+    assert "Unscored: baseline" in console and "fusion 3 of 7" in console
+    saved = json.loads((out / "summary.json").read_text())
+    assert saved["baseline"] is None and saved["gain_over_baseline"]["ci95"] == [None, None]
+
+
+def test_a_failing_sweep_leaves_nothing_and_a_killed_ones_folder_is_left_alone(tmp_path):
+    from s5jax.errors import S5Error
+
+    stale = tmp_path / ".part-999999999-sw-abc"      # what a killed sweep leaves (its process is gone)
+    stale.mkdir()
+    (stale / "best.json").write_text("{}")
+
+    def broken(missing):
+        raise S5Error("cannot read clip x.wav")
+    out = tmp_path / "sw"
+    with pytest.raises(S5Error, match="x.wav"):
+        _sweep_hand(out, hand_cache({(0, (0, 5, SIL))}), fill=broken)
+    assert sorted(os.listdir(tmp_path)) == [stale.name] and (stale / "best.json").read_text() == "{}"
+    out.mkdir()                                     # an empty folder is accepted, and filled in one rename
+    # without AlarmClock's solo entry: the oracle's labels cannot be replayed on clip 0, nor can
+    # solo4 in (0.4, 0.8]; the best scored is 0.35 (4.25 dB)
+    s, _ = _sweep_hand(out, hand_cache({(0, (0, SIL, SIL))}), oracle=True)
+    assert {"best.json", "summary.json", "report.md", "per_clip.csv"} <= set(os.listdir(out))
+    assert sorted(os.listdir(tmp_path)) == sorted([stale.name, "sw"])
+    assert abs(s["tuned"] - 4.25) < 1e-5 and np.isnan(s["oracle"]) and s["oracle_missing_clips"] == 1
+    assert _cells((out / "report.md").read_text(), "oracle labels (separator A)") == ["unscored", "—", "1"]
+
+
+def test_sweep_cli_enables_the_compile_cache_unless_told_not_to(tmp_path, capsys):
+    import jax
+
+    old = jax.config.jax_compilation_cache_dir
+    try:
+        for flag, expected in (([], os.environ["S5JAX_CACHE_DIR"]), (["--no-compile-cache"], None)):
+            jax.config.update("jax_compilation_cache_dir", None)
+            # 5 folds of 3 clips: refused inside the sweep, after the CLI set up the cache
+            assert main(["sweep", "--synthetic", "3", "--out", str(tmp_path / "o"), "--folds", "5", *flag]) == 2
+            assert "more folds than the 3 clip(s)" in capsys.readouterr().err
+            assert jax.config.jax_compilation_cache_dir == expected
+    finally:
+        jax.config.update("jax_compilation_cache_dir", old)
