@@ -271,7 +271,7 @@ def _sweep_hand(out, cache, figs=None, **kw):
 def hand_sweep(tmp_path_factory):
     out = tmp_path_factory.mktemp("hand") / "sw"
     figs = {}
-    summary, lines = _sweep_hand(out, hand_cache(), figs, oracle=True)
+    summary, lines = _sweep_hand(out, hand_cache(), figs, oracle=True, known_optimum=6.0)
     return out, summary, lines, figs
 
 
@@ -305,7 +305,9 @@ def test_sweep_report_of_the_hand_cache(hand_sweep):
     md = (out / "report.md").read_text()
     assert "run with --folds K" in md and "held-out" not in md and "see the folds" not in md
     assert "Every config tried was scored." in md and "0 fill round(s)" in md
-    assert "Known optimum" not in md            # not a synthetic cache
+    assert ("Known optimum of this synthetic cache, by construction: 6.0000 dB (the reference labels as queries "
+            "through separator A). Tuned: 6.0000 dB: reached (within 0.0001 dB).") in md
+    assert s["known_optimum"] == {"score": 6.0, "reached": True, "tuned_minus_optimum": pytest.approx(0, abs=1e-5)}
     # per class: AlarmClock 5 -> 6 dB; Cough and Dishes are false alarms of the baseline only
     pc = {r["class"]: r for r in _rows(out / "per_class.csv")}
     a = pc["AlarmClock"]
@@ -398,11 +400,13 @@ def test_a_failing_sweep_leaves_nothing_and_a_killed_ones_folder_is_left_alone(t
     out.mkdir()                                     # an empty folder is accepted, and filled in one rename
     # without AlarmClock's solo entry: the oracle's labels cannot be replayed on clip 0, nor can
     # solo4 in (0.4, 0.8]; the best scored is 0.35 (4.25 dB)
-    s, _ = _sweep_hand(out, hand_cache({(0, (0, SIL, SIL))}), oracle=True)
+    s, _ = _sweep_hand(out, hand_cache({(0, (0, SIL, SIL))}), oracle=True, known_optimum=6.0)
     assert {"best.json", "summary.json", "report.md", "per_clip.csv"} <= set(os.listdir(out))
     assert sorted(os.listdir(tmp_path)) == sorted([stale.name, "sw"])
     assert abs(s["tuned"] - 4.25) < 1e-5 and np.isnan(s["oracle"]) and s["oracle_missing_clips"] == 1
-    assert _cells((out / "report.md").read_text(), "oracle labels (separator A)") == ["unscored", "—", "1"]
+    md = (out / "report.md").read_text()
+    assert _cells(md, "oracle labels (separator A)") == ["unscored", "—", "1"]
+    assert "Tuned: 4.2500 dB: not reached (-1.7500 dB)." in md and s["known_optimum"]["reached"] is False
 
 
 def test_sweep_cli_enables_the_compile_cache_unless_told_not_to(tmp_path, capsys):
