@@ -124,7 +124,8 @@ def _cmd_sweep(args) -> int:
 
     start = load_system(args.system) if args.system else None     # bad config / OUT: fail before any work
     check_out_dir(args.out)
-    fill, made_by = None, {}
+    _compile_cache(args)          # the replay's programs and, with models, the models' (as infer/cache)
+    fill, made_by, names, optimum = None, {}, None, None
     if args.synthetic:
         if args.cache:
             raise S5Error("give either a CACHE folder or --synthetic N, not both")
@@ -132,6 +133,7 @@ def _cmd_sweep(args) -> int:
 
         world = SyntheticWorld(args.synthetic, seed=args.seed)
         cache, fill, made_by = world.cache(), world.fill, {"synthetic": {"clips": args.synthetic, "seed": args.seed}}
+        optimum = world.optimum()
         has_b = True
     elif not args.cache:
         raise S5Error("give a CACHE folder (made by `s5jax cache`) or --synthetic N")
@@ -148,13 +150,17 @@ def _cmd_sweep(args) -> int:
             builder = CacheBuilder.open(args.cache, args.input, t4, t1, sep_a, sep_b, args.oracle_dir)
 
             def fill(missing):
-                builder.fill({names[i]: keys for i, keys in missing.items()})
+                from tqdm.auto import tqdm
+
+                with tqdm(total=sum(len(k) for k in missing.values()), desc="sweep: entries", unit="entry",
+                          disable=args.quiet) as bar:
+                    builder.fill({names[i]: keys for i, keys in missing.items()}, progress=bar.update)
                 return builder.load(names)[1]
     if start is None:
         start = load_system("system3" if has_b else "system1")
     run_sweep(cache, start, args.out, fill=fill, grids=GRIDS[args.grid], margin=args.margin, folds=args.folds,
               oracle=args.oracle, bootstrap=args.bootstrap, seed=args.seed, progress=not args.quiet,
-              made_by=made_by)
+              made_by=made_by, names=names, known_optimum=optimum)
     return 0
 
 
@@ -314,6 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--separator", default=None)
     g.add_argument("--separator2", default=None)
     w.add_argument("--quiet", action="store_true", help="no progress bars")
+    _cache_option(w)
     w.set_defaults(func=_cmd_sweep)
 
     d = sub.add_parser("demo", help="the report's Table 1 in miniature: the bundled world and models, trivial "

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import itertools
+import time
 from typing import Callable, NamedTuple, Sequence
 
 import jax
@@ -87,9 +88,10 @@ class Evaluator:
     None: missing configs then score NaN).  Sharded over `devices` (default all)."""
 
     def __init__(self, cache: CacheArrays, fill: Fill | None = None, devices=None, max_rounds: int = 8,
-                 chunk: int = 256):
+                 chunk: int = 256, log=None):
         self.cache = R.pad_entries(cache, R.bucket(cache.keys.shape[1], 4))
         self.fill = fill
+        self.log = log            # log(line) before and after each fill (computing entries can take minutes)
         self.devices = devices
         self.max_rounds = max_rounds
         self.chunk = chunk
@@ -116,7 +118,13 @@ class Evaluator:
     def _refill(self, miss: dict) -> bool:
         if not miss or self.fill is None:
             return False
+        t0 = time.monotonic()
+        if self.log is not None:
+            self.log(f"computing {sum(len(k) for k in miss.values())} missing entries of {len(miss)} clip(s) "
+                     f"(fill round {self.fill_rounds + 1}) ...")
         cache = self.fill(miss)
+        if self.log is not None:
+            self.log(f"... fill round {self.fill_rounds + 1} done in {time.monotonic() - t0:.0f} s")
         self.cache = R.pad_entries(cache, R.bucket(cache.keys.shape[1], 4))
         self._sharded.clear()
         self._prep.clear()
@@ -189,6 +197,8 @@ class StageTable(NamedTuple):
     name: str
     columns: list[str]
     rows: list[list]            # one row per config tried (or per decision, for per-class)
+    unscored: int = 0           # configs tried that could not be scored (the cache lacks their entries)
+    tried: int = 0              # configs tried
 
 
 class SearchResult(NamedTuple):
@@ -230,11 +240,39 @@ def _around(grid: Sequence[float], cur: float) -> list[float]:
 STEPS = ("fusion", "verification", "gates", "coordinate", "per_class")
 
 
+def _fmt(cfg: SystemConfig, names: Sequence[str]) -> str:
+    return ", ".join(f"{n}={_value(cfg, n):g}" for n in names)
+
+
+# configs per replay call of a grid stage (a progress step; a multiple of the replay's config block)
+GRID_CHUNK = 256
+
+
+def _decide(cur: SystemConfig, name: str, vals: list[float], s: np.ndarray, cur_score: float, threshold: float,
+            cls: int | None = None):
+    """One coordinate step: the best of the values other than the current one (s: their scores, the
+    current value included), its gain over cur_score, and whether it is accepted (gain > threshold).
+    -> (row [old, best_other, gain, accepted, new], index accepted or None, unscored count)."""
+    old = _value(cur, name, cls)
+    others = [i for i, v in enumerate(vals) if v != old and np.isfinite(s[i])]
+    unscored = int(np.sum(~np.isfinite(s)))
+    if not others:
+        return [old, float("nan"), float("nan"), False, old], None, unscored
+    b = max(others, key=lambda i: (s[i], -i))
+    gain = float(s[b]) - cur_score
+    accepted = bool(gain > threshold) or not np.isfinite(cur_score)    # anything scored beats unscored
+    return [old, vals[b], gain, accepted, vals[b] if accepted else old], (b if accepted else None), unscored
+
+
 def search(start: SystemConfig, ev: Evaluator, weights: np.ndarray | None = None, grids: Grids = Grids(),
            margin: float = 0.01, eps: float = 1e-4, max_cd_rounds: int = 4,
            steps: Sequence[str] = STEPS, progress: bool = True, log=print) -> SearchResult:
     """Tune start's thresholds on the clips weighted by `weights` [N] (0/1; default all), running the
-    `steps` (a subset of STEPS, always in that order)."""
+    `steps` (a subset of STEPS, always in that order).
+
+    Tables: a grid stage lists every config it tried with its score (NaN: unscored); coordinate
+    descent and per class list each step as (old value, best other value tried, its gain over the
+    current score, accepted, value kept)."""
     from tqdm.auto import tqdm
 
     w = np.ones((1, ev.n_clips), np.float32) if weights is None else np.asarray(weights, np.float32)[None]
@@ -253,54 +291,71 @@ def search(start: SystemConfig, ev: Evaluator, weights: np.ndarray | None = None
         if not names or stage not in steps:
             continue
         combos, cfgs = _grid_configs(cur, names, [getattr(grids, n) for n in names])
-        s = score(cfgs)
-        tables.append(StageTable(stage, list(names) + ["ca_sdri"], [list(c) + [float(x)] for c, x in zip(combos, s)]))
+        parts = []
+        with tqdm(total=len(cfgs), desc=f"stage {stage}", unit="config", disable=not progress, leave=False) as bar:
+            for i in range(0, len(cfgs), GRID_CHUNK):
+                parts.append(score(cfgs[i:i + GRID_CHUNK]))
+                bar.update(len(parts[-1]))
+        s = np.concatenate(parts)
+        unscored = int(np.sum(~np.isfinite(s)))
+        tables.append(StageTable(stage, list(names) + ["ca_sdri"], [list(c) + [float(x)] for c, x in zip(combos, s)],
+                                 unscored, len(cfgs)))
+        line = f"stage {stage}: {len(cfgs)} configs"
+        if unscored:
+            line += f", {unscored} unscored (the cache lacks their entries)"
         if np.isfinite(s).any():
             b = int(np.nanargmax(s))
-            if s[b] > cur_score:
+            line += f"; best tried {float(s[b]):.4f} dB at {_fmt(cfgs[b], names)}"
+            if s[b] > cur_score or not np.isfinite(cur_score):     # anything scored beats unscored
                 cur, cur_score = cfgs[b], float(s[b])
+                line += ": kept"
+            else:
+                line += f"; kept the current config ({_fmt(cur, names)}, {cur_score:.4f} dB)"
+        else:
+            line += f"; none scored: kept the current config ({_fmt(cur, names)})"
         prog.append((stage, cur_score))
-        log(f"stage {stage}: {len(cfgs)} configs, best {cur_score:.4f} dB at "
-            + ", ".join(f"{n}={_value(cur, n):g}" for n in names))
+        log(line)
 
     globals_ = [n for st in ("fusion", "verification", "gates") for n in act[st]]
-    rows = []
+    rows, unscored, tried = [], 0, 0
     for rnd in range(max_cd_rounds if "coordinate" in steps else 0):
         moved = False
         for name in tqdm(globals_, desc=f"coordinate descent {rnd + 1}", disable=not progress, leave=False):
             vals = _around(getattr(grids, name), _value(cur, name))
             cfgs = [dataclasses.replace(cur, **_set(cur, name, v)) for v in vals]
             s = score(cfgs)
-            b = int(np.nanargmax(s)) if np.isfinite(s).any() else 0
-            gain = float(s[b]) - cur_score
-            accepted = gain > eps
-            rows.append([rnd + 1, name, _value(cur, name), vals[b], gain, accepted])
-            if accepted:
+            row, b, u = _decide(cur, name, vals, s, cur_score, eps)
+            unscored, tried = unscored + u, tried + len(cfgs)
+            rows.append([rnd + 1, name] + row)
+            if b is not None:
                 cur, cur_score, moved = cfgs[b], float(s[b]), True
         prog.append((f"coordinate {rnd + 1}", cur_score))
         if not moved:
             break
     if rows:
-        tables.append(StageTable("coordinate", ["round", "param", "old", "best", "gain", "accepted"], rows))
-        log(f"coordinate descent: {cur_score:.4f} dB")
+        tables.append(StageTable("coordinate", ["round", "param", "old", "best_other", "gain", "accepted", "new"],
+                                 rows, unscored, tried))
+        log(f"coordinate descent: {sum(r[-2] for r in rows)} of {len(rows)} steps accepted, {cur_score:.4f} dB"
+            + (f" ({unscored} of {tried} configs unscored)" if unscored else ""))
 
     per = [n for n in ("verify", "drop", "gate") if n in globals_]
     if "per_class" in steps and per:
-        rows = []
-        steps = [(c, n) for c in range(NUM_CLASSES) for n in per]
-        for c, name in tqdm(steps, desc="per class", disable=not progress, leave=False):
+        rows, unscored, tried = [], 0, 0
+        todo = [(c, n) for c in range(NUM_CLASSES) for n in per]
+        for c, name in tqdm(todo, desc="per class", disable=not progress, leave=False):
             vals = sorted(set(getattr(grids, name)) | {_value(cur, name, c)})
             cfgs = [dataclasses.replace(cur, **_set(cur, name, v, c)) for v in vals]
             s = score(cfgs)
-            b = int(np.nanargmax(s)) if np.isfinite(s).any() else 0
-            gain = float(s[b]) - cur_score
-            accepted = gain > margin
-            rows.append([CLASSES[c], name, _value(cur, name, c), vals[b], gain, accepted])
-            if accepted:
+            row, b, u = _decide(cur, name, vals, s, cur_score, margin, c)
+            unscored, tried = unscored + u, tried + len(cfgs)
+            rows.append([CLASSES[c], name] + row)
+            if b is not None:
                 cur, cur_score = cfgs[b], float(s[b])
-        tables.append(StageTable("per_class", ["class", "param", "old", "best", "gain", "accepted"], rows))
+        tables.append(StageTable("per_class", ["class", "param", "old", "best_other", "gain", "accepted", "new"],
+                                 rows, unscored, tried))
         prog.append(("per class", cur_score))
-        log(f"per class (margin {margin:g} dB): {sum(r[-1] for r in rows)} changes accepted, {cur_score:.4f} dB")
+        log(f"per class (margin {margin:g} dB): {sum(r[-2] for r in rows)} changes accepted, {cur_score:.4f} dB"
+            + (f" ({unscored} of {tried} configs unscored)" if unscored else ""))
     return SearchResult(cur, cur_score, start_score, tables, prog)
 
 
@@ -310,8 +365,11 @@ def search(start: SystemConfig, ev: Evaluator, weights: np.ndarray | None = None
 
 def bootstrap_gain(tuned: np.ndarray, base: np.ndarray, n: int = 1000, seed: int = 0) -> tuple[float, float, float]:
     """Gain of the dataset CA-SDRi (tuned − base; per-clip scores [N], NaN = None) with a 95 % bootstrap
-    interval over clips resampled with replacement -> (gain, low, high)."""
+    interval over clips resampled with replacement -> (gain, low, high); all NaN when either side is
+    unscored on every clip (nothing to compare)."""
     tuned, base = np.asarray(tuned, np.float64), np.asarray(base, np.float64)
+    if not (np.isfinite(tuned).any() and np.isfinite(base).any()):
+        return float("nan"), float("nan"), float("nan")      # one side unscored on every clip: no gain
     gain = float(np.nanmean(tuned) - np.nanmean(base))
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(tuned), size=(n, len(tuned)))
@@ -322,6 +380,8 @@ def bootstrap_gain(tuned: np.ndarray, base: np.ndarray, n: int = 1000, seed: int
             return np.where(v, np.nan_to_num(x)[idx], 0.0).sum(1) / v.sum(1)
     d = means(tuned) - means(base)
     d = d[np.isfinite(d)]
+    if d.size == 0:
+        return gain, float("nan"), float("nan")
     return gain, float(np.percentile(d, 2.5)), float(np.percentile(d, 97.5))
 
 
@@ -339,6 +399,8 @@ class ClassReport(NamedTuple):
     false_alarms: np.ndarray    # [18] estimates of each class on clips with no reference at all
     silent_clips: int
     silent_clips_alarmed: int
+    references: np.ndarray      # [18] reference sources of each class on the scored clips (0 with a
+                                # count > 0: every value of the class is a false alarm)
 
 
 def class_report(out: R.Replay, cache: CacheArrays) -> ClassReport:
@@ -355,9 +417,12 @@ def class_report(out: R.Replay, cache: CacheArrays) -> ClassReport:
     refs = np.asarray(cache.ref_labels)
     alarmed = 0
     silent = 0
+    nref = np.zeros(NUM_CLASSES, np.int64)
     for i in np.nonzero(ok)[0]:
         est = sorted(int(c) for c in labels[i] if c != SILENCE)
         ref = sorted(int(c) for c in refs[i] if c != SILENCE)
+        for c in ref:
+            nref[c] += 1
         if not ref:
             silent += 1
             alarmed += bool(est)
@@ -374,7 +439,7 @@ def class_report(out: R.Replay, cache: CacheArrays) -> ClassReport:
         for a, b in itertools.zip_longest(rest_r, rest_e, fillvalue=SILENCE):
             conf[a, b] += 1
     return ClassReport(np.asarray(d.class_sum)[ok].sum(0), np.asarray(d.class_count)[ok].sum(0), conf, fa,
-                       silent, alarmed)
+                       silent, alarmed, nref)
 
 
 __all__ = ["STEPS", "Grids", "SMALL_GRIDS", "Evaluator", "search", "SearchResult", "StageTable", "bootstrap_gain",
