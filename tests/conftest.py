@@ -120,6 +120,49 @@ def tiny_ckpt(tmp_path_factory):
             "forced_other": forced_tagger(str(root / "tagger"), str(root / "forced_other"), (5, 18, 9))}
 
 
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory):
+    """The tiny random-weight models of tests/tiny_system.py, written once per session (read only:
+    copy a folder before changing it): {"paths": {"tagger-4ch", "tagger-1ch", "separator",
+    "separator2": folder}, "models": {"t4", "t1", "A", "B": loaded Tagger/Separator}}. The loaded
+    models keep their compiled programs, so files that use them share the compiles."""
+    from tiny_system import load_models, write_models
+
+    paths = write_models(str(tmp_path_factory.mktemp("tiny_models")))
+    return {"paths": paths, "models": load_models(paths)}
+
+
+def write_tiny_official_4ch(path) -> str:
+    """A tiny official-format 4-channel tagger checkpoint (`model.m2d.*` keys, a head over 4 channels'
+    features), built from the golden tiny 1-channel one: its encoder, its heads' track layers, the
+    head's input layer and norm widened to 4 channels (the first quarter the 1-channel weights)."""
+    from s5jax.torchfile import load_torch_file
+
+    sd = load_torch_file(str(GOLDEN / "m2d" / "tiny_lightning_1c.ckpt"))["state_dict"]
+    rng = np.random.default_rng(0)
+    out = {}
+    for key, value in sd.items():
+        value = np.asarray(value)
+        if key.startswith("model.head.m2d_out_norm.running"):
+            value = np.tile(value, 4)
+        elif key == "model.head.linear.0.weight":
+            value = np.concatenate([value] + [(rng.standard_normal(value.shape) * value.std()).astype(value.dtype)
+                                              for _ in range(3)], axis=1)
+        out[key if key.startswith("model.head.") else key.replace("model.", "model.m2d.", 1)] = value
+    return write_lightning_ckpt(out, path)
+
+
+@pytest.fixture(scope="session")
+def tiny_tagger_4ch(tmp_path_factory):
+    """A tiny 4-channel tagger, official format converted by `s5jax convert` (see write_tiny_official_4ch)."""
+    from s5jax.cli import main
+
+    root = tmp_path_factory.mktemp("tiny_4ch")
+    assert main(["convert", write_tiny_official_4ch(root / "tagger-4ch.ckpt"), str(root / "tagger-4ch"),
+                 "--set", "num_heads=4"]) == 0
+    return str(root / "tagger-4ch")
+
+
 def _rel(ours, ref) -> float:
     ours, ref = np.asarray(ours, np.float64), np.asarray(ref, np.float64)
     return float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))

@@ -12,16 +12,14 @@ from s5jax.audio import read_audio
 from s5jax.dataset import reference_files
 from s5jax.replay import cache
 from s5jax.replay.arrays import MISSING_KEY, entry_key
-from tiny_system import load_models, write_models, write_scenes
+from tiny_system import write_scenes
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory):
+def setup(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("cache")
-    paths = write_models(str(root / "models"))
     data = write_scenes(str(root / "data"), count=4)
-    models = load_models(paths)
-    return root, data, models
+    return root, data, tiny_models["models"]
 
 
 def _open(folder, data, m, **kw):

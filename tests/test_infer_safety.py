@@ -159,6 +159,7 @@ def test_temporaries_of_live_runs_are_kept_dead_ones_removed(data, tiny_ckpt, tm
         live.wait()
 
 
+@pytest.mark.slow
 def test_killed_then_rerun_with_other_checkpoints_is_refused(data, tiny_ckpt, tmp_path, capsys):
     """A real SIGKILL mid-run, then a run with another tagger: refused, naming the difference, nothing
     touched; the same settings then resume and finish."""
@@ -166,10 +167,13 @@ def test_killed_then_rerun_with_other_checkpoints_is_refused(data, tiny_ckpt, tm
 
     many = tmp_path / "data"
     shutil.copytree(data, many)
-    for k, f in enumerate(sorted((many / "soundscape").iterdir())):
-        for j in range(2):      # more clips, several lengths: each length compiles, so the run is slow enough
+    for f in sorted((many / "soundscape").iterdir()):
+        for j in range(2):
+            # more clips, in name order lengths L, L-0.1 s, L-0.2 s, L, ...: the two new lengths each
+            # compile once, so the run outlasts its first record long enough to be killed; the re-run
+            # compiles only those two again (not one length per clip)
             x, sr = sf.read(str(f))
-            sf.write(str(many / "soundscape" / f"{f.stem}x{j}.wav"), x[: len(x) - 3200 * (k * 2 + j + 1)], sr,
+            sf.write(str(many / "soundscape" / f"{f.stem}x{j}.wav"), x[: len(x) - 3200 * (j + 1)], sr,
                      subtype="FLOAT")
     out = tmp_path / "out"
     argv = [sys.executable, "-m", "s5jax.cli", "infer", str(many), "--tagger", tiny_ckpt["forced"],
@@ -212,6 +216,7 @@ def test_complete_results_with_other_settings_are_refused(data, tiny_ckpt, tmp_p
     assert _listing(out) == before
 
 
+@pytest.mark.slow
 def test_persistent_compile_cache_is_used_and_can_be_turned_off(data, tiny_ckpt, tmp_path):
     """Two processes: the first fills $S5JAX_CACHE_DIR; --no-compile-cache leaves another empty; the
     outputs agree bit for bit (a cached program computes what a fresh compile does). The second run,

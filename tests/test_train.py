@@ -8,10 +8,12 @@ import subprocess
 import sys
 import time
 
+import chex
 import numpy as np
 import pytest
 
 from s5jax import checkpoint
+from s5jax.cli import main
 from s5jax.training.config import TrainConfig
 from s5jax.training.loop import run_training
 from tinyset import make_dataset
@@ -105,7 +107,8 @@ def test_separator_loss_falls_and_ca_sdri_improves(data, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------ resume
-def test_kill_and_resume_continues_bit_identically(data, tmp_path, jax_cache):
+@pytest.mark.slow
+def test_kill_and_resume_continues_bit_identically(data, tmp_path, jax_cache, capsys):
     steps = 12
     env = {"JAX_COMPILATION_CACHE_DIR": jax_cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     ref = run_training(TrainConfig.from_dict({**tagger_cfg(data, tmp_path / "ref", steps=steps, save_every=1,
@@ -126,19 +129,20 @@ def test_kill_and_resume_continues_bit_identically(data, tmp_path, jax_cache):
     killed_at = max(int(n) for n in os.listdir(last) if n.isdigit())
     assert 3 <= killed_at < steps, killed_at
     assert not (tmp_path / "killed" / "export" / "last").exists()
-    r = run_cli(["train", "tagger", cfg, "--quiet"], env)
-    assert r.returncode == 0, r.stderr
-    assert f"resumed from {killed_at}" in r.stdout
+    capsys.readouterr()
+    assert main(["train", "tagger", cfg, "--quiet"]) == 0          # the resume: in-process, as the CLI runs it
+    assert f"resumed from {killed_at}" in capsys.readouterr().out
     assert train_losses(tmp_path / "killed") == [(s, float(l)) for s, l in ref.losses]
     a, b = flat_vars(tmp_path / "ref" / "export" / "last"), flat_vars(tmp_path / "killed" / "export" / "last")
-    assert a.keys() == b.keys()
-    for k in a:
-        np.testing.assert_array_equal(a[k], b[k], err_msg=k)
-    # a resume with other settings is refused, naming the difference
+    chex.assert_trees_all_equal(a, b)            # same keys, every array bit for bit
+    # a resume with other settings is refused, naming the difference (in-process: the refusal comes
+    # before any compiling, as the CLI's own one-line error)
     cfg2 = write_json(tmp_path / "cfg2.json", tagger_cfg(data, tmp_path / "killed", steps=steps, save_every=1,
                                                         valid_every=4, lr=5e-4))
-    r = run_cli(["train", "tagger", cfg2, "--quiet"], env)
-    assert r.returncode == 2 and "other settings (lr)" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    capsys.readouterr()
+    assert main(["train", "tagger", cfg2, "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "other settings (lr)" in err and len(err.strip().splitlines()) == 1
 
 
 def test_frozen_parameters_unchanged(data, tmp_path):
@@ -154,8 +158,7 @@ def test_frozen_parameters_unchanged(data, tmp_path):
     enc = [k for k in before if k.startswith("params/encoder/")]
     head = [k for k in before if k.startswith("params/head/")]
     assert enc and head
-    for k in enc:
-        np.testing.assert_array_equal(before[k], after[k], err_msg=k)
+    chex.assert_trees_all_equal({k: before[k] for k in enc}, {k: after[k] for k in enc})
     assert sum(not np.array_equal(before[k], after[k]) for k in head) == len(head)
     # BatchNorm in train mode: the running statistics moved (momentum 0.1)
     assert not np.array_equal(before["batch_stats/head/m2d_out_norm/mean"], after["batch_stats/head/m2d_out_norm/mean"])
@@ -163,21 +166,30 @@ def test_frozen_parameters_unchanged(data, tmp_path):
 
 # ------------------------------------------------------------------------------------------ scale-out
 @pytest.mark.slow
-def test_eight_devices_and_two_processes_give_the_one_device_losses(data, tmp_path, jax_cache):
+def test_eight_devices_and_two_processes_give_the_one_device_losses(data, tmp_path, jax_cache, capsys):
     env = {"JAX_COMPILATION_CACHE_DIR": jax_cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     base = tagger_cfg(data, tmp_path / "one", steps=3, valid_every=3, batchnorm="train")
-    one = run_cli(["train", "tagger", write_json(tmp_path / "c1.json", base), "--quiet"], env)
-    assert one.returncode == 0, one.stderr
     cfg = write_json(tmp_path / "c.json", base)
+    # the 8-device and the 2-process runs in their own processes, all at once; the 1-device run
+    # meanwhile in this one (as the CLI runs it): the three overlap instead of queueing
     eight = run_cli(["train", "tagger", cfg, "--quiet", "--out", str(tmp_path / "eight")],
-                    {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
-    assert eight.returncode == 0, eight.stderr
-    assert "over 8 device(s) in 1 process(es)" in eight.stdout
+                    {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, wait=False)
     port = str(20000 + os.getpid() % 20000)
     procs = [run_cli(["train", "tagger", cfg, "--quiet", "--out", str(tmp_path / "two"), "--coordinator",
                       f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], env, wait=False)
              for i in range(2)]
-    outs = [p.communicate(timeout=600) for p in procs]
+    try:
+        assert main(["train", "tagger", write_json(tmp_path / "c1.json", base), "--quiet"]) == 0
+        assert "over 1 device(s) in 1 process(es)" in capsys.readouterr().out
+        out8 = eight.communicate(timeout=600)
+        assert eight.returncode == 0, out8[1]
+        assert "over 8 device(s) in 1 process(es)" in out8[0]
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in (eight, *procs):
+            if p.poll() is None:
+                p.kill()
+                p.wait()
     assert all(p.returncode == 0 for p in procs), outs
     assert "in 2 process(es)" in outs[0][0]
     ref = train_losses(tmp_path / "one")
@@ -193,33 +205,39 @@ def test_eight_devices_and_two_processes_give_the_one_device_losses(data, tmp_pa
 
 
 # ------------------------------------------------------------------------------------------ bad input
-def test_config_with_unknown_keys_is_refused(data, tmp_path):
+def cli_error(argv, capsys) -> str:
+    """`s5jax` run in-process (as the console command runs it): exit status 2 -> its stderr."""
+    capsys.readouterr()
+    assert main(argv) == 2
+    return capsys.readouterr().err
+
+
+def test_config_with_unknown_keys_is_refused(data, tmp_path, capsys):
     cfg = write_json(tmp_path / "c.json", tagger_cfg(data, tmp_path / "o", learning_rate=1e-3))
-    r = run_cli(["train", "tagger", cfg])
-    assert r.returncode == 2 and "unknown keys ['learning_rate']" in r.stderr and cfg in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
+    err = cli_error(["train", "tagger", cfg], capsys)
+    assert "unknown keys ['learning_rate']" in err and cfg in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "o").exists()
     cfg = write_json(tmp_path / "s.json", tagger_cfg(data, tmp_path / "o", synth={"secs": 1}))
-    r = run_cli(["train", "tagger", cfg])
-    assert r.returncode == 2 and "secs" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    err = cli_error(["train", "tagger", cfg], capsys)
+    assert "secs" in err and len(err.strip().splitlines()) == 1
 
 
-def test_bad_dataset_and_bad_out_folder_are_one_line_errors(data, tmp_path):
+def test_bad_dataset_and_bad_out_folder_are_one_line_errors(data, tmp_path, capsys):
     import shutil
 
     broken = tmp_path / "broken"
     shutil.copytree(data, broken)
     shutil.rmtree(broken / "sound_event" / "train" / "Doorbell")
     cfg = write_json(tmp_path / "c.json", tagger_cfg(broken, tmp_path / "o"))
-    r = run_cli(["train", "tagger", cfg])
-    assert r.returncode == 2, r.stderr
-    assert r.stderr.startswith("s5jax: error: ") and len(r.stderr.strip().splitlines()) == 1
-    assert str(broken / "sound_event" / "train" / "Doorbell") in r.stderr
+    err = cli_error(["train", "tagger", cfg], capsys)
+    assert err.startswith("s5jax: error: ") and len(err.strip().splitlines()) == 1
+    assert str(broken / "sound_event" / "train" / "Doorbell") in err
     # a user's non-empty folder is never used as a run folder (nothing in it touched)
     user = tmp_path / "mine"
     user.mkdir()
     (user / "notes.txt").write_text("keep")
-    r = run_cli(["train", "tagger", write_json(tmp_path / "d.json", tagger_cfg(data, user))])
-    assert r.returncode == 2 and "not an s5jax training run" in r.stderr
+    err = cli_error(["train", "tagger", write_json(tmp_path / "d.json", tagger_cfg(data, user))], capsys)
+    assert "not an s5jax training run" in err
     assert os.listdir(user) == ["notes.txt"]
 
 
@@ -238,8 +256,7 @@ def test_start_from_m2d_encoder_with_fresh_head(data, tmp_path):
     after = flat_vars(tmp_path / "ft" / "export" / "last")
     enc = {"/".join(("params", "encoder") + k): np.asarray(v)
            for k, v in traverse_util.flatten_dict(variables["params"]["encoder"]).items()}
-    for k, v in enc.items():
-        np.testing.assert_array_equal(after[k], v, err_msg=k)
+    chex.assert_trees_all_equal({k: after[k] for k in enc}, enc)
     assert after["params/head/linear_0/kernel"].shape[1] == 24      # the fresh head of the asked size
     # a tagger checkpoint is not an encoder: one line naming the folder
     with pytest.raises(Exception) as e:
