@@ -78,6 +78,8 @@ def orbax_writing(path: str):
         raise WriteError(code, path) from None
     finally:
         if held is not None:
+            if quiet:                     # writes still in flight fail after the error: let them print
+                _until_quiet(held)
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
@@ -86,6 +88,16 @@ def orbax_writing(path: str):
                 while chunk := os.read(held, 1 << 16):
                     os.write(2, chunk)
             os.close(held)
+
+
+def _until_quiet(fd: int, settle: float = 0.5, limit: float = 5.0) -> None:
+    """Wait until nothing more was written to `fd` for `settle` seconds (at most `limit`)."""
+    import time
+
+    end, size = time.monotonic() + limit, -1
+    while time.monotonic() < end and os.fstat(fd).st_size != size:
+        size = os.fstat(fd).st_size
+        time.sleep(settle)
 
 
 def _write_variables(path: str, tree) -> None:

@@ -53,7 +53,10 @@ def _compile_cache(args) -> None:
 def _engine(args):
     """The engine factory of infer/submit: the refined system for --system, else the baseline."""
     if args.system is not None:
+        from .system.config import load_system
         from .system.pipeline import system_engine
+
+        load_system(args.system)             # an unknown preset or a bad config fails before any work
 
         return lambda batch_size: system_engine(args.system, [args.tagger, args.tagger2], args.separator,
                                                 args.separator2, batch_size, args.precision)

@@ -573,11 +573,11 @@ def run_submit(dev_dir: str, eval_dir: str, out_dir: str, tagger_dir: str, separ
             marker["zip"] = _inode(tmp_zip)
             _write_marker(marker_path, marker)
             os.replace(tmp_zip, final_zip)
+            log(f"wrote {final_zip}")
         summary = check_package(final_zip, dev_dir, eval_dir)
         if summary.warning():
             print(f"s5jax: {summary.warning()}", file=sys.stderr)
         log(f"checked {final} and {final_zip}: {summary.describe()}")
-        log(f"wrote {final_zip}")
         return final_zip
     except BaseException:
         # a refusal before any work leaves nothing behind: the lock and the folders this call made
