@@ -396,3 +396,38 @@ def test_read_only_out_of_the_other_commands(world, golden, tmp_path, monkeypatc
     assert one_line(capfd) == f"s5jax: error: permission denied writing {out}"
     writable_again(monkeypatch, tmp_path / "ro")
     assert os.listdir(tmp_path / "ro") == []
+
+
+@pytest.mark.parametrize("command", ["train", "submit"])
+def test_full_disk_before_the_work_of_train_and_submit(world, devset, tmp_path, monkeypatch, capfd, command):
+    out = tmp_path / "out"
+    full_disk(monkeypatch, tmp_path, 0)
+    _traps(monkeypatch)
+    monkeypatch.setattr("s5jax.infer.baseline_engine", _work_started)
+    args = {"train": ["train", "tagger", _train_config(tmp_path, devset), "--out", str(out), "--quiet"],
+            "submit": ["submit", "--dev-test", world["set"], "--eval", world["set"], "--tagger", world["tagger-4ch"],
+                       "--separator", world["separator"], "--author", "A", "--affiliation", "B", "--number", "1",
+                       "--out", str(out), "--quiet"]}[command]
+    assert main(args) == 2
+    assert expect_full(capfd, out).endswith(str(out))
+    monkeypatch.undo()
+    assert os.listdir(tmp_path) == ["train.json"]         # (the train config, made for both commands)
+
+
+def test_train_checkpoint_on_a_full_disk(devset, tmp_path, monkeypatch, capfd):
+    """The first checkpoint save fails as orbax does on a full disk: one line naming the checkpoints
+    folder (not orbax's pages), the log ends on a whole line, TensorBoard's writer does not hang."""
+    out = tmp_path / "run"
+    cfg = tmp_path / "train.json"
+    cfg.write_text(json.dumps({
+        "data_root": devset, "init": "scratch", "scope": "all", "steps": 2, "batch_size": 8, "valid_every": 2,
+        "save_every": 2, "log_every": 1, "valid_scenes": 8, "synth": {"seconds": 0.5},
+        "model_config": dict(chunk_frames=64, embed_dim=32, depth=1, num_heads=2, mlp_dim=64, head_dim=48,
+                             track_dim=16)}))
+    orbax_full(monkeypatch, "CheckpointManager", str(out / "checkpoints" / "best" / "2.orbax-checkpoint-tmp"))
+    assert main(["train", "tagger", str(cfg), "--out", str(out), "--quiet"]) == 2
+    lines = [line for line in capfd.readouterr().err.splitlines() if line.strip() and not _xla_alarm(line)]
+    assert lines == [f"s5jax: error: no space left on device writing {out / 'checkpoints' / 'best'}"], lines[:20]
+    monkeypatch.undo()
+    files = assert_whole(out)
+    assert "log.jsonl" in files and "run.json" in files
