@@ -13,7 +13,7 @@ import numpy as np
 import soundfile as sf
 
 from .errors import AudioError
-from .files import temp_file, write_text_atomic  # noqa: F401  (write_text_atomic: re-exported)
+from .files import write_bytes_atomic, write_text_atomic  # noqa: F401  (write_text_atomic: re-exported)
 from .labels import SAMPLE_RATE
 
 
@@ -70,22 +70,25 @@ def read_audio(path: str | os.PathLike, channels: int | None = None,
     return np.ascontiguousarray(data.T)
 
 
-def write_audio(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE) -> None:
-    """Write float32 [samples] or [channels, samples] as a 32-bit float wav, atomically.
+def encode_wav(waveform: np.ndarray, sample_rate: int = SAMPLE_RATE, subtype: str = "FLOAT") -> bytes:
+    """float32 [samples] or [channels, samples] -> the bytes of a wav file of `subtype`.
 
-    Float wavs keep the separator's output bit-exact, so scores recomputed from files equal the ones
-    computed in memory.
-    """
-    path = os.fspath(path)
+    Encoded in memory: soundfile writing to a file object loses the OSError of a failed write (its
+    callback swallows it and fails an assert), so the bytes are written by the `files` helpers."""
+    import io
+
     data = np.asarray(waveform, dtype=np.float32)
     data = data.T if data.ndim == 2 else data
-    fd, tmp = temp_file(path, suffix=".wav")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            sf.write(f, data, sample_rate, subtype="FLOAT", format="WAV")
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    buf = io.BytesIO()
+    sf.write(buf, data, sample_rate, subtype=subtype, format="WAV")
+    return buf.getvalue()
 
+
+def write_audio(path: str | os.PathLike, waveform: np.ndarray, sample_rate: int = SAMPLE_RATE,
+                subtype: str = "FLOAT") -> None:
+    """Write float32 [samples] or [channels, samples] as a wav (default 32-bit float), atomically.
+
+    Float wavs keep the separator's output bit-exact, so scores recomputed from files equal the ones
+    computed in memory. A full disk is one WriteError naming `path`; nothing is left under its name.
+    """
+    write_bytes_atomic(path, encode_wav(waveform, sample_rate, subtype))

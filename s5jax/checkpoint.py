@@ -25,16 +25,18 @@ start ≈ 0.5 s, and run records made with the old config then refuse to mix wit
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import shutil
+import sys
 from typing import Any, Mapping
 
 import numpy as np
 
-from .errors import CheckpointError
-from .files import fix_tree_modes, temp_dir, write_json_atomic
+from .errors import CheckpointError, WriteError
+from .files import fix_tree_modes, temp_dir, write_errno, write_json_atomic
 
 FORMAT = "s5jax-checkpoint"
 VERSION = 1
@@ -58,6 +60,50 @@ def _checkpointer():
     import orbax.checkpoint as ocp
 
     return ocp.StandardCheckpointer(multiprocessing_options=_multiprocessing_options())
+
+
+@contextlib.contextmanager
+def orbax_writing(path: str):
+    """Around an orbax save into `path`. A failed save makes each of orbax's writer threads print its
+    traceback (hundreds of lines) before the error reaches us: stderr is held in memory meanwhile and
+    shown afterwards, except when the failure is a full disk, a quota, a read-only file system or
+    permissions, which becomes one WriteError line naming `path`."""
+    held = saved = None
+    if hasattr(os, "memfd_create"):       # Linux; elsewhere nothing is held back
+        sys.stderr.flush()
+        held, saved = os.memfd_create("s5jax-orbax-stderr"), os.dup(2)
+        os.dup2(held, 2)
+    quiet = False
+    try:
+        yield
+    except Exception as e:
+        code = write_errno(e)
+        if code is None:
+            raise
+        quiet = True
+        raise WriteError(code, path) from None
+    finally:
+        if held is not None:
+            if quiet:                     # writes still in flight fail after the error: let them print
+                _until_quiet(held)
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+            if not quiet:                 # show what orbax said (warnings, or the error's context)
+                os.lseek(held, 0, os.SEEK_SET)
+                while chunk := os.read(held, 1 << 16):
+                    os.write(2, chunk)
+            os.close(held)
+
+
+def _until_quiet(fd: int, settle: float = 0.5, limit: float = 5.0) -> None:
+    """Wait until nothing more was written to `fd` for `settle` seconds (at most `limit`)."""
+    import time
+
+    end, size = time.monotonic() + limit, -1
+    while time.monotonic() < end and os.fstat(fd).st_size != size:
+        size = os.fstat(fd).st_size
+        time.sleep(settle)
 
 
 def _write_variables(path: str, tree) -> None:
@@ -109,7 +155,8 @@ def save(out_dir: str | os.PathLike, kind: str, config: Mapping[str, Any], varia
         raise CheckpointError(f"{out_dir}: cannot write the checkpoint here ({e.strerror})") from None
     old = None
     try:
-        _write_variables(os.path.join(tmp, "variables"), {k: dict(v) for k, v in variables.items()})
+        with orbax_writing(out_dir):
+            _write_variables(os.path.join(tmp, "variables"), {k: dict(v) for k, v in variables.items()})
         meta = {"format": FORMAT, "version": VERSION, "kind": kind, "config": dict(config),
                 "source": os.fspath(source), "sha256": digest(kind, config, variables),
                 "config_sha256": config_digest(kind, config)}
@@ -122,6 +169,8 @@ def save(out_dir: str | os.PathLike, kind: str, config: Mapping[str, Any], varia
                 old = temp_dir(parent)                # a checkpoint: move it aside, swap, then drop it
                 os.replace(out_dir, os.path.join(old, "previous"))
         os.replace(tmp, out_dir)
+    except WriteError as e:                           # name the checkpoint, not its temporary
+        raise WriteError(e.errno, out_dir) from None
     finally:
         for leftover in (tmp, old):
             if leftover and os.path.exists(leftover):

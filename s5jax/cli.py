@@ -32,7 +32,8 @@ def _cmd_convert(args) -> int:
 
     from .official import parse_overrides
 
-    kind = convert_checkpoint(args.ckpt, args.out_dir, args.kind, parse_overrides(args.set))
+    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    kind = convert_checkpoint(args.ckpt, args.out_dir, args.kind, parse_overrides(args.set), log=log)
     print(f"wrote {kind} checkpoint to {args.out_dir}")
     return 0
 
@@ -53,7 +54,10 @@ def _compile_cache(args) -> None:
 def _engine(args):
     """The engine factory of infer/submit: the refined system for --system, else the baseline."""
     if args.system is not None:
+        from .system.config import load_system
         from .system.pipeline import system_engine
+
+        load_system(args.system)             # an unknown preset or a bad config fails before any work
 
         return lambda batch_size: system_engine(args.system, [args.tagger, args.tagger2], args.separator,
                                                 args.separator2, batch_size, args.precision)
@@ -88,9 +92,9 @@ def _cmd_submit(args) -> int:
         if given:
             raise S5Error(f"submit --check takes only --dev-test and --eval, not {' '.join(given)}")
         s = check_package(args.check, args.dev_test, args.eval)
-        capi = "n/a" if s.capi_sdri is None else f"{s.capi_sdri:.3f} dB"
-        print(f"{args.check}: OK ({s.name}: {s.soundscapes} evaluation soundscapes, {s.stems} stems, "
-              f"{s.dev_clips} dev-test clips, CAPI-SDRi {capi})")
+        if s.warning():
+            print(f"s5jax: {s.warning()}", file=sys.stderr)
+        print(f"{args.check}: OK ({s.describe()})")
         return 0
     missing = [f"--{k.replace('_', '-')}" for k in ("dev_test", "eval", *_SUBMIT_MAKE)
                if getattr(args, k) is None and k not in _SUBMIT_OPTIONAL]
@@ -119,11 +123,13 @@ def _cmd_cache(args) -> int:
 
 
 def _cmd_sweep(args) -> int:
+    from .files import check_writable
     from .replay.sweep import GRIDS, check_out_dir, run_sweep
     from .system.config import load_system
 
     start = load_system(args.system) if args.system else None     # bad config / OUT: fail before any work
     check_out_dir(args.out)
+    check_writable(args.out)
     _compile_cache(args)          # the replay's programs and, with models, the models' (as infer/cache)
     fill, made_by, names, optimum = None, {}, None, None
     if args.synthetic:
@@ -220,6 +226,9 @@ def _cmd_train(args) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import KINDS
+    from .system.config import presets_text
+
+    presets = presets_text()
 
     p = argparse.ArgumentParser(prog="s5jax", description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
@@ -230,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--set", action="append", metavar="FIELD=VALUE", default=[],
                    help="set a config field the checkpoint does not store (repeatable), e.g. "
                         "num_heads=4 for a non-base M2D, hop=40 for a separator trained with another hop")
+    c.add_argument("--quiet", action="store_true", help="no progress lines")
     c.set_defaults(func=_cmd_convert)
 
     i = sub.add_parser("infer", help="tag, separate and (with oracle targets) score a folder of soundscapes")
@@ -246,8 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--zip", default=None, help=argparse.SUPPRESS)   # gone: says to use `s5jax submit`
     i.add_argument("--quiet", action="store_true", help="no progress bar")
     i.add_argument("--system", default=None, metavar="CONFIG|PRESET",
-                   help="run the refined system: a config JSON (e.g. a sweep's best.json) or a preset "
-                        "(baseline, system1, system2, system3)")
+                   help="run the refined system: a config JSON (e.g. a sweep's best.json) or a preset. "
+                        f"{presets}")
     i.add_argument("--tagger2", default=None, help="the second tagger of the system (the taggers' kinds tell "
                                                    "which is the 1-ch one)")
     i.add_argument("--separator2", default=None, help="separator B for the dual-separator selection")
@@ -257,26 +267,37 @@ def build_parser() -> argparse.ArgumentParser:
     i.set_defaults(func=_cmd_infer)
 
     s = sub.add_parser("submit", help="run the system on the dev-test and evaluation sets and write the "
-                                      "DCASE submission package (folder + zip), or --check one")
-    s.add_argument("--dev-test", default=None, metavar="DEV",
+                                      "DCASE submission package (folder + zip), or --check one",
+                       usage="s5jax submit --dev-test DEV --eval EVAL --tagger T --separator S --author A "
+                             "--affiliation F --number K --out D [options]\n"
+                             "       s5jax submit --check PACKAGE [--dev-test DEV] [--eval EVAL]",
+                       description="Make the DCASE submission package D/A_F_task4_K/ and D/A_F_task4_K.zip "
+                                   "(every argument of the first group is required), or check one (--check).")
+    r = s.add_argument_group("required to make a package")
+    r.add_argument("--dev-test", default=None, metavar="DEV",
                    help="dev-test set folder (soundscape/ + oracle_target/): scored into dev_set_test_results.json")
-    s.add_argument("--eval", default=None, metavar="EVAL", help="evaluation set folder: stems into eval_out/")
-    s.add_argument("--tagger", default=None, help="s5jax tagger checkpoint folder")
-    s.add_argument("--separator", default=None, help="s5jax separator checkpoint folder")
-    s.add_argument("--author", default=None, help="author surname (letters, digits, '-')")
-    s.add_argument("--affiliation", default=None, help="affiliation abbreviation (letters, digits, '-')")
-    s.add_argument("--number", default=None, help="submission number K (1, 2, ...)")
-    s.add_argument("--out", default=None, metavar="D", help="writes D/A_F_task4_K/ and D/A_F_task4_K.zip "
+    r.add_argument("--eval", default=None, metavar="EVAL", help="evaluation set folder: stems into eval_out/")
+    r.add_argument("--tagger", default=None, metavar="T", help="s5jax tagger checkpoint folder")
+    r.add_argument("--separator", default=None, metavar="S", help="s5jax separator checkpoint folder")
+    r.add_argument("--author", default=None, metavar="A", help="author surname (letters, digits, '-')")
+    r.add_argument("--affiliation", default=None, metavar="F",
+                   help="affiliation abbreviation (letters, digits, '-')")
+    r.add_argument("--number", default=None, metavar="K", help="submission number K (1, 2, ...)")
+    r.add_argument("--out", default=None, metavar="D", help="writes D/A_F_task4_K/ and D/A_F_task4_K.zip "
                                                            "(work files in D/.s5jax-submit/)")
-    s.add_argument("--system", default=None, metavar="CONFIG|PRESET", help="as for infer: the refined system")
-    s.add_argument("--tagger2", default=None, help="as for infer: the system's second tagger")
-    s.add_argument("--separator2", default=None, help="as for infer: separator B of the system")
-    s.add_argument("--batch-size", type=_positive_int, default=None, help="as for infer")
-    _precision_option(s)
-    _cache_option(s)
-    s.add_argument("--check", default=None, metavar="PACKAGE",
-                   help="only check an existing package folder or zip (with --dev-test/--eval: against those sets)")
-    s.add_argument("--quiet", action="store_true", help="no progress bar")
+    o = s.add_argument_group("options when making a package")
+    o.add_argument("--system", default=None, metavar="CONFIG|PRESET", help="as for infer: the refined system, "
+                                                                          f"a config JSON or a preset. {presets}")
+    o.add_argument("--tagger2", default=None, help="as for infer: the system's second tagger")
+    o.add_argument("--separator2", default=None, help="as for infer: separator B of the system")
+    o.add_argument("--batch-size", type=_positive_int, default=None, help="as for infer")
+    _precision_option(o)
+    _cache_option(o)
+    o.add_argument("--quiet", action="store_true", help="no progress bar")
+    c = s.add_argument_group("checking a package instead")
+    c.add_argument("--check", default=None, metavar="PACKAGE",
+                   help="only check an existing package folder or zip (with --dev-test/--eval: against those "
+                        "sets; no other argument)")
     s.set_defaults(func=_cmd_submit)
     k = sub.add_parser("cache", help="cache per-clip model outputs so system configs replay exactly without audio")
     k.add_argument("input", help="a dev-test set folder (soundscape/ and oracle_target/)")
@@ -368,6 +389,15 @@ def _resolve_bundled(args) -> None:
             setattr(args, name, resolve(getattr(args, name)))
 
 
+def _chain(e: BaseException):
+    """`e` and the exceptions it was raised from or during."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        yield e
+        e = e.__cause__ or e.__context__
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
@@ -376,6 +406,18 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(args)
     except S5Error as e:
         print(f"s5jax: error: {e}", file=sys.stderr)
+        return 2
+    except Exception as e:
+        # a full disk (quota, read-only file system, permissions) that no writer named: still one line
+        from .errors import WriteError
+        from .files import write_errno
+
+        code = write_errno(e)
+        if code is None:
+            raise
+        where = next((x.filename for x in _chain(e) if isinstance(x, OSError) and x.filename), None)
+        print(f"s5jax: error: {WriteError(code, where or 'an output file (its name was not reported)')}",
+              file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("s5jax: interrupted", file=sys.stderr)

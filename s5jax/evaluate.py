@@ -16,7 +16,7 @@ from . import metric
 from .audio import read_audio
 from .dataset import estimate_files, reference_files
 from .errors import S5Error
-from .files import temp_file, write_csv_atomic, write_json_atomic
+from .files import atomic_writer, write_csv_atomic, write_json_atomic
 from .labels import LABELS, NUM_SLOTS, SILENCE
 
 
@@ -99,15 +99,8 @@ def evaluate_folder(est_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
     write_json_atomic(os.path.join(folder, "summary.json"), summary)
     write_csv_atomic(os.path.join(folder, "per_clip.csv"),
                      ["soundscape", "ca_sdri", "est_labels", "ref_labels", "tp", "fp", "fn", "mixture_correct"], rows)
-    fd, tmp = temp_file(os.path.join(folder, "matrices.npz"), suffix=".npz")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **{k: np.stack(v) if v else np.zeros((0,)) for k, v in mats.items()})
-        os.replace(tmp, os.path.join(folder, "matrices.npz"))
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_writer(os.path.join(folder, "matrices.npz"), suffix=".npz") as f:
+        np.savez(f, **{k: np.stack(v) if v else np.zeros((0,)) for k, v in mats.items()})
     return summary
 
 

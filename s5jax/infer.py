@@ -38,8 +38,8 @@ import numpy as np
 
 from .audio import read_audio, write_audio
 from .dataset import estimate_name, list_soundscapes, oracle_folder, reference_files, soundscape_folder
-from .errors import S5Error
-from .files import clean_stale_parts, part_prefix, write_csv_atomic, write_json_atomic
+from .errors import S5Error, WriteError
+from .files import check_writable, clean_stale_parts, part_prefix, write_csv_atomic, write_json_atomic, write_text_atomic
 from .labels import LABELS, SAMPLE_RATE, SILENCE
 from .runtime import HeapGuard
 
@@ -283,6 +283,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
     elif not os.path.isdir(oracle_dir):
         raise S5Error(f"{oracle_dir}: no such oracle folder")
     _check_folders(input_dir, out_dir, oracle_dir)
+    check_writable(out_dir)              # a read-only --out fails before any model is loaded
     if oracle_dir is not None:
         listing = sorted(os.listdir(oracle_dir))
         if not any(reference_files(oracle_dir, name, listing) for name, _ in clips):
@@ -342,6 +343,8 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
                                   f"({diff}); not touching it")
                 done[name] = _write_clip(out_dir, name, labels[k], probs[k], stems[k], eng.settings, current)
                 report.processed.append(name)
+            except WriteError:
+                raise                    # a full disk is no clip's fault: stop, one line
             except S5Error as e:
                 fail(name, str(e))
         bar.update(len(group))

@@ -13,6 +13,7 @@ import numpy as np
 
 from . import checkpoint
 from .errors import CheckpointError
+from .files import check_writable
 from .models.m2d import convert_tagger_state_dict
 from .models.resunet import convert_separator_state_dict
 from .torchfile import load_torch_file
@@ -97,14 +98,18 @@ def parse_overrides(items) -> dict:
 
 
 def convert_checkpoint(path: str, out_dir: str, kind: str | None = None,
-                       overrides: Mapping[str, object] | None = None) -> str:
+                       overrides: Mapping[str, object] | None = None, log=None) -> str:
     """Official `.ckpt`/`.pth` -> s5jax checkpoint folder. Returns the kind written.
 
     `out_dir` must be new, empty, or an s5jax checkpoint (replaced atomically); see `checkpoint.save`.
     `overrides` set config fields that the weights cannot tell (num_heads, hop); the result is checked
-    against the weights' shapes.
+    against the weights' shapes. `log(line)` is told each stage as it starts (a full-size checkpoint
+    takes tens of seconds).
     """
+    log = log or (lambda line: None)
     checkpoint.check_target(out_dir)            # refuse a user's folder before the slow part
+    check_writable(out_dir)                     # and a folder we cannot write in
+    log(f"reading {path} ({os.path.getsize(path) / 1e6:.0f} MB)")
     sd = read_state_dict(path)
     found = detect_kind(sd)
     if kind is None:
@@ -116,6 +121,8 @@ def convert_checkpoint(path: str, out_dir: str, kind: str | None = None,
         raise CheckpointError(f"{path}: this is a {found} checkpoint, not a {kind}")
     elif found is None:
         raise CheckpointError(f"{path}: keys do not look like a {kind} checkpoint; first key {next(iter(sd))!r}")
+    log(f"converting {len(sd)} tensors ({sum(a.size for a in sd.values()) / 1e6:.1f} M values) "
+        f"as a {kind} checkpoint")
     config, variables = convert_state_dict(sd, kind, path)
     if overrides:
         config = apply_overrides(config, overrides, kind, path)
@@ -128,6 +135,7 @@ def convert_checkpoint(path: str, out_dir: str, kind: str | None = None,
             except (TypeError, ValueError) as e:
                 raise CheckpointError(f"{path}: invalid {kind} config after --set ({e})") from None
             check_shapes(variables, model.expected_shapes(cfg), path)
+    log(f"writing {out_dir} (hashing and saving the weights)")
     checkpoint.save(out_dir, kind, config, variables, source=os.path.abspath(path))
     return kind
 

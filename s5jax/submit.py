@@ -21,6 +21,7 @@ a package folder or zip made by any tool; each failure is one line naming the fi
 """
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import json
 import math
@@ -28,6 +29,7 @@ import os
 import re
 import shutil
 import struct
+import sys
 import zipfile
 from dataclasses import dataclass
 from typing import Callable
@@ -38,7 +40,7 @@ import soundfile as sf
 from . import __version__
 from .dataset import list_soundscapes, oracle_folder, soundscape_folder
 from .errors import S5Error
-from .files import write_json_atomic
+from .files import atomic_writer, check_writable, write_json_atomic, write_text_atomic
 from .infer import run_infer, settings_difference
 from .labels import CLASSES, LABELS, SAMPLE_RATE
 
@@ -191,6 +193,20 @@ class PackageSummary:
     stems: int              # wavs in eval_out
     dev_clips: int          # dev-test clips in the details
     capi_sdri: float | None
+
+    def describe(self) -> str:
+        """One line, the same for `submit` and `submit --check`."""
+        capi = "n/a" if self.capi_sdri is None else f"{self.capi_sdri:.3f} dB"
+        return (f"{self.name}: {self.soundscapes} evaluation soundscapes, {self.stems} stems, "
+                f"{self.dev_clips} dev-test clips, CAPI-SDRi {capi}")
+
+    def warning(self) -> str | None:
+        """A package the official checker accepts but that is surely not what was meant."""
+        if self.stems == 0 and self.soundscapes:
+            return (f"warning: {self.name} holds no stem: the system found no source in any of the "
+                    f"{self.soundscapes} evaluation soundscapes (a tagger that says silence everywhere?); "
+                    "the package is valid but every evaluation clip scores as missed")
+        return None
 
 
 def _set_names(set_dir: str) -> dict[str, str]:
@@ -427,21 +443,22 @@ def dev_results(scores_dir: str, records: list[dict], nparams: int, config: dict
 def write_stems_pcm16(src_dir: str, dst_dir: str, records: list[dict]) -> int:
     """Copy each listed float stem of `src_dir` into `dst_dir` as 16-bit PCM (soundfile's default for
     float data, as the official writer: values beyond ±1 are clipped). Returns the count."""
-    from .audio import read_audio
+    from .audio import read_audio, write_audio
 
     n = 0
     for rec in records:
         for e in rec["estimate"]:
             wav = read_audio(os.path.join(src_dir, e["filename"]), channels=1)[0]
-            sf.write(os.path.join(dst_dir, e["filename"]), wav, SAMPLE_RATE, subtype="PCM_16", format="WAV")
+            write_audio(os.path.join(dst_dir, e["filename"]), wav, SAMPLE_RATE, subtype="PCM_16")
             n += 1
     return n
 
 
 def write_zip(folder: str, zip_path: str) -> None:
-    """`zip -r`: the folder (entries `<name>/...`, directories included) at the zip's root."""
+    """`zip -r`: the folder (entries `<name>/...`, directories included) at the zip's root; written
+    atomically (a full disk: one WriteError line, no partial zip)."""
     base = os.path.dirname(os.path.abspath(folder))
-    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as z:
+    with atomic_writer(zip_path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_DEFLATED) as z:
         for root, dirs, files in os.walk(folder):
             dirs.sort()
             z.write(root, os.path.relpath(root, base))
@@ -495,6 +512,7 @@ def run_submit(dev_dir: str, eval_dir: str, out_dir: str, tagger_dir: str, separ
     processed or scored (a package must cover every soundscape).
     """
     name = package_name(author, affiliation, number)
+    check_writable(out_dir)                   # a read-only --out fails before any work
     for d, what in ((dev_dir, "--dev-test"), (eval_dir, "--eval")):
         if not os.path.isdir(d):
             raise PackageError(f"{d}: no such folder ({what})")
@@ -508,11 +526,13 @@ def run_submit(dev_dir: str, eval_dir: str, out_dir: str, tagger_dir: str, separ
                            "its oracle targets")
     final, final_zip = os.path.join(out_dir, name), os.path.join(out_dir, name + ".zip")
     work = os.path.join(out_dir, WORK, name)
+    made = [d for d in (out_dir, os.path.join(out_dir, WORK), work) if not os.path.isdir(d)]
     try:
         os.makedirs(work, exist_ok=True)
     except OSError as e:
         raise PackageError(f"{out_dir}: cannot write here ({e.strerror})") from None
-    lock = open(os.path.join(work, "lock"), "a")
+    lock_path = os.path.join(work, "lock")
+    lock = open(lock_path, "a")
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
@@ -554,8 +574,19 @@ def run_submit(dev_dir: str, eval_dir: str, out_dir: str, tagger_dir: str, separ
             _write_marker(marker_path, marker)
             os.replace(tmp_zip, final_zip)
             log(f"wrote {final_zip}")
-        check_package(final_zip, dev_dir, eval_dir)
+        summary = check_package(final_zip, dev_dir, eval_dir)
+        if summary.warning():
+            print(f"s5jax: {summary.warning()}", file=sys.stderr)
+        log(f"checked {final} and {final_zip}: {summary.describe()}")
         return final_zip
+    except BaseException:
+        # a refusal before any work leaves nothing behind: the lock and the folders this call made
+        if made and sorted(os.listdir(work)) == ["lock"]:
+            os.unlink(lock_path)
+            for d in reversed(made):
+                with contextlib.suppress(OSError):
+                    os.rmdir(d)
+        raise
     finally:
         lock.close()
 
@@ -598,14 +629,12 @@ def _stage(work, name, runs, config, dev_dir, eval_dir, log) -> str:
     records, nparams = runs["eval"]
     write_stems_pcm16(os.path.join(work, "eval"), os.path.join(pkg, EVAL_OUT), records)
     probabilities = [{"soundscape": r["soundscape"], "estimate": r["estimate"]} for r in records]
-    with open(os.path.join(pkg, EVAL_JSON), "w") as f:
-        f.write(_dump({"nparams": nparams, "probabilities": probabilities, "config": config}))
+    write_text_atomic(os.path.join(pkg, EVAL_JSON),
+                      _dump({"nparams": nparams, "probabilities": probabilities, "config": config}))
     records, nparams = runs["dev"]
-    with open(os.path.join(pkg, DEV_JSON), "w") as f:
-        f.write(_dump(dev_results(os.path.join(work, "dev", "scores"), records, nparams, config)))
-    s = check_package(pkg, dev_dir, eval_dir)
-    log(f"checked {pkg}: {s.soundscapes} evaluation soundscapes, {s.stems} stems, {s.dev_clips} dev-test "
-        f"clips, CAPI-SDRi {s.capi_sdri}")
+    write_text_atomic(os.path.join(pkg, DEV_JSON),
+                      _dump(dev_results(os.path.join(work, "dev", "scores"), records, nparams, config)))
+    check_package(pkg, dev_dir, eval_dir)
     return pkg
 
 

@@ -227,10 +227,21 @@ def test_dev_json_equals_infer_scores(sets, package, capsys):
         assert f"{target}: OK ({NAME}: 3 evaluation soundscapes" in capsys.readouterr().out
 
 
-def test_silent_tagger_gives_none_clips_and_an_empty_eval_out(sets, tmp_path):
+def test_silent_tagger_gives_none_clips_and_an_empty_eval_out(sets, tmp_path, capsys):
     """A tagger that always says silence: no stems at all; target-free dev clips get None (official),
-    clips with targets 0.0, and the mean is over the non-None clips."""
+    clips with targets 0.0, and the mean is over the non-None clips. The package is valid, and both
+    `submit` and `submit --check` say in one line that it holds no stem."""
     assert main(_submit_args(sets, tmp_path, tagger="silent")) == 0
+    warning = (f"s5jax: warning: {NAME} holds no stem: the system found no source in any of the 3 evaluation "
+               "soundscapes")
+    captured = capsys.readouterr()
+    err = captured.err.splitlines()
+    assert [line for line in err if "warning" in line] == [err[-1]] and err[-1].startswith(warning), err
+    assert captured.out.strip().splitlines()[-1] == (   # the last line names the package, not its staging
+        f"checked {tmp_path / NAME} and {tmp_path / NAME}.zip: {NAME}: 3 evaluation soundscapes, 0 stems, "
+        "4 dev-test clips, CAPI-SDRi 0.000 dB")
+    assert main(["submit", "--check", str(tmp_path / f"{NAME}.zip")]) == 0
+    assert capsys.readouterr().err.startswith(warning)
     folder = tmp_path / NAME
     assert os.listdir(folder / "eval_out") == []
     res = json.loads((folder / "eval_results.json").read_text())
@@ -386,13 +397,43 @@ def test_non_empty_eval_out_is_refused_and_kept(sets, tmp_path, capsys):
     line = _one_error_line(capsys)
     assert str(mine.parent) in line and "exists and is not empty" in line
     assert mine.read_bytes() == b"user data" and sorted(os.listdir(tmp_path / NAME)) == ["eval_out"]
-    assert not (tmp_path / f"{NAME}.zip").exists()
+    assert os.listdir(tmp_path) == [NAME]             # no work folder, no lock left in the user's folder
     # a foreign zip of the same name is refused too, and an empty eval_out is fine (as the official writer)
     mine.unlink()
     (tmp_path / f"{NAME}.zip").write_bytes(b"not ours")
     assert main(_submit_args(sets, tmp_path)) == 2
     assert "was not made by this submission" in _one_error_line(capsys)
     assert (tmp_path / f"{NAME}.zip").read_bytes() == b"not ours"
+    assert sorted(os.listdir(tmp_path)) == [NAME, f"{NAME}.zip"]
+
+
+def test_help_shows_what_making_a_package_requires(capsys):
+    with pytest.raises(SystemExit):
+        main(["submit", "--help"])
+    text = capsys.readouterr().out
+    usage, groups = text.split("\n\n", 1)
+    assert usage.split("\n")[0].split() == ["usage:", "s5jax", "submit", "--dev-test", "DEV", "--eval", "EVAL",
+                                            "--tagger", "T", "--separator", "S", "--author", "A", "--affiliation",
+                                            "F", "--number", "K", "--out", "D", "[options]"]
+    required = groups.split("required to make a package:\n", 1)[1].split("\n\n", 1)[0]
+    flags = [line.split()[0] for line in required.splitlines() if line.startswith("  --")]
+    assert flags == ["--dev-test", "--eval", "--tagger", "--separator", "--author", "--affiliation", "--number",
+                     "--out"]
+
+
+def test_final_lines_name_the_package_and_format_capi_as_check_does(sets, package, capsys):
+    """The re-run of a complete package (and a first run, same lines) ends on the package's folder and
+    zip, with the summary `--check` prints, CAPI-SDRi in dB to 3 decimals."""
+    assert main(_submit_args(sets, package)) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    dev = json.loads((package / NAME / "dev_set_test_results.json").read_text())
+    n_stems = len(os.listdir(package / NAME / "eval_out"))
+    summary = (f"{NAME}: 3 evaluation soundscapes, {n_stems} stems, 4 dev-test clips, "
+               f"CAPI-SDRi {dev['CAPI-SDRi']['mean']:.3f} dB")
+    assert out[-2:] == [f"{package / NAME}.zip: already complete",
+                        f"checked {package / NAME} and {package / NAME}.zip: {summary}"], out
+    assert main(["submit", "--check", str(package / f"{NAME}.zip")]) == 0
+    assert capsys.readouterr().out.strip() == f"{package / NAME}.zip: OK ({summary})"
 
 
 @pytest.mark.parametrize("author,affiliation,number,bad", [

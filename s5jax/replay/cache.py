@@ -29,7 +29,7 @@ from typing import Iterable, Mapping
 import numpy as np
 
 from ..errors import S5Error
-from ..files import locked, write_bytes_atomic, write_json_atomic
+from ..files import check_writable, locked, write_bytes_atomic, write_json_atomic
 from ..labels import NUM_SLOTS
 from ..processes import barrier, share
 from ..runtime import HeapGuard
@@ -417,11 +417,12 @@ def _open_folder(cache_dir: str, models: dict, input_dir: str, oracle_dir: str) 
 
 
 def reach(builder: CacheBuilder, configs: list, names: list[str] | None = None, progress=None,
-          max_rounds: int = 4) -> int:
+          max_rounds: int = 4, found=None) -> int:
     """Fill every entry the system `configs` (SystemConfigs) reach on `names` (default: the builder's
     clips): replay them over the cache, compute what is missing, replay again (a second-pass tuple is
     known only once the first pass's re-tag is cached, B's only after the refine). Returns the number
-    of entries computed."""
+    of entries computed. `found(n)` is told how many entries a round is about to compute (a progress
+    bar's total grows by it; the next round's are known only once this one is done)."""
     from ..system.config import stack_params
     from .replay import missing_by_clip, prepare, replay_configs
 
@@ -438,6 +439,8 @@ def reach(builder: CacheBuilder, configs: list, names: list[str] | None = None, 
                 missing.setdefault(names_[i], set()).update(keys)
         if not missing:
             return computed
+        if found is not None:
+            found(sum(len(keys) for keys in missing.values()))
         computed += builder.fill(missing, progress=progress)
     raise CacheError(f"{builder.cache_dir}: entries still missing after {max_rounds} rounds")
 
@@ -453,6 +456,7 @@ def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, s
     from ..system.config import load_system
     from ..system.pipeline import load_models
 
+    check_writable(cache_dir)                            # a read-only --out fails before any work
     if systems is None:
         systems = ["system1"] + (["system3"] if separator2_dir else [])
     configs = [load_system(s) for s in systems]          # a bad config fails before any model is loaded
@@ -465,8 +469,12 @@ def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, s
     builder = CacheBuilder.open(cache_dir, input_dir, t4, t1, sep_a, sep_b, oracle_dir, batch_size, process)
     with tqdm(total=len(builder.mine), desc="cache: taggers", unit="clip", disable=not progress) as bar:
         done = builder.base(progress=bar.update)
-    with tqdm(desc="cache: entries", unit="entry", disable=not progress) as bar:
-        n = reach(builder, configs, progress=bar.update)
+    with tqdm(desc="cache: entries", total=0, unit=" entries", disable=not progress) as bar:
+        def found(k: int) -> None:           # each round's entries are known when it starts
+            bar.total += k
+            bar.refresh()
+
+        n = reach(builder, configs, progress=bar.update, found=found)
     log(f"process {process[0]}: {len(done)} clip(s) tagged, {n} entries computed "
         f"({len(builder.mine) - len(done) - len(builder.bad)} clip(s) resumed)")
     barrier("s5jax-cache-done", process)

@@ -225,6 +225,19 @@ PRESETS: dict[str, SystemConfig] = {
 }
 PRESETS["system2"] = PRESETS["system1"]      # per-class arrays of the same values; a sweep tunes them
 PRESETS["system3"] = dataclasses.replace(PRESETS["system2"], separator_b=True)
+# what each preset is, in one line (`--help`, README, the error for an unknown name)
+PRESET_SUMMARY = {
+    "baseline": "the official baseline, 4-ch tagger alone, silence last, one separation",
+    "system1": "both taggers fused, stems re-tagged by the 1-ch tagger, verify and refine, energy and "
+               "probability gates, needs --tagger2",
+    "system2": "system1 with per-class thresholds, the same values until a sweep tunes them",
+    "system3": "system2 + separator B chosen per slot, needs --separator2",
+}
+
+
+def presets_text() -> str:
+    """'baseline: …; system1: …; …' for help texts and errors."""
+    return "; ".join(f"{name}: {what}" for name, what in PRESET_SUMMARY.items())
 
 
 def preset(name: str) -> SystemConfig:
@@ -240,6 +253,10 @@ def load_system(spec: str | os.PathLike) -> SystemConfig:
     spec = os.fspath(spec)
     if spec in PRESETS:
         return PRESETS[spec]
+    if not os.path.exists(spec):
+        is_name = os.sep not in spec and not spec.endswith(".json")
+        raise ConfigError(f"{'unknown system preset' if is_name else 'no such system config file'} "
+                          f"{spec!r}; give a config JSON (e.g. a sweep's best.json) or a preset. {presets_text()}")
     return SystemConfig.load(spec)
 
 
@@ -248,5 +265,6 @@ def stack_params(params: list[Params]) -> Params:
     return Params(*(np.stack([np.asarray(getattr(p, f), np.float32) for p in params]) for f in Params._fields))
 
 
-__all__ = ["SystemConfig", "Switches", "Params", "ConfigError", "PRESETS", "preset", "load_system",
+__all__ = ["SystemConfig", "Switches", "Params", "ConfigError", "PRESETS", "PRESET_SUMMARY", "presets_text",
+           "preset", "load_system",
            "stack_params", "PARAM_NAMES", "PER_CLASS", "SCALARS"]

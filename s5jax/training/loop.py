@@ -17,6 +17,7 @@ Run folder OUT (every file written atomically; a resumed run continues bit-ident
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ..audio import write_text_atomic
 from ..errors import ConfigError, S5Error
+from ..files import append_text, check_writable, writing
 from ..metric import Totals, empty_totals, merge_totals, summarize
 from ..runtime import HeapGuard
 from ..labels import NUM_CLASSES
@@ -171,9 +173,12 @@ def _managers(out: str):
 def _save(mngr, step: int, state, extra: dict) -> None:
     import orbax.checkpoint as ocp
 
-    mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(extra)),
-              force=True)
-    mngr.wait_until_finished()
+    from ..checkpoint import orbax_writing
+
+    with orbax_writing(os.fspath(mngr.directory)):      # a full disk: one line, not orbax's pages
+        mngr.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                                data=ocp.args.JsonSave(extra)), force=True)
+        mngr.wait_until_finished()
 
 
 def _restore(mngr, step: int, state_like):
@@ -190,6 +195,7 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
     """Train as `cfg` says, resuming from OUT when it holds this run. `stop_after`: leave after that many
     steps of this invocation (for tests and time-boxed jobs; a later call resumes)."""
     primary = jax.process_index() == 0
+    check_writable(cfg.out)                  # a read-only OUT fails before any work
     if primary:                              # the primary process creates OUT; the others then find it
         resuming = _prepare_out(cfg, primary)
         vsynth, vspecs = _valid_specs(cfg, primary)
@@ -264,6 +270,9 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
                 log.scalars(step, {"train/loss": loss, "train/lr": lr,
                                    "train/zero_share": cfg.zero_share_at(step - 1) or -1.0})
             if step % cfg.valid_every == 0 or step == cfg.steps:
+                if step == cfg.steps:            # the last stretch takes a while with full-size models
+                    _say(bar, log, f"step {step}: final validation on {len(vspecs)} scenes, then checkpoints "
+                                   f"and exports to {os.path.join(cfg.out, 'export')}")
                 v = _validate(eval_step, state, vsynth, vspecs, batch, not task.is_tagger, data_sh, vcache)
                 result.valid.append({"step": step, **v})
                 log.scalars(step, {f"valid/{k}": x for k, x in v.items() if x is not None})
@@ -276,6 +285,7 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
                 _save(last_mngr, step, state, {"step": step, "best_valid_loss": best, "data": batches.state(),
                                                "data_workers": cfg.workers if data_start == 0 else -1})
         if step == cfg.steps and primary:
+            _say(bar, log, f"exporting {os.path.join(cfg.out, 'export', 'last')}")
             _export(cfg, task, state, "last", f"{cfg.out} step {step}")
         result.steps_done, result.best_valid_loss = step, best
         return result
@@ -284,6 +294,14 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
             bar.close()
         batches.close()
         log.close()
+
+
+def _say(bar, log: "_Log", msg: str) -> None:
+    """A progress line (above the progress bar when there is one)."""
+    if bar is not None:
+        bar.write(msg)
+    else:
+        log.text(msg)
 
 
 def _barrier(name: str) -> None:
@@ -319,9 +337,7 @@ class _Log:
             with open(self.path) as f:
                 rows = [r for r in f.read().splitlines() if r.strip() and json.loads(r).get("step", 0) <= step0]
         write_text_atomic(self.path, "".join(r + "\n" for r in rows))
-        from tensorboardX import SummaryWriter
-
-        self.tb = SummaryWriter(os.path.join(out, "tb"), purge_step=step0 + 1 if step0 else None)
+        self.tb = _TensorBoard(os.path.join(out, "tb"), purge_step=step0 + 1 if step0 else None)
 
     def text(self, msg: str) -> None:
         if self.primary:
@@ -330,11 +346,44 @@ class _Log:
     def scalars(self, step: int, values: dict) -> None:
         if not self.primary:
             return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, **values}) + "\n")
-        for k, v in values.items():
-            self.tb.add_scalar(k, v, step)
+        append_text(self.path, json.dumps({"step": step, **values}) + "\n")   # never a partial line
+        self.tb.scalars(step, values)
 
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
+
+
+class _TensorBoard:
+    """TensorBoard scalars written and flushed in the calling thread. (tensorboardX's SummaryWriter
+    writes from a thread: on a full disk that thread dies with a traceback and the next scalars then
+    block training for ever on its full queue; here the failure is one WriteError line.)"""
+
+    def __init__(self, folder: str, purge_step: int | None):
+        from tensorboardX.event_file_writer import EventsWriter
+        from tensorboardX.proto.event_pb2 import Event, SessionLog
+
+        self.folder = folder
+        with writing(folder):
+            os.makedirs(folder, exist_ok=True)
+            # a random suffix: two invocations within one second must not share (and truncate) a file
+            self.writer = EventsWriter(os.path.join(folder, "events"), filename_suffix=f".{os.urandom(4).hex()}")
+            if purge_step is not None:       # hides the events of steps >= purge_step (a lost future)
+                self.writer.write_event(Event(step=purge_step, file_version="brain.Event:2"))
+                self.writer.write_event(Event(step=purge_step, session_log=SessionLog(status=SessionLog.START)))
+            self.writer.flush()
+
+    def scalars(self, step: int, values: dict) -> None:
+        import time
+
+        from tensorboardX.proto.event_pb2 import Event
+        from tensorboardX.summary import scalar
+
+        with writing(self.folder):
+            for k, v in values.items():
+                self.writer.write_event(Event(wall_time=time.time(), step=step, summary=scalar(k, v)))
+            self.writer.flush()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):   # everything was flushed already
+            self.writer.close()
