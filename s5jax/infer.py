@@ -39,7 +39,7 @@ import numpy as np
 from .audio import read_audio, write_audio
 from .dataset import estimate_name, list_soundscapes, oracle_folder, reference_files, soundscape_folder
 from .errors import S5Error, WriteError
-from .files import check_writable, clean_stale_parts, part_prefix, write_csv_atomic, write_json_atomic, write_text_atomic
+from .files import check_writable, clean_stale_parts, part_prefix, write_csv_atomic, write_json_atomic
 from .labels import LABELS, SAMPLE_RATE, SILENCE
 from .runtime import HeapGuard
 
