@@ -32,7 +32,7 @@ def _cmd_convert(args) -> int:
 
     from .official import parse_overrides
 
-    log = None if args.quiet else (lambda line: print(line, file=sys.stderr, flush=True))
+    log = None if args.quiet else (lambda line: print(line, flush=True))   # stderr: errors only
     kind = convert_checkpoint(args.ckpt, args.out_dir, args.kind, parse_overrides(args.set), log=log)
     print(f"wrote {kind} checkpoint to {args.out_dir}")
     return 0

@@ -55,12 +55,13 @@ def test_convert_says_what_it_is_doing(golden, tmp_path, capsys):
     assert main(["convert", ckpt, str(out), "--set", "hop=40"]) == 0
     captured = capsys.readouterr()
     # the tiny separator checkpoint: 1.48 MB, 342 tensors (ls -l; the official key list), 0.3 M values
-    assert captured.err.splitlines() == [f"reading {ckpt} (1 MB)",
+    assert captured.out.splitlines() == [f"reading {ckpt} (1 MB)",
                                          "converting 342 tensors (0.3 M values) as a separator checkpoint",
-                                         f"writing {out} (hashing and saving the weights)"]
-    assert captured.out == f"wrote separator checkpoint to {out}\n"
+                                         f"writing {out} (hashing and saving the weights)",
+                                         f"wrote separator checkpoint to {out}"]
+    assert captured.err == ""
     assert main(["convert", ckpt, str(out), "--set", "hop=40", "--quiet"]) == 0
-    assert capsys.readouterr().err == ""
+    assert capsys.readouterr().out == f"wrote separator checkpoint to {out}\n"
 
 
 def test_train_summary_is_formatted(tmp_path):
