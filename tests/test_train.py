@@ -81,9 +81,10 @@ def test_tagger_loss_falls_validation_improves_and_export_loads(data, tmp_path):
     # the export is an ordinary s5jax checkpoint: Tagger.from_checkpoint takes it
     tagger = Tagger.from_checkpoint(tmp_path / "run" / "export" / "best")
     assert tagger.kind == "tagger-4ch"
-    from s5jax.synth.scenes import read_metadata, SceneSynth
-    scfg, specs = read_metadata(tmp_path / "run" / "valid.json")
-    sc = SceneSynth(data, "valid", scfg).render(specs[0])
+    from s5jax.synth.scenes import SceneRenderer, pack, read_scenes
+    name, spec = read_scenes(tmp_path / "run" / "valid.json")[0]
+    assert name == "valid_00000" and spec["config"]["foreground_dir"] == "data/dev_set/sound_event/valid"
+    sc = pack(SceneRenderer(data).render(spec))
     logits = np.asarray(tagger(sc["mixture"][None]))
     assert logits.shape == (1, 3, 19) and np.isfinite(logits).all()
     assert os.listdir(tmp_path / "run" / "tb")                      # TensorBoard event file written
@@ -208,12 +209,13 @@ def test_bad_dataset_and_bad_out_folder_are_one_line_errors(data, tmp_path):
 
     broken = tmp_path / "broken"
     shutil.copytree(data, broken)
-    shutil.rmtree(broken / "sound_event" / "train" / "Doorbell")
+    (broken / "sound_event" / "train" / "Doorbell" / "g1" / "Doorbell_g1.wav").write_bytes(b"RIFF....WAVEjunk")
     cfg = write_json(tmp_path / "c.json", tagger_cfg(broken, tmp_path / "o"))
     r = run_cli(["train", "tagger", cfg])
     assert r.returncode == 2, r.stderr
     assert r.stderr.startswith("s5jax: error: ") and len(r.stderr.strip().splitlines()) == 1
-    assert str(broken / "sound_event" / "train" / "Doorbell") in r.stderr
+    assert str(broken / "sound_event" / "train" / "Doorbell" / "g1" / "Doorbell_g1.wav") in r.stderr
+    assert not (tmp_path / "o").exists()                            # nothing written before the data is checked
     # a user's non-empty folder is never used as a run folder (nothing in it touched)
     user = tmp_path / "mine"
     user.mkdir()

@@ -162,6 +162,18 @@ def check_scene(meta: Any, where: str) -> dict:
     return meta
 
 
+def check_scene_files(meta: Mapping, paths: Paths, where: str) -> None:
+    """Every file a (checked) scene names exists in the dev set: the room and each source."""
+    check_scene(meta, where)
+    cfg = meta["config"]
+    paths.locate(meta["room"]["args"]["metadata"]["sofa_path"], f"{where}: room sofa_path", want_dir=False)
+    for key in ("fg_events", "int_events", "bg_events"):
+        for i, ev in enumerate(meta[key]):
+            folder = ("background_dir" if key == "bg_events" else
+                      "foreground_dir" if ev["role"] == "foreground" else "interference_dir")
+            paths.source(ev["source_file"], cfg[folder], f"{where}: {key}[{i}]")
+
+
 # ----------------------------------------------------------------------------------------- files
 def _read_json(path: str) -> Any:
     try:
