@@ -22,7 +22,7 @@ from collections import Counter
 from ..audio import write_audio
 from ..errors import DataError, S5Error
 from ..files import write_text_atomic
-from .metadata import read_scenes, write_scenes
+from .metadata import check_scene_files, read_scenes, write_scenes
 from .scenes import SceneRenderer, SceneSynth, SynthConfig
 
 MARKER = ".s5jax-scenes.json"
@@ -72,6 +72,8 @@ def render_set(data: str, metadata: str, out: str, progress: bool = False) -> in
     named = read_scenes(metadata)
     _check_names(metadata, [n for n, _ in named])
     renderer = SceneRenderer(data)
+    for name, meta in named:                 # every file found before OUT is touched
+        check_scene_files(meta, renderer.paths, f"{metadata}: {name}")
     _claim(out, {"data": data, "metadata": metadata, "scenes": [n for n, _ in named]})
     mix_dir, tgt_dir = os.path.join(out, "soundscape"), os.path.join(out, "oracle_target")
     os.makedirs(mix_dir, exist_ok=True)
