@@ -401,7 +401,7 @@ def test_a_duplicate_that_cannot_be_placed_is_an_error_as_officially(tmp_path):
     only = os.path.join(root, "sound_event", "train", CLASSES[0])
     shutil.rmtree(os.path.join(only, "g1"))
     shutil.rmtree(os.path.join(only, "g2"))
-    synth = SceneSynth(root, "train", SynthConfig.separator(seconds=1.0, nevent_range=(2, 2), dupse_rate=1.0))
+    synth = SceneSynth(root, "train", SynthConfig(seconds=1.0, nevent_range=(2, 2), dupse_rate=1.0))
     with pytest.raises(DataError) as e:
         synth.draw(0, 0)
     assert str(e.value).startswith(only) and "no unused file" in str(e.value)

@@ -268,7 +268,7 @@ def test_a_failed_start_writes_nothing_and_validation_follows_the_data(data, tmp
     assert len(drawn) == 8 and (out / "valid" / "valid_00000.json").is_file()
     gone = sorted({e["label"] for _, s in drawn for e in s["fg_events"]})[0]
     shutil.rmtree(dev / "sound_event" / "valid" / gone)         # the data changes: validation is redrawn
-    res = run_training(TrainConfig.from_dict({**tagger_cfg(dev, out, steps=2, valid_every=1), "model": "tagger"}))
+    res = run_training(TrainConfig.from_dict({**tagger_cfg(dev, out, steps=2), "model": "tagger"}))
     assert res.steps_done == 2 and res.valid[-1]["step"] == 2
     redrawn = read_scenes(out / "valid.json")
     assert len(redrawn) == 8 and gone not in {e["label"] for _, s in redrawn for e in s["fg_events"]}
