@@ -15,6 +15,9 @@
     s5jax demo [--out DIR] [--clips N]       Table 1 in miniature on the bundled world and models
     s5jax train tagger|separator CONFIG [--out DIR]   train on scenes synthesised from a dev-set folder
     s5jax world make OUT                     the bundled procedural sound world (a dev set + test split)
+    s5jax scenes render --data DEV_SET --metadata M.json|valid.json --out DIR
+                                             SpAudSyn scenes -> DIR/soundscape + DIR/oracle_target (dev-test layout)
+    s5jax scenes draw --data DEV_SET --split S --count N --out LIST.json   draw scenes (SpAudSyn metadata)
 
 Errors in the user's input are printed as one line (`s5jax: error: ...`) with exit status 2.
 """
@@ -224,6 +227,61 @@ def _cmd_train(args) -> int:
     return train_main(args)
 
 
+def _cmd_scenes(args) -> int:
+    from .synth import testset
+
+    if args.action == "render":
+        n = testset.render_set(args.data, args.metadata, args.out, progress=not args.quiet)
+        print(f"rendered {n} scene(s) into {args.out} (soundscape/, oracle_target/)")
+        return 0
+    from .synth.scenes import SynthConfig
+
+    cfg = SynthConfig.tagger if args.recipe == "tagger" else SynthConfig.separator
+    kw = {} if args.seconds is None else {"seconds": args.seconds}
+    names = testset.draw_set(args.data, args.split, args.count, args.out, cfg(**kw), seed=args.seed,
+                             zero_share=args.zero_share, prefix=args.prefix, absolute_paths=args.absolute_paths)
+    print(f"wrote {len(names)} scene(s): {args.out}")
+    return 0
+
+
+def _share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= v <= 1.0:
+        raise argparse.ArgumentTypeError(f"must lie in [0, 1], got {v}")
+    return v
+
+
+def _add_scenes(sub) -> None:
+    sc = sub.add_parser("scenes", help="SpAudSyn scene metadata: render a list into the dev-test layout, or draw one")
+    act = sc.add_subparsers(dest="action", required=True)
+    r = act.add_parser("render", help="render scenes (a SpAudSyn scene JSON or a valid.json list) into "
+                                      "OUT/soundscape/<name>.wav + OUT/oracle_target/<name>[_<k>]_<Label>.wav")
+    r.add_argument("--data", required=True, help="the dev set folder the scenes' files are in (data/dev_set)")
+    r.add_argument("--metadata", required=True, help="a scene JSON or a list [{\"metadata_path\": ...}]")
+    r.add_argument("--out", required=True, help="output folder (new, empty, or an earlier rendering to resume)")
+    r.add_argument("--quiet", action="store_true", help="no per-scene lines")
+    r.set_defaults(func=_cmd_scenes)
+    d = act.add_parser("draw", help="draw scenes as the official recipe does and write their metadata")
+    d.add_argument("--data", required=True, help="the dev set folder (data/dev_set)")
+    d.add_argument("--split", default="valid", help="the split to draw from (default valid)")
+    d.add_argument("--count", type=_positive_int, required=True, help="number of scenes")
+    d.add_argument("--out", required=True, help="the list to write, e.g. metadata/valid.json (scenes go to "
+                                                 "metadata/valid/<prefix>_<i>.json)")
+    d.add_argument("--recipe", choices=("tagger", "separator"), default="tagger",
+                   help="target count range: tagger [0, 3] (default), separator [1, 3]")
+    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--zero-share", type=_share, default=None, help="share of scenes without targets (default: "
+                                                                   "the official uniform count)")
+    d.add_argument("--seconds", type=float, default=None, help="scene length (default 10)")
+    d.add_argument("--prefix", default="soundscape", help="scene name prefix (default soundscape)")
+    d.add_argument("--absolute-paths", action="store_true",
+                   help="name folders by absolute paths instead of the baseline's data/dev_set/...")
+    d.set_defaults(func=_cmd_scenes)
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .checkpoint import KINDS
     from .system.config import presets_text
@@ -377,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     wm.add_argument("--test-clips", type=_positive_int, default=200, help="clips of the rendered test split")
     wm.add_argument("--quiet", action="store_true", help="no progress lines")
     wm.set_defaults(func=_cmd_world)
+    _add_scenes(sub)
     return p
 
 

@@ -2,7 +2,6 @@
 step a real `s5jax` command), on a reduced clip count; the table must be sane."""
 from __future__ import annotations
 
-import json
 import os
 
 import pytest
@@ -40,9 +39,10 @@ def test_demo_table_is_sane(world_dir, tmp_path):
     rows = {r["system"]: r for r in res["rows"]}
     silence, mixture = rows["all slots silent"], rows["mixture as every true-label stem"]
     base = rows["Baseline (4-ch tagger + separator A)"]
-    with open(os.path.join(world_dir, "metadata", "test.json")) as f:
-        scenes = json.load(f)["scenes"][:WORLD_CLIPS]
-    empty = sum(1 for s in scenes if not s["events"])
+    from s5jax.synth.metadata import read_scenes
+
+    scenes = read_scenes(os.path.join(world_dir, "metadata", "test.json"))[:WORLD_CLIPS]
+    empty = sum(1 for _, m in scenes if not m["fg_events"])
     # the trivial references, known by construction: silence misses every source (0 dB) and is right
     # on the empty clips only; the mixture as the stem of every true label improves nothing (0 dB)
     assert silence["ca_sdri"] == 0.0

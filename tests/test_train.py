@@ -61,6 +61,27 @@ def train_losses(out) -> list[tuple[int, float]]:
     return [(r["step"], r["train/loss"]) for r in rows if "train/loss" in r]
 
 
+def tb_scalars(folder) -> dict[str, dict[int, float]]:
+    """{tag: {step: value}} from the TensorBoard event files of `folder` (TFRecord framing, Event protos)."""
+    import struct
+
+    from tensorboardX.proto import event_pb2
+
+    out: dict = {}
+    for name in sorted(os.listdir(folder)):
+        data = open(os.path.join(folder, name), "rb").read()
+        pos = 0
+        while pos + 12 <= len(data):
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            if pos + 16 + n > len(data):
+                break
+            event = event_pb2.Event.FromString(data[pos + 12:pos + 12 + n])
+            pos += 16 + n
+            for v in event.summary.value:
+                out.setdefault(v.tag, {})[event.step] = v.simple_value
+    return out
+
+
 def flat_vars(folder):
     from flax import traverse_util
 
@@ -83,9 +104,10 @@ def test_tagger_loss_falls_validation_improves_and_export_loads(data, tmp_path):
     # the export is an ordinary s5jax checkpoint: Tagger.from_checkpoint takes it
     tagger = Tagger.from_checkpoint(tmp_path / "run" / "export" / "best")
     assert tagger.kind == "tagger-4ch"
-    from s5jax.synth.scenes import read_metadata, SceneSynth
-    scfg, specs = read_metadata(tmp_path / "run" / "valid.json")
-    sc = SceneSynth(data, "valid", scfg).render(specs[0])
+    from s5jax.synth.scenes import SceneRenderer, pack, read_scenes
+    name, spec = read_scenes(tmp_path / "run" / "valid.json")[0]
+    assert name == "valid_00000" and spec["config"]["foreground_dir"] == "data/dev_set/sound_event/valid"
+    sc = pack(SceneRenderer(data).render(spec))
     logits = np.asarray(tagger(sc["mixture"][None]))
     assert logits.shape == (1, 3, 19) and np.isfinite(logits).all()
     assert os.listdir(tmp_path / "run" / "tb")                      # TensorBoard event file written
@@ -128,6 +150,10 @@ def test_kill_and_resume_continues_bit_identically(data, tmp_path, jax_cache, ca
     proc.wait()
     killed_at = max(int(n) for n in os.listdir(last) if n.isdigit())
     assert 3 <= killed_at < steps, killed_at
+    # TensorBoard holds every step up to the last checkpoint (flushed at each one) despite the kill
+    tb = tb_scalars(tmp_path / "killed" / "tb")
+    assert set(range(1, killed_at)) <= set(tb.get("train/loss", {})), tb.keys()
+    assert 0 in tb.get("valid/valid_loss", {})
     assert not (tmp_path / "killed" / "export" / "last").exists()
     capsys.readouterr()
     assert main(["train", "tagger", cfg, "--quiet"]) == 0          # the resume: in-process, as the CLI runs it
@@ -227,11 +253,12 @@ def test_bad_dataset_and_bad_out_folder_are_one_line_errors(data, tmp_path, caps
 
     broken = tmp_path / "broken"
     shutil.copytree(data, broken)
-    shutil.rmtree(broken / "sound_event" / "train" / "Doorbell")
+    (broken / "sound_event" / "train" / "Doorbell" / "g1" / "Doorbell_g1.wav").write_bytes(b"RIFF....WAVEjunk")
     cfg = write_json(tmp_path / "c.json", tagger_cfg(broken, tmp_path / "o"))
     err = cli_error(["train", "tagger", cfg], capsys)
     assert err.startswith("s5jax: error: ") and len(err.strip().splitlines()) == 1
-    assert str(broken / "sound_event" / "train" / "Doorbell") in err
+    assert str(broken / "sound_event" / "train" / "Doorbell" / "g1" / "Doorbell_g1.wav") in err
+    assert not (tmp_path / "o").exists()                            # nothing written before the data is checked
     # a user's non-empty folder is never used as a run folder (nothing in it touched)
     user = tmp_path / "mine"
     user.mkdir()
@@ -239,6 +266,48 @@ def test_bad_dataset_and_bad_out_folder_are_one_line_errors(data, tmp_path, caps
     err = cli_error(["train", "tagger", write_json(tmp_path / "d.json", tagger_cfg(data, user))], capsys)
     assert "not an s5jax training run" in err
     assert os.listdir(user) == ["notes.txt"]
+
+
+def test_a_failed_start_writes_nothing_and_validation_follows_the_data(data, tmp_path):
+    import shutil
+
+    from s5jax.errors import S5Error
+    from s5jax.synth.scenes import read_scenes
+
+    dev, out = tmp_path / "dev", tmp_path / "run"
+    shutil.copytree(data, dev)
+    (tmp_path / "bad.json").write_text('[{"metadata_path": "gone.json"}]')
+    for bad in ({"valid_metadata": str(tmp_path / "bad.json")}, {"data_root": str(tmp_path / "nowhere")}):
+        with pytest.raises(S5Error):
+            run_training(TrainConfig.from_dict({**tagger_cfg(dev, out, steps=1), **bad, "model": "tagger"}))
+        assert not out.exists()                      # nothing written: the corrected config is not refused
+    run_training(TrainConfig.from_dict({**tagger_cfg(dev, out, steps=1), "model": "tagger"}))
+    drawn = read_scenes(out / "valid.json")
+    assert len(drawn) == 8 and (out / "valid" / "valid_00000.json").is_file()
+    gone = sorted({e["label"] for _, s in drawn for e in s["fg_events"]})[0]
+    shutil.rmtree(dev / "sound_event" / "valid" / gone)         # the data changes: validation is redrawn
+    res = run_training(TrainConfig.from_dict({**tagger_cfg(dev, out, steps=2), "model": "tagger"}))
+    assert res.steps_done == 2 and res.valid[-1]["step"] == 2
+    redrawn = read_scenes(out / "valid.json")
+    assert len(redrawn) == 8 and gone not in {e["label"] for _, s in redrawn for e in s["fg_events"]}
+
+
+def test_the_official_valid_json_is_the_default_validation_set(data, tmp_path):
+    import shutil
+
+    from s5jax.errors import DataError
+    from s5jax.training.loop import valid_metadata_path
+
+    dev = tmp_path / "dev"
+    shutil.copytree(data, dev)
+    cfg = TrainConfig.from_dict({**tagger_cfg(dev, tmp_path / "o"), "model": "tagger"})
+    assert valid_metadata_path(cfg) is None
+    (dev / "metadata").mkdir()
+    (dev / "metadata" / "valid.json").write_text('[{"metadata_path": "valid/scene_0.json"}]')
+    assert valid_metadata_path(cfg) == str(dev / "metadata" / "valid.json")
+    with pytest.raises(DataError, match="scene_0.json: no such file"):
+        run_training(cfg)
+    assert not (tmp_path / "o").exists()
 
 
 def test_start_from_m2d_encoder_with_fresh_head(data, tmp_path):

@@ -10,8 +10,12 @@ from tinyset import make_dataset
 
 
 @pytest.fixture(scope="module")
-def synth(tmp_path_factory):
-    root = make_dataset(tmp_path_factory.mktemp("ds"), splits=("train",))
+def root(tmp_path_factory):
+    return make_dataset(tmp_path_factory.mktemp("ds"), splits=("train",))
+
+
+@pytest.fixture(scope="module")
+def synth(root):
     return SceneSynth(root, "train", SynthConfig.separator(seconds=0.25))
 
 
@@ -49,3 +53,34 @@ def test_processes_build_disjoint_rows_of_the_global_batch(synth):
     parts = [BatchMaker(synth, 3, 4, p, 2, lambda b: None, with_refs=False)(2) for p in range(2)]
     np.testing.assert_array_equal(np.concatenate([p["mixture"] for p in parts]), whole["mixture"])
     assert "refs" not in whole
+
+
+WORKER_RUN = """
+import sys
+from s5jax.synth.scenes import SceneSynth, SynthConfig
+from s5jax.training.data import BatchMaker, TrainBatches
+
+def run():
+    synth = SceneSynth(sys.argv[1], "train", SynthConfig.separator(seconds=0.25))
+    batches = TrainBatches(BatchMaker(synth, 3, 4, 0, 1, lambda b: None, with_refs=True), 6, workers=2, prefetch=1)
+    kept = [next(batches) for _ in range(2)]          # batches still held when the pipeline closes
+    batches.close()
+    print(kept[1]["mixture"].shape)
+
+if __name__ == "__main__":
+    run()
+"""
+
+
+def test_worker_pipeline_ends_without_leaking_shared_memory(root, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    script = tmp_path / "run.py"
+    script.write_text(WORKER_RUN)
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    r = subprocess.run([sys.executable, str(script), root], capture_output=True, text=True, timeout=600,
+                       env={**os.environ, "PYTHONPATH": repo})
+    assert r.returncode == 0 and "(4, 4, 8000)" in r.stdout, r.stderr
+    assert "leaked shared_memory" not in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -13,7 +13,7 @@ from s5jax.errors import S5Error
 from s5jax.labels import CLASSES
 from s5jax.synth import world
 
-TINY = world.WorldConfig(seed=7, events=(2, 1, 1), group_size=2, interferers=(1, 1, 1), noises=(1, 1, 1),
+TINY = world.WorldConfig(seed=7, events=(3, 3, 3), group_size=(1, 1, 1), interferers=(1, 1, 1), noises=(1, 1, 1),
                          noise_seconds=11.0, rooms=(1, 1, 1), positions=6, rir_seconds=0.1, valid_scenes=2,
                          test_clips=4)
 
@@ -46,7 +46,8 @@ def test_layout(tiny_world):
         assert (info.channels, info.samplerate, info.frames) == (4, 32000, 11 * 32000)
     # grouped classes: files in sub-folders of group_size files (the duplicate-exclusion unit)
     speech = os.path.join(tiny_world, "sound_event", "train", "Speech")
-    assert sorted(os.listdir(speech)) == ["train00"] and len(os.listdir(os.path.join(speech, "train00"))) == 2
+    assert sorted(os.listdir(speech)) == ["train00", "train01", "train02"]
+    assert len(os.listdir(os.path.join(speech, "train00"))) == 1
     ev = sf.read(os.path.join(tiny_world, "sound_event", "train", "Doorbell", "train00", "Doorbell_train_000.wav"))[0]
     assert ev.ndim == 1 and 0.85 < np.abs(ev).max() < 0.95          # peak 0.9, 16-bit PCM
     soundscapes = sorted(os.listdir(os.path.join(tiny_world, "synthesized", "test", "soundscape")))
@@ -70,12 +71,12 @@ def test_rooms_are_readable_rirs(tiny_world):
 
 def test_test_split_references_sum_into_the_mixture_and_splits_are_disjoint(tiny_world):
     from s5jax.dataset import reference_files
+    from s5jax.synth.metadata import read_scenes
 
     oracle = os.path.join(tiny_world, "synthesized", "test", "oracle_target")
-    with open(os.path.join(tiny_world, "metadata", "test.json")) as f:
-        meta = json.load(f)
-    used = json.dumps(meta)
-    assert "/train/" not in used and "/valid/" not in used and "test" in used
+    scenes = read_scenes(os.path.join(tiny_world, "metadata", "test.json"))
+    used = json.dumps([m for _, m in scenes])
+    assert "/train" not in used and "/valid" not in used and "room_ir/test" in used
     n_refs = 0
     for i in range(4):
         refs = reference_files(oracle, f"world_test_{i:04d}")
@@ -83,7 +84,7 @@ def test_test_split_references_sum_into_the_mixture_and_splits_are_disjoint(tiny
         for path, _ in refs:
             x = sf.read(path)[0]
             assert np.abs(x).max() > 0
-    assert n_refs == sum(len(s["events"]) for s in meta["scenes"])
+    assert n_refs == sum(len(m["fg_events"]) for _, m in scenes)
 
 
 def test_two_makes_are_byte_identical_and_a_world_is_kept(tiny_world, tmp_path):

@@ -6,8 +6,8 @@
     OUT/interference/{train,valid,test}/<label>/*.wav             mono non-target sounds
     OUT/noise/{train,valid,test}/*.wav                            4-channel backgrounds
     OUT/room_ir/{train,valid,test}/*.sofa                         4-channel RIRs (SOFA GeneralFIR)
-    OUT/metadata/valid.json                                        the fixed validation scenes
-    OUT/metadata/test.json                                         the test split's scenes
+    OUT/metadata/valid.json, valid/*.json                          the fixed validation scenes (SpAudSyn)
+    OUT/metadata/test.json, test/*.json                            the test split's scenes (SpAudSyn)
     OUT/synthesized/test/{soundscape,oracle_target}/               the held-out test split, rendered
                                                                    (24-bit PCM; `render` clips, or all)
     OUT/world.json                                                 what made it (config, version)
@@ -51,7 +51,8 @@ _TETRA = np.array([[1, 1, 1], [1, -1, -1], [-1, 1, -1], [-1, -1, 1]], np.float64
 class WorldConfig:
     seed: int = 2026
     events: tuple[int, int, int] = (24, 6, 6)          # files per class in train / valid / test
-    group_size: int = 3                                # files per sub-folder of a GROUPED class
+    group_size: tuple[int, int, int] = (3, 2, 2)       # files per sub-folder of a GROUPED class (valid and
+                                                       # test: 3 groups, so a third same-class source fits)
     interferers: tuple[int, int, int] = (6, 2, 2)      # files per interferer kind
     noises: tuple[int, int, int] = (6, 2, 2)           # 4-channel backgrounds
     noise_seconds: float = 16.0
@@ -84,9 +85,9 @@ def _event_files(root: str, cfg: WorldConfig, split: str, label: str) -> None:
     folder = os.path.join(root, "sound_event", split, label)
     voice = None
     for i in range(cfg.events[s]):
-        group = i // cfg.group_size
+        group = i // cfg.group_size[s]
         if label in GROUPED:
-            if i % cfg.group_size == 0:
+            if i % cfg.group_size[s] == 0:
                 voice = sounds.class_voice(label, _rng(cfg, split, label, "group", group))
             path = os.path.join(folder, f"{split}{group:02d}", f"{label}_{split}_{i:03d}.wav")
         else:
@@ -194,22 +195,22 @@ def make_rooms(root: str, cfg: WorldConfig, log=print) -> None:
 
 
 # --------------------------------------------------------------------------------------- scene sets
-def render_set(root: str, out: str, specs: list[dict], synth) -> list[str]:
-    """Render drawn scene specs into the dev-test layout (soundscape/, oracle_target/), 24-bit PCM
-    (quantisation 2^-23, ≈ 115 dB below the scenes' levels)."""
+def render_set(root: str, out: str, scenes: list[tuple[str, dict]]) -> list[str]:
+    """Render SpAudSyn scenes [(name, metadata)] of the world into the dev-test layout (soundscape/,
+    oracle_target/, the official names), 24-bit PCM (quantisation 2^-23, ≈ 115 dB below the scenes'
+    levels). A clip's targets are written first, its soundscape last, each atomically."""
+    from .scenes import SceneRenderer
+    from .testset import target_names
+
     for sub in ("soundscape", "oracle_target"):
         os.makedirs(os.path.join(out, sub), exist_ok=True)
-    names = []
-    for spec in specs:
-        name = spec.get("name") or f"soundscape_{spec['index']:04d}"
-        scene = synth.render(spec)
-        labels = [CLASSES[int(c)] for c in scene["labels"] if c < len(CLASSES)]
-        for k, label in enumerate(labels):
-            stem = f"{name}_{k}_{label}" if labels.count(label) > 1 else f"{name}_{label}"
-            _write_wav_atomic(os.path.join(out, "oracle_target", f"{stem}.wav"), scene["refs"][k])
-        _write_wav_atomic(os.path.join(out, "soundscape", f"{name}.wav"), scene["mixture"])
-        names.append(name)
-    return names
+    renderer = SceneRenderer(root)
+    for name, meta in scenes:
+        r = renderer.render(meta, name)
+        for fname, dry in zip(target_names(name, r["labels"]), r["dry"]):
+            _write_wav_atomic(os.path.join(out, "oracle_target", fname), np.asarray(dry, np.float32))
+        _write_wav_atomic(os.path.join(out, "soundscape", f"{name}.wav"), np.asarray(r["mixture"], np.float32))
+    return [n for n, _ in scenes]
 
 
 def _write_wav_atomic(path: str, x: np.ndarray) -> None:
@@ -220,16 +221,16 @@ def _write_wav_atomic(path: str, x: np.ndarray) -> None:
 
 def make_scene_sets(root: str, cfg: WorldConfig, log=print) -> None:
     """metadata/valid.json (the fixed validation scenes) and metadata/test.json (the test split's
-    scenes, all `test_clips` of them; `render_test` renders them)."""
-    from .scenes import SceneSynth, SynthConfig, write_metadata
+    scenes, all `test_clips` of them; `render_test` renders them), as the baseline's SpAudSyn lists."""
+    from .metadata import write_scenes
+    from .scenes import SceneSynth, SynthConfig
 
-    os.makedirs(os.path.join(root, "metadata"), exist_ok=True)
     valid = SceneSynth(root, "valid", SynthConfig.separator())
-    specs = [valid.draw(cfg.seed + 1, i) for i in range(cfg.valid_scenes)]
-    write_metadata(os.path.join(root, "metadata", "valid.json"), specs, valid.cfg)
+    write_scenes(os.path.join(root, "metadata", "valid.json"),
+                 [(f"world_valid_{i:04d}", valid.draw(cfg.seed + 1, i)) for i in range(cfg.valid_scenes)])
     test = SceneSynth(root, "test", SynthConfig.tagger())
-    specs = [dict(test.draw(cfg.seed + 2, i), name=f"world_test_{i:04d}") for i in range(cfg.test_clips)]
-    write_metadata(os.path.join(root, "metadata", "test.json"), specs, test.cfg)
+    write_scenes(os.path.join(root, "metadata", "test.json"),
+                 [(f"world_test_{i:04d}", test.draw(cfg.seed + 2, i)) for i in range(cfg.test_clips)])
 
 
 def testset_dir(root: str) -> str:
@@ -238,25 +239,22 @@ def testset_dir(root: str) -> str:
 
 def render_test(root: str, clips: int | None = None, log=print, progress: bool = False) -> str:
     """Render the first `clips` scenes of the test split (all when None) that are not rendered yet;
-    returns the set folder. A clip's soundscape is written last (after its oracle targets), so a clip
-    whose soundscape exists is complete; an interrupted render resumes."""
-    from .scenes import SceneSynth, read_metadata
+    returns the set folder. An interrupted render resumes (a clip with its soundscape is complete)."""
+    from .metadata import read_scenes
 
-    scfg, specs = read_metadata(os.path.join(root, "metadata", "test.json"))
-    specs = specs if clips is None else specs[:clips]
+    scenes = read_scenes(os.path.join(root, "metadata", "test.json"))
+    scenes = scenes if clips is None else scenes[:clips]
     out = testset_dir(root)
-    todo = [s for s in specs if not os.path.isfile(os.path.join(out, "soundscape", s["name"] + ".wav"))]
+    todo = [(n, m) for n, m in scenes if not os.path.isfile(os.path.join(out, "soundscape", n + ".wav"))]
     if todo:
         from tqdm import tqdm
 
-        synth = SceneSynth(root, "test", scfg)
-        for spec in tqdm(todo, desc="rendering test clips", unit="clip", disable=not progress):
-            render_set(root, out, [spec], synth)
-        log(f"  test split: {len(todo)} clip(s) rendered ({len(specs)} asked)")
+        for item in tqdm(todo, desc="rendering test clips", unit="clip", disable=not progress):
+            render_set(root, out, [item])
+        log(f"  test split: {len(todo)} clip(s) rendered ({len(scenes)} asked)")
     return out
 
 
-# --------------------------------------------------------------------------------------------- world
 def is_world(path: str, cfg: WorldConfig | None = None) -> bool:
     try:
         with open(os.path.join(path, "world.json")) as f:

@@ -35,7 +35,9 @@ class TrainConfig:
     out: str = "runs/train"                 # run folder: checkpoints, logs, exports
     train_split: str = "train"
     valid_split: str = "valid"
-    valid_metadata: str | None = None       # fixed validation scenes (s5jax-scenes JSON); None = drawn
+    valid_metadata: str | None = None       # fixed validation scenes: a SpAudSyn scene list (valid.json) or
+                                            #   scene; None = <data_root>/metadata/valid.json when it exists
+                                            #   (the official recipe), else drawn:
     valid_scenes: int = 64                  #   from valid_split with valid_seed, written to OUT/valid.json
     valid_seed: int = 1
     init: str = "checkpoint"

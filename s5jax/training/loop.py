@@ -8,7 +8,8 @@ global batch, so it does not depend on the number of devices or processes.
 
 Run folder OUT (every file written atomically; a resumed run continues bit-identically):
     run.json          the settings of the run (a resume with other settings is refused)
-    valid.json        the fixed validation scenes (s5jax-scenes metadata)
+    valid.json        the validation scenes drawn from valid_split when no valid_metadata is used, in the
+    valid/*.json        baseline's metadata format (a list of SpAudSyn scenes; redrawn at every start)
     checkpoints/last/ orbax CheckpointManager: state (step, weights, BatchNorm statistics, optimiser)
     checkpoints/best/ + the data iterator state; best = lowest validation loss
     log.jsonl         one JSON line per logged step and per validation
@@ -34,7 +35,8 @@ from ..files import append_text, check_writable, writing
 from ..metric import Totals, empty_totals, merge_totals, summarize
 from ..runtime import HeapGuard
 from ..labels import NUM_CLASSES
-from ..synth.scenes import SceneSynth, read_metadata, write_metadata
+from ..synth.metadata import check_scene_files
+from ..synth.scenes import SceneRenderer, SceneSynth, pack, read_scenes, write_scenes
 from . import state as st
 from .config import RESUMABLE_CHANGES, TrainConfig
 from .data import BatchMaker, TrainBatches
@@ -54,8 +56,9 @@ class TrainResult:
 
 
 # ------------------------------------------------------------------------------------- run folder
-def _prepare_out(cfg: TrainConfig, primary: bool) -> bool:
-    """Create or check OUT. Returns True when OUT holds an earlier run of the same settings (resume)."""
+def _check_out(cfg: TrainConfig) -> bool:
+    """Check OUT without writing. Returns True when OUT holds an earlier run of the same settings
+    (resume); another run's or a user's folder is refused."""
     out = cfg.out
     run_path = os.path.join(out, "run.json")
     mine = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES}
@@ -75,23 +78,43 @@ def _prepare_out(cfg: TrainConfig, primary: bool) -> bool:
         return True
     if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
         raise S5Error(f"{out}: exists and is not an s5jax training run; choose a new or empty folder")
-    if primary:
-        os.makedirs(out, exist_ok=True)
-        write_text_atomic(run_path, json.dumps({"format": RUN_FORMAT, "version": 1, "config": cfg.to_dict(),
-                                                "jax": jax.__version__}, indent=1))
     return False
 
 
-def _valid_specs(cfg: TrainConfig, primary: bool) -> tuple[SceneSynth, list[dict]]:
-    path = os.path.join(cfg.out, "valid.json")
-    if cfg.valid_metadata or os.path.isfile(path):
-        synth_cfg, specs = read_metadata(cfg.valid_metadata or path)
-        return SceneSynth(cfg.data_root, cfg.valid_split, synth_cfg), specs
+def _write_out(cfg: TrainConfig, resuming: bool, drawn: list | None) -> None:
+    """Create OUT (run.json) and store drawn validation scenes: only after everything was checked."""
+    if not resuming:
+        os.makedirs(cfg.out, exist_ok=True)
+        write_text_atomic(os.path.join(cfg.out, "run.json"),
+                          json.dumps({"format": RUN_FORMAT, "version": 1, "config": cfg.to_dict(),
+                                      "jax": jax.__version__}, indent=1))
+    if drawn is not None:
+        write_scenes(os.path.join(cfg.out, "valid.json"), drawn)
+
+
+def valid_metadata_path(cfg: TrainConfig) -> str | None:
+    """The fixed validation list: valid_metadata, else `<data_root>/metadata/valid.json` when it exists
+    (the official recipe's), else None (scenes drawn from valid_split)."""
+    if cfg.valid_metadata:
+        return cfg.valid_metadata
+    default = os.path.join(cfg.data_root, "metadata", "valid.json")
+    return default if os.path.isfile(default) else None
+
+
+def _valid_specs(cfg: TrainConfig) -> tuple[SceneRenderer, list[dict], list | None]:
+    """-> (renderer, validation scenes, the drawn (name, scene) list to store in OUT or None). Drawn
+    scenes are drawn anew at every start (pure in the data, the settings and valid_seed), so a
+    corrected dataset is never validated on scenes drawn from the old one."""
+    path = valid_metadata_path(cfg)
+    if path is not None:
+        named = read_scenes(path)
+        renderer = SceneRenderer(cfg.data_root)
+        for name, meta in named:
+            check_scene_files(meta, renderer.paths, f"{path}: {name}")
+        return renderer, [m for _, m in named], None
     synth = SceneSynth(cfg.data_root, cfg.valid_split, cfg.synth_config())
-    specs = [synth.draw(cfg.valid_seed, i) for i in range(cfg.valid_scenes)]
-    if primary:
-        write_metadata(path, specs, synth.cfg)
-    return synth, specs
+    drawn = [(f"valid_{i:05d}", synth.draw(cfg.valid_seed, i)) for i in range(cfg.valid_scenes)]
+    return synth.renderer, [m for _, m in drawn], drawn
 
 
 # -------------------------------------------------------------------------------------- the steps
@@ -125,7 +148,7 @@ def _global_batch(local: dict, data_sh) -> dict:
     return {k: jax.make_array_from_process_local_data(data_sh, v) for k, v in local.items()}
 
 
-def _validate(evaluate, state, synth: SceneSynth, specs: list[dict], batch: int, with_refs: bool, data_sh,
+def _validate(evaluate, state, renderer: SceneRenderer, specs: list[dict], batch: int, with_refs: bool, data_sh,
               cache: dict) -> dict:
     """Validation loss (mean over the fixed scenes) and s5jax.metric summaries. Rendered scenes are
     kept in `cache` (they are fixed). The last batch is padded by repeating scenes, then masked."""
@@ -136,7 +159,7 @@ def _validate(evaluate, state, synth: SceneSynth, specs: list[dict], batch: int,
         idx = [min(s0 + pi * local + j, len(specs) - 1) for j in range(local)]
         for i in idx:
             if i not in cache:
-                cache[i] = synth.render(specs[i])
+                cache[i] = pack(renderer.render(specs[i], f"validation scene {i}"))
         rows = {"mixture": np.stack([cache[i]["mixture"] for i in idx]),
                 "labels": np.stack([cache[i]["labels"] for i in idx])}
         if with_refs:
@@ -196,18 +219,19 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
     steps of this invocation (for tests and time-boxed jobs; a later call resumes)."""
     primary = jax.process_index() == 0
     check_writable(cfg.out)                  # a read-only OUT fails before any work
-    if primary:                              # the primary process creates OUT; the others then find it
-        resuming = _prepare_out(cfg, primary)
-        vsynth, vspecs = _valid_specs(cfg, primary)
-    _barrier("s5jax-train-out")
-    if not primary:
-        resuming = _prepare_out(cfg, primary)
-        vsynth, vspecs = _valid_specs(cfg, primary)
+    # everything is checked before anything is written to OUT: a start that fails leaves OUT as it was
+    resuming = _check_out(cfg) if primary else False
+    vsynth, vspecs, drawn = _valid_specs(cfg)
     synth = SceneSynth(cfg.data_root, cfg.train_split, cfg.synth_config())
     synth.check_rooms()
     task, variables, start = st.initial_task(cfg)
     if task.is_tagger and cfg.synth_config().seconds * 32000 < task.cfg.n_fft:
         raise ConfigError("synth.seconds is too short for the tagger's STFT")
+    if primary:                              # the primary process writes OUT; the others then find it
+        _write_out(cfg, resuming, drawn)
+    _barrier("s5jax-train-out")
+    if not primary:
+        resuming = _check_out(cfg)
     trainable, frozen = st.split_params(variables["params"], st.trainable_predicate(task, cfg.effective_scope,
                                                                                        cfg.last_n))
     batch = cfg.effective_batch
@@ -284,6 +308,7 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
             if step % cfg.save_every == 0 or step == cfg.steps:
                 _save(last_mngr, step, state, {"step": step, "best_valid_loss": best, "data": batches.state(),
                                                "data_workers": cfg.workers if data_start == 0 else -1})
+                log.flush()                  # what a checkpoint holds, TensorBoard holds too (a kill loses neither)
         if step == cfg.steps and primary:
             _say(bar, log, f"exporting {os.path.join(cfg.out, 'export', 'last')}")
             _export(cfg, task, state, "last", f"{cfg.out} step {step}")
@@ -349,6 +374,10 @@ class _Log:
         append_text(self.path, json.dumps({"step": step, **values}) + "\n")   # never a partial line
         self.tb.scalars(step, values)
 
+    def flush(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()
@@ -382,6 +411,10 @@ class _TensorBoard:
         with writing(self.folder):
             for k, v in values.items():
                 self.writer.write_event(Event(wall_time=time.time(), step=step, summary=scalar(k, v)))
+            self.writer.flush()
+
+    def flush(self) -> None:
+        with writing(self.folder):
             self.writer.flush()
 
     def close(self) -> None:
