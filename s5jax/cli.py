@@ -12,6 +12,9 @@
     s5jax submit --check PACKAGE [--dev-test DEV] [--eval EVAL]   check a package folder or zip
     s5jax sweep CACHE --out DIR [--system START] [--margin M] [--folds K] [--oracle]
                                              tune a system config by exact CA-SDRi replay over the cache
+    s5jax segment RECORDING --tagger T --separator S [--system ...] --out DIR [--window S --hop S]
+                                             one recording of any length, in overlapping windows: a stem
+                                             per detected source, events.csv, timeline.png
     s5jax demo [--out DIR]                   the whole workflow on generated scenes and synthetic weights
     s5jax train tagger|separator CONFIG [--out DIR]   train on scenes synthesised from a dev-set folder
 
@@ -77,6 +80,30 @@ def _cmd_infer(args) -> int:
           f"{len(report.skipped)} skipped; outputs in {args.out}")
     unscored = report.scores["skipped"] if report.scores else {}
     return 1 if report.skipped or unscored else 0
+
+
+def _cmd_segment(args) -> int:
+    from .segment import SegmentConfig, run_segment
+
+    _compile_cache(args)
+    config = SegmentConfig(window_seconds=args.window, hop_seconds=args.hop, resample=args.resample,
+                           out_rate=args.out_rate, batch_size=args.batch_size)
+    r = run_segment(args.recording, args.out, args.tagger, args.separator, args.system,
+                    tagger2_dir=args.tagger2, separator2_dir=args.separator2, precision=args.precision,
+                    config=config, progress=not args.quiet)
+    print(f"done: {r.windows} window(s) ({r.computed} computed, {r.resumed} resumed), {len(r.stems)} stem(s), "
+          f"{len(r.events)} event(s); outputs in {args.out}")
+    return 0
+
+
+def _resample_options(p, out_rate: bool = True) -> None:
+    p.add_argument("--resample", action="store_true",
+                   help="resample input at another rate to 32 kHz on load (soxr, VHQ); without it such "
+                        "input is an error. Recorded in the run records")
+    if out_rate:
+        p.add_argument("--out-rate", choices=("model", "input"), default="model",
+                       help="rate of the written stems: the models' 32 kHz (default) or the input's own "
+                            "(resampled back, same length as the input)")
 
 
 def _cmd_submit(args) -> int:
@@ -261,6 +288,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="only check an existing package folder or zip (with --dev-test/--eval: against those sets)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
     s.set_defaults(func=_cmd_submit)
+    g = sub.add_parser("segment", help="one recording of any length in overlapping windows: a stem per "
+                                       "detected source, events.csv, timeline.png (bounded memory, resumable)")
+    g.add_argument("recording", help="a 4-channel audio file (any length)")
+    g.add_argument("--tagger", required=True, help="as for infer")
+    g.add_argument("--separator", required=True, help="as for infer")
+    g.add_argument("--out", required=True, help="new or empty folder (or one of an earlier segment run: resume)")
+    g.add_argument("--system", default=None, metavar="CONFIG|PRESET", help="as for infer: the refined system")
+    g.add_argument("--tagger2", default=None, help="as for infer")
+    g.add_argument("--separator2", default=None, help="as for infer")
+    g.add_argument("--window", type=float, default=10.0, help="window length in seconds (default 10, the "
+                                                               "models' training length)")
+    g.add_argument("--hop", type=float, default=5.0, help="hop between windows in seconds, window/2..window "
+                                                         "(default 5)")
+    g.add_argument("--batch-size", type=_positive_int, default=None, help="windows per batch (as for infer)")
+    _resample_options(g)
+    _precision_option(g)
+    _cache_option(g)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=_cmd_segment)
+
     k = sub.add_parser("cache", help="cache per-clip model outputs so system configs replay exactly without audio")
     k.add_argument("input", help="a dev-test set folder (soundscape/ and oracle_target/)")
     k.add_argument("--tagger", required=True, help="a tagger checkpoint folder (4-ch or 1-ch)")
