@@ -75,7 +75,8 @@ def _cmd_infer(args) -> int:
     _compile_cache(args)
     process = _join_processes(args)
     report = run_infer(args.input, args.out, oracle_dir=args.oracle, batch_size=args.batch_size,
-                       progress=not args.quiet, engine=_engine(args), process=process)
+                       progress=not args.quiet, engine=_engine(args), process=process, resample=args.resample,
+                       out_rate=args.out_rate)
     print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
           f"{len(report.skipped)} skipped; outputs in {args.out}")
     unscored = report.scores["skipped"] if report.scores else {}
@@ -124,7 +125,8 @@ def _cmd_submit(args) -> int:
         raise S5Error(f"submit needs {' '.join(missing)} (or --check PACKAGE to check one)")
     _compile_cache(args)
     run_submit(args.dev_test, args.eval, args.out, args.tagger, args.separator, args.author, args.affiliation,
-               args.number, batch_size=args.batch_size, progress=not args.quiet, engine=_engine(args))
+               args.number, batch_size=args.batch_size, progress=not args.quiet, engine=_engine(args),
+               dev_resample=args.resample)
     return 0
 
 
@@ -140,7 +142,7 @@ def _cmd_cache(args) -> int:
     _compile_cache(args)
     run_cache(args.input, args.out, [args.tagger, args.tagger2], args.separator, args.separator2,
               systems=args.system, oracle_dir=args.oracle, batch_size=args.batch_size,
-              progress=not args.quiet, process=process)
+              progress=not args.quiet, process=process, resample=args.resample)
     return 0
 
 
@@ -171,7 +173,8 @@ def _cmd_sweep(args) -> int:
             from .system.pipeline import load_models
 
             t4, t1, sep_a, sep_b = load_models([args.tagger, args.tagger2], args.separator, args.separator2)
-            builder = CacheBuilder.open(args.cache, args.input, t4, t1, sep_a, sep_b, args.oracle_dir)
+            builder = CacheBuilder.open(args.cache, args.input, t4, t1, sep_a, sep_b, args.oracle_dir,
+                                        resample=bool(read_manifest(args.cache).get("resample")))
 
             def fill(missing):
                 builder.fill({names[i]: keys for i, keys in missing.items()})
@@ -264,6 +267,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_process_options(i)
     _precision_option(i)
     _cache_option(i)
+    _resample_options(i)
     i.set_defaults(func=_cmd_infer)
 
     s = sub.add_parser("submit", help="run the system on the dev-test and evaluation sets and write the "
@@ -284,6 +288,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--batch-size", type=_positive_int, default=None, help="as for infer")
     _precision_option(s)
     _cache_option(s)
+    s.add_argument("--resample", action="store_true",
+                   help="resample a dev-test set at another rate to 32 kHz on load (soxr; scores at 32 kHz); "
+                        "the evaluation set must be 32 kHz as the package requires")
     s.add_argument("--check", default=None, metavar="PACKAGE",
                    help="only check an existing package folder or zip (with --dev-test/--eval: against those sets)")
     s.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -323,6 +330,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_process_options(k)
     _cache_option(k)
+    _resample_options(k, out_rate=False)
     k.set_defaults(func=_cmd_cache)
 
     w = sub.add_parser("sweep", help="tune a system config over a cache by exact CA-SDRi replay (staged grids, "
