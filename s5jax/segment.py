@@ -177,7 +177,7 @@ def assign_lanes(heads: list[np.ndarray], tails: list[np.ndarray | None]) -> lis
         if total > best_total + 1e-12:
             best, best_total = perm, total
     new = {lane: n + j for j, lane in enumerate(sorted(l for l in best if l >= n))}
-    return list(range(len(heads))) if n == 0 else [min(i, n - 1) if i < n else i for i in range(len(heads))]
+    return [new.get(lane, lane) for lane in best]
 
 
 def merge_events(activity: list[tuple[int, float]], starts: list[int], window: int, n: int,
