@@ -1,7 +1,7 @@
 """Peak memory and throughput of `s5jax segment` against the recording's length (not a test).
 
     python bench/bench_segment.py [--minutes 1 10] [--models tiny|full] [--work /tmp/s5jax_bench_seg]
-                                  [--window 10 --hop 5] [--batch-size N]
+                                  [--window 10 --hop 5] [--batch-size N] [--tagger T --separator S]
 
 Writes 4-channel 32 kHz recordings of the given lengths (block by block: noise plus a few tones
 entering and leaving), checkpoints (`tiny`: tests/tiny_system.py's random-weight tiny tagger and
@@ -93,10 +93,15 @@ def main() -> None:
     ap.add_argument("--window", type=float, default=10.0)
     ap.add_argument("--hop", type=float, default=5.0)
     ap.add_argument("--batch-size", type=int, default=None)
+    ap.add_argument("--tagger", default=None, help="an existing 4-ch tagger checkpoint folder (skips writing one)")
+    ap.add_argument("--separator", default=None, help="an existing separator checkpoint folder")
     args = ap.parse_args()
     work = pathlib.Path(args.work).resolve()
     work.mkdir(parents=True, exist_ok=True)
-    tagger, separator = write_models(work, args.models)
+    if args.tagger and args.separator:
+        tagger, separator = args.tagger, args.separator
+    else:
+        tagger, separator = write_models(work, args.models)
     extra = ["--window", str(args.window), "--hop", str(args.hop)]
     if args.batch_size:
         extra += ["--batch-size", str(args.batch_size)]
