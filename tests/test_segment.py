@@ -199,3 +199,77 @@ def test_foreign_out_folder_refused(tmp_path):
     with pytest.raises(S5Error, match="not made by s5jax segment"):
         run_segment(rec, str(out), engine=fake_engine("presence"), config=FAST, progress=False)
     assert os.listdir(out) == ["notes.txt"]
+
+
+# ---------------------------------------------------------------- resampling on load
+def test_streamed_resampling_equals_whole_file_read(tmp_path):
+    from s5jax.audio import AudioStream, read_audio, read_audio_rate
+
+    x = fake_recording(1.3, "presence", seed=3)
+    path = _write(tmp_path / "r48.wav", np.repeat(x, 3, axis=1)[:, ::2], 48000)     # any 48 kHz content
+    n48 = sf.info(path).frames
+    whole, rate, frames = read_audio_rate(path, channels=4, resample=True)
+    assert (rate, frames) == (48000, n48) and whole.shape == (4, round(n48 * 32000 / 48000))
+    stream = AudioStream(path, channels=4, resample=True, block=7001)
+    streamed = np.concatenate(list(stream.blocks()), axis=1)
+    assert stream.length == whole.shape[1]
+    np.testing.assert_array_equal(streamed, whole)
+    with pytest.raises(S5Error, match="sample rate 48000 Hz, expected 32000 Hz"):
+        read_audio(path, channels=4)
+    # a 32 kHz file is read as it is, flag or not
+    p32 = _write(tmp_path / "r32.wav", x)
+    np.testing.assert_array_equal(read_audio(p32, resample=True), read_audio(p32))
+
+
+def test_cache_manifest_records_resampling(tmp_path):
+    from s5jax.replay.cache import CacheError, _open_folder, _resampler
+
+    models = {"tagger-4ch": {"sha256": "a"}, "tagger-1ch": {"sha256": "b"}, "separator": {"sha256": "c"},
+              "separator2": None}
+    cache = str(tmp_path / "cache")
+    _open_folder(cache, models, str(tmp_path), str(tmp_path), _resampler(True))
+    _open_folder(cache, models, str(tmp_path), str(tmp_path), _resampler(True))     # same: accepted
+    with pytest.raises(CacheError, match="made with --resample"):
+        _open_folder(cache, models, str(tmp_path), str(tmp_path), None)
+    plain = str(tmp_path / "plain")
+    _open_folder(plain, models, str(tmp_path), str(tmp_path), None)
+    with pytest.raises(CacheError, match="made without --resample"):
+        _open_folder(plain, models, str(tmp_path), str(tmp_path), _resampler(True))
+
+
+class _Sink:
+    def __init__(self):
+        self.parts = []
+
+    def write(self, block):
+        self.parts.append(np.array(block))
+
+    def close(self):
+        self.data = np.concatenate(self.parts)
+
+
+def test_lane_silent_in_previous_window_does_not_compete_by_its_old_stem():
+    """Window 0: C and D; window 1: D alone; window 2: C alone. Lane 0 (C) was silent in window 1, so
+    by the rule the continuing lane 1 takes window 2's slot, although lane 0's window-0 stem (C is
+    periodic with the hop) would correlate perfectly."""
+    from s5jax.segment import Stitcher
+
+    W, hop, n = 8, 4, 16
+    rng = np.random.default_rng(0)
+    period = rng.standard_normal(hop)
+    C, D = np.tile(period, n // hop + 1)[:n], rng.standard_normal(n)
+    sinks = {}
+    st = Stitcher(n, W, hop, lambda name: sinks.setdefault(name, _Sink()))
+    silent = np.zeros(W)
+    st.add([5, 5, 18], [0.9, 0.8, 0], [C[0:8], D[0:8], silent])
+    st.add([5, 18, 18], [0.7, 0, 0], [D[4:12], silent, silent])
+    st.add([5, 18, 18], [0.6, 0, 0], [C[8:16], silent, silent])
+    events = st.finish()
+    from s5jax.labels import LABELS
+
+    lane0, lane1 = sinks[LABELS[5]].data, sinks[f"{LABELS[5]}_2"].data
+    f = np.sin(np.pi * (np.arange(4) + 0.5) / 8) ** 2
+    np.testing.assert_allclose(lane0, np.r_[C[0:4], (1 - f) * C[4:8], np.zeros(8)], atol=1e-6)
+    np.testing.assert_allclose(lane1, np.r_[D[0:4], D[4:8], (1 - f) * D[8:12] + f * C[8:12], C[12:16]], atol=1e-6)
+    assert [(e.stem, e.onset * 32000, e.offset * 32000) for e in events] == [
+        (LABELS[5], 0, 8), (f"{LABELS[5]}_2", 0, 16)]
