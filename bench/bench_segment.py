@@ -114,6 +114,7 @@ def main() -> None:
         write_recording(rec, 60 * m)
         wall, cpu, rss = run(rec, work / f"out-{m:g}min", tagger, separator, cache, extra)
         rows.append((m, wall, cpu, rss))
+        print(f"{m:g} min: wall {wall:.1f} s, CPU {cpu:.1f} s, peak RSS {rss:.3f} GB", flush=True)
     print(f"models: {args.models}; window {args.window:g} s, hop {args.hop:g} s; "
           f"load average {os.getloadavg()[0]:.1f}; {os.cpu_count()} CPUs")
     print("| recording | wall s | CPU s | audio s per wall s | peak RSS GB |\n|---|---|---|---|---|")
