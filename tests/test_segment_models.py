@@ -21,9 +21,11 @@ import tiny_system  # noqa: E402
 # its 48 / 44.1 kHz versions are its exact band-limited interpolation (FFT resampling, scipy), so what
 # differs is only soxr's error. Near the 16 kHz Nyquist frequency any two resamplers differ (soxr VHQ's
 # passband ends at 14.6 kHz): with the full-band synthetic scene the round trip loses 4.7 % of the
-# signal and the tiny random tagger's labels change. Measured (README, Long recordings): see
-# `test_resampled_versions_same_labels_and_close_stems`'s printout; bound with a margin:
-STEM_RTOL = 1e-3
+# signal and the tiny random tagger's labels change. Measured (README, Long recordings; 2026-12-07):
+# stems without the first and last 10 ms within 3.4e-5 relative (whole stems 6.8e-4, the resampler's
+# edge); bound with a margin:
+STEM_RTOL = 2e-4
+OUT_RATE_RTOL = 1e-2      # stems written back at 48/44.1 kHz against the 32 kHz ones FFT-resampled
 
 
 def _rel(a, b) -> float:
@@ -133,7 +135,6 @@ def test_resampled_versions_same_labels_and_close_stems(world, capsys):
             assert sr == 32000 and s.shape == s0.shape
             errors[e["filename"]] = (_rel(s, s0), _inner(s, s0, 320))
             assert errors[e["filename"]][1] <= STEM_RTOL, errors
-    print("resampled stems, relative error vs the 32 kHz original (whole, without 10 ms borders):", errors)
     rec = json.loads((root / "rates_32" / ".s5jax" / "clips" / "b48.json").read_text())
     assert rec["made_by"]["resample"]["name"] == "soxr"
     # a resume without the flag is refused in one line (the run records differ)
@@ -152,7 +153,7 @@ def test_resampled_versions_same_labels_and_close_stems(world, capsys):
         assert got_sr == sr and s.shape == (y.shape[1],)
         s32, _ = sf.read(root / "rates_32" / e["filename"], dtype="float32")
         back = _at(_lowpass(s32), sr)
-        assert _inner(s, back, sr // 100) <= 10 * STEM_RTOL, (name, _inner(s, back, sr // 100))
+        assert _inner(s, back, sr // 100) <= OUT_RATE_RTOL, (name, _inner(s, back, sr // 100))
 
 
 def test_segment_resampled_and_system_preset(world):
@@ -180,5 +181,5 @@ def test_segment_resampled_and_system_preset(world):
         c, sr = sf.read(root / "s48" / f, dtype="float32")
         assert _rel(b, a) <= 1e-5
         assert sr == 48000 and c.shape == (3 * 48000,)
-        assert _inner(c, _at(_lowpass(a), 48000), 480) <= 10 * STEM_RTOL, name
+        assert _inner(c, _at(_lowpass(a), 48000), 480) <= OUT_RATE_RTOL, name
     assert [LABELS.index(e[0]) for e in rec["s32"]["events"]]
