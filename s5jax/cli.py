@@ -12,6 +12,9 @@
     s5jax submit --check PACKAGE [--dev-test DEV] [--eval EVAL]   check a package folder or zip
     s5jax sweep CACHE --out DIR [--system START] [--margin M] [--folds K] [--oracle]
                                              tune a system config by exact CA-SDRi replay over the cache
+    s5jax segment RECORDING --tagger T --separator S [--system ...] --out DIR [--window S --hop S]
+                                             one recording of any length, in overlapping windows: a stem
+                                             per detected source, events.csv, timeline.png
     s5jax demo [--out DIR] [--clips N]       Table 1 in miniature on the bundled world and models
     s5jax train tagger|separator CONFIG [--out DIR]   train on scenes synthesised from a dev-set folder
     s5jax world make OUT                     the bundled procedural sound world (a dev set + test split)
@@ -80,11 +83,36 @@ def _cmd_infer(args) -> int:
     _compile_cache(args)
     process = _join_processes(args)
     report = run_infer(args.input, args.out, oracle_dir=args.oracle, batch_size=args.batch_size,
-                       progress=not args.quiet, engine=_engine(args), process=process)
+                       progress=not args.quiet, engine=_engine(args), process=process, resample=args.resample,
+                       out_rate=args.out_rate)
     print(f"done: {len(report.processed)} clip(s) processed, {len(report.resumed)} resumed, "
           f"{len(report.skipped)} skipped; outputs in {args.out}")
     unscored = report.scores["skipped"] if report.scores else {}
     return 1 if report.skipped or unscored else 0
+
+
+def _cmd_segment(args) -> int:
+    from .segment import SegmentConfig, run_segment
+
+    _compile_cache(args)
+    config = SegmentConfig(window_seconds=args.window, hop_seconds=args.hop, resample=args.resample,
+                           out_rate=args.out_rate, batch_size=args.batch_size)
+    r = run_segment(args.recording, args.out, args.tagger, args.separator, args.system,
+                    tagger2_dir=args.tagger2, separator2_dir=args.separator2, precision=args.precision,
+                    config=config, progress=not args.quiet)
+    print(f"done: {r.windows} window(s) ({r.computed} computed, {r.resumed} resumed), {len(r.stems)} stem(s), "
+          f"{len(r.events)} event(s); outputs in {args.out}")
+    return 0
+
+
+def _resample_options(p, out_rate: bool = True) -> None:
+    p.add_argument("--resample", action="store_true",
+                   help="resample input at another rate to 32 kHz on load (soxr, VHQ); without it such "
+                        "input is an error. Recorded in the run records")
+    if out_rate:
+        p.add_argument("--out-rate", choices=("model", "input"), default="model",
+                       help="rate of the written stems: the models' 32 kHz (default) or the input's own "
+                            "(resampled back, same length as the input)")
 
 
 def _cmd_submit(args) -> int:
@@ -105,7 +133,8 @@ def _cmd_submit(args) -> int:
         raise S5Error(f"submit needs {' '.join(missing)} (or --check PACKAGE to check one)")
     _compile_cache(args)
     run_submit(args.dev_test, args.eval, args.out, args.tagger, args.separator, args.author, args.affiliation,
-               args.number, batch_size=args.batch_size, progress=not args.quiet, engine=_engine(args))
+               args.number, batch_size=args.batch_size, progress=not args.quiet, engine=_engine(args),
+               dev_resample=args.resample)
     return 0
 
 
@@ -121,7 +150,7 @@ def _cmd_cache(args) -> int:
     _compile_cache(args)
     builder = run_cache(args.input, args.out, [args.tagger, args.tagger2], args.separator, args.separator2,
                         systems=args.system, oracle_dir=args.oracle, batch_size=args.batch_size,
-                        progress=not args.quiet, process=process)
+                        progress=not args.quiet, process=process, resample=args.resample)
     return 1 if builder.bad else 0          # bad clips: each reported, the others cached
 
 
@@ -156,7 +185,8 @@ def _cmd_sweep(args) -> int:
             from .system.pipeline import load_models
 
             t4, t1, sep_a, sep_b = load_models([args.tagger, args.tagger2], args.separator, args.separator2)
-            builder = CacheBuilder.open(args.cache, args.input, t4, t1, sep_a, sep_b, args.oracle_dir)
+            builder = CacheBuilder.open(args.cache, args.input, t4, t1, sep_a, sep_b, args.oracle_dir,
+                                        resample=bool(read_manifest(args.cache).get("resample")))
 
             def fill(missing):
                 from tqdm.auto import tqdm
@@ -322,6 +352,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_process_options(i)
     _precision_option(i)
     _cache_option(i)
+    _resample_options(i)
     i.set_defaults(func=_cmd_infer)
 
     s = sub.add_parser("submit", help="run the system on the dev-test and evaluation sets and write the "
@@ -351,12 +382,35 @@ def build_parser() -> argparse.ArgumentParser:
     o.add_argument("--batch-size", type=_positive_int, default=None, help="as for infer")
     _precision_option(o)
     _cache_option(o)
+    o.add_argument("--resample", action="store_true",
+                   help="resample a dev-test set at another rate to 32 kHz on load (soxr; scores at 32 kHz); "
+                        "the evaluation set must be 32 kHz as the package requires")
     o.add_argument("--quiet", action="store_true", help="no progress bar")
     c = s.add_argument_group("checking a package instead")
     c.add_argument("--check", default=None, metavar="PACKAGE",
                    help="only check an existing package folder or zip (with --dev-test/--eval: against those "
                         "sets; no other argument)")
     s.set_defaults(func=_cmd_submit)
+    g = sub.add_parser("segment", help="one recording of any length in overlapping windows: a stem per "
+                                       "detected source, events.csv, timeline.png (bounded memory, resumable)")
+    g.add_argument("recording", help="a 4-channel audio file (any length)")
+    g.add_argument("--tagger", required=True, help="as for infer")
+    g.add_argument("--separator", required=True, help="as for infer")
+    g.add_argument("--out", required=True, help="new or empty folder (or one of an earlier segment run: resume)")
+    g.add_argument("--system", default=None, metavar="CONFIG|PRESET", help="as for infer: the refined system")
+    g.add_argument("--tagger2", default=None, help="as for infer")
+    g.add_argument("--separator2", default=None, help="as for infer")
+    g.add_argument("--window", type=float, default=10.0, help="window length in seconds (default 10, the "
+                                                               "models' training length)")
+    g.add_argument("--hop", type=float, default=5.0, help="hop between windows in seconds, window/2..window "
+                                                         "(default 5)")
+    g.add_argument("--batch-size", type=_positive_int, default=None, help="windows per batch (as for infer)")
+    _resample_options(g)
+    _precision_option(g)
+    _cache_option(g)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.set_defaults(func=_cmd_segment)
+
     k = sub.add_parser("cache", help="cache per-clip model outputs so system configs replay exactly without audio")
     k.add_argument("input", help="a dev-test set folder (soundscape/ and oracle_target/)")
     k.add_argument("--tagger", required=True, help="a tagger checkpoint folder (4-ch or 1-ch)")
@@ -372,6 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     k.add_argument("--quiet", action="store_true", help="no progress bar")
     _add_process_options(k)
     _cache_option(k)
+    _resample_options(k, out_rate=False)
     k.set_defaults(func=_cmd_cache)
 
     w = sub.add_parser("sweep", help="tune a system config over a cache by exact CA-SDRi replay (staged grids, "

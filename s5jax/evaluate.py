@@ -30,17 +30,18 @@ _score = jax.jit(metric.clip_score_detail)
 
 
 def clip_inputs(est_dir: str, oracle_dir: str, name: str, mixture_path: str,
-                est_listing=None, ref_listing=None):
+                est_listing=None, ref_listing=None, resample: bool = False):
     """Read one clip's estimates, references and mixture channel 0 ->
-    (est_labels [3], stems [3, n], ref_labels [3], refs [3, n], mix0 [n]); absent entries are silence/zero."""
-    mix0 = read_audio(mixture_path)[0]
+    (est_labels [3], stems [3, n], ref_labels [3], refs [3, n], mix0 [n]); absent entries are silence/zero.
+    `resample`: files at another rate are resampled to 32 kHz on load (scores are computed at 32 kHz)."""
+    mix0 = read_audio(mixture_path, resample=resample)[0]
     n = mix0.shape[0]
     stems = np.zeros((NUM_SLOTS, n), np.float32)
     est_labels = np.full(NUM_SLOTS, SILENCE, np.int32)
     for path, slot, label in estimate_files(est_dir, name, est_listing):
         if slot >= NUM_SLOTS:
             raise S5Error(f"{path}: slot {slot} out of range 0..{NUM_SLOTS - 1}")
-        wav = read_audio(path, channels=1)[0]
+        wav = read_audio(path, channels=1, resample=resample)[0]
         if wav.shape[0] != n:
             raise S5Error(f"{path}: {wav.shape[0]} samples, the mixture has {n}")
         stems[slot], est_labels[slot] = wav, label
@@ -50,7 +51,7 @@ def clip_inputs(est_dir: str, oracle_dir: str, name: str, mixture_path: str,
     if len(found) > NUM_SLOTS:
         raise S5Error(f"{oracle_dir}: {len(found)} oracle targets for {name}, at most {NUM_SLOTS} supported")
     for j, (path, label) in enumerate(found):
-        wav = read_audio(path, channels=1)[0]
+        wav = read_audio(path, channels=1, resample=resample)[0]
         if wav.shape[0] != n:
             raise S5Error(f"{path}: {wav.shape[0]} samples, the mixture has {n}")
         refs[j], ref_labels[j] = wav, label
@@ -62,7 +63,7 @@ def _label_names(labels) -> str:
 
 
 def evaluate_folder(est_dir: str, oracle_dir: str, clips: list[tuple[str, str]], out_dir: str,
-                    log=print) -> dict:
+                    log=print, resample: bool = False) -> dict:
     """Score the estimates in `est_dir` of `clips` [(name, mixture path)] against `oracle_dir`.
 
     Writes `out_dir/scores/{summary.json, per_clip.csv, matrices.npz}` and returns the summary
@@ -77,7 +78,7 @@ def evaluate_folder(est_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
     for name, mixture_path in clips:
         try:
             est_labels, stems, ref_labels, refs, mix0 = clip_inputs(
-                est_dir, oracle_dir, name, mixture_path, est_listing, ref_listing)
+                est_dir, oracle_dir, name, mixture_path, est_listing, ref_listing, resample)
         except S5Error as e:
             skipped[name] = str(e)
             log(f"not scored: {e}")

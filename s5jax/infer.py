@@ -25,6 +25,11 @@ Safety (the output folder may hold a user's files and other runs' results):
 A clip is done when its record is complete and every stem it lists exists; a re-run skips done clips.
 Bad input files are reported one line each, skipped, summarised at the end, and make the exit status
 non-zero.
+
+Rates (`resample=True`, `--resample`): a soundscape at another rate than 32 kHz is resampled to 32 kHz on
+load (soxr, s5jax.audio); with `out_rate="input"` its stems are resampled back and written at its own
+rate and length. Scores are computed at 32 kHz (mixture, references and stems resampled on load). The
+resampler and the out rate are part of the recorded settings, so a resume never mixes them.
 """
 from __future__ import annotations
 
@@ -36,7 +41,7 @@ from typing import Callable
 
 import numpy as np
 
-from .audio import read_audio, write_audio
+from .audio import fit_length, read_audio_rate, resample as resample_audio, resampled_length, resampler_identity, write_audio
 from .dataset import estimate_name, list_soundscapes, oracle_folder, reference_files, soundscape_folder
 from .errors import S5Error, WriteError
 from .files import check_writable, clean_stale_parts, part_prefix, write_csv_atomic, write_json_atomic
@@ -175,7 +180,8 @@ def _check_records(out_dir: str, clips: list[tuple[str, str]], settings: dict) -
     return records
 
 
-def _write_clip(out_dir: str, name: str, labels, probs, stems, settings: dict, old: dict | None) -> dict:
+def _write_clip(out_dir: str, name: str, labels, probs, stems, settings: dict, old: dict | None,
+                rate: int = SAMPLE_RATE) -> dict:
     """Claim, then write the stems of one clip, then mark its record complete. Only files claimed by a
     record of ours are replaced or removed; anything else in the way fails the clip."""
     estimate, files = [], []
@@ -194,7 +200,7 @@ def _write_clip(out_dir: str, name: str, labels, probs, stems, settings: dict, o
            "claimed": sorted(claimed_before | {f for f, _ in files})}
     write_json_atomic(_record_path(out_dir, name), rec, indent=None)
     for fname, wav in files:
-        write_audio(os.path.join(out_dir, fname), wav)
+        write_audio(os.path.join(out_dir, fname), wav, rate)
     for stale in claimed_before - {f for f, _ in files}:     # ours, from an interrupted earlier run
         if os.path.lexists(os.path.join(out_dir, stale)):
             os.unlink(os.path.join(out_dir, stale))
@@ -247,9 +253,9 @@ def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int,
     return Engine(compute, settings, nparams, max(tagger.min_samples, separator.min_samples), prepare)
 
 
-def _first_length(clips: list[tuple[str, str]], min_samples: int) -> int | None:
-    """Samples in the first soundscape whose header says it will run (4 channels, 32 kHz, long enough):
-    the length `Engine.prepare` compiles for. None when no header says so."""
+def _first_length(clips: list[tuple[str, str]], min_samples: int, resample: bool = False) -> int | None:
+    """Samples in the first soundscape whose header says it will run (4 channels, 32 kHz or resampled,
+    long enough): the length `Engine.prepare` compiles for. None when no header says so."""
     import soundfile as sf
 
     for _, path in clips:
@@ -257,8 +263,9 @@ def _first_length(clips: list[tuple[str, str]], min_samples: int) -> int | None:
             info = sf.info(path)
         except Exception:        # unreadable: it is reported when its turn comes
             continue
-        if info.channels == 4 and info.samplerate == SAMPLE_RATE and info.frames >= min_samples:
-            return int(info.frames)
+        frames = resampled_length(info.frames, info.samplerate) if resample else info.frames
+        if info.channels == 4 and (resample or info.samplerate == SAMPLE_RATE) and frames >= min_samples:
+            return int(frames)
     return None
 
 
@@ -266,17 +273,24 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
               oracle_dir: str | None = None, batch_size: int | None = None,
               progress: bool = True, log=print,
               engine: Callable[[int], Engine] | None = None,
-              process: tuple[int, int] = (0, 1)) -> InferReport:
+              process: tuple[int, int] = (0, 1), resample: bool = False,
+              out_rate: str = "model") -> InferReport:
     """Run a system over `input_dir`, write everything to `out_dir`; returns what happened.
 
     The system is the baseline from `tagger_dir` + `separator_dir`, or `engine(batch_size) -> Engine`
     (called once the folders are checked, so a bad folder fails before any model is loaded).
     `process` = (index, count) of a jax.distributed job: this process computes every count-th clip;
-    after a barrier, process 0 alone writes results, labels and scores over all clips."""
+    after a barrier, process 0 alone writes results, labels and scores over all clips.
+    `resample`: soundscapes at another rate are resampled to 32 kHz on load; `out_rate` "input" writes
+    their stems at their own rate (needs `resample`)."""
     from tqdm import tqdm
 
     if batch_size is not None and batch_size < 1:
         raise S5Error(f"--batch-size must be at least 1, got {batch_size}")
+    if out_rate not in ("model", "input"):
+        raise S5Error(f"--out-rate must be 'model' or 'input', got {out_rate!r}")
+    if out_rate == "input" and not resample:
+        raise S5Error("--out-rate input writes stems at a resampled input's rate: give --resample too")
     clips = list_soundscapes(input_dir)
     if oracle_dir is None:
         oracle_dir = oracle_folder(input_dir)
@@ -297,10 +311,12 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
         eng = baseline_engine(tagger_dir, separator_dir, batch_size)
     else:
         eng = engine(batch_size)
+    if resample:       # recorded with every clip: a resume never mixes resampled and other outputs
+        eng.settings = {**eng.settings, "resample": {**resampler_identity(), "out_rate": out_rate}}
     existing = _check_records(out_dir, clips, eng.settings) if os.path.isdir(out_dir) else {}
     if eng.prepare is not None:       # before any output is touched: a bad checkpoint fails here
         eng.prepare(_first_length([c for c in clips if not _is_done(out_dir, existing.get(c[0]))],
-                                  eng.min_samples))
+                                  eng.min_samples, resample))
     _prepare_out(out_dir, eng.settings)
 
     report = InferReport()
@@ -341,7 +357,14 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
                 if diff:
                     raise S5Error(f"{out_dir}: another run with other settings wrote {name} meanwhile "
                                   f"({diff}); not touching it")
-                done[name] = _write_clip(out_dir, name, labels[k], probs[k], stems[k], eng.settings, current)
+                rate, frames = rates[name]
+                clip_stems = stems[k]
+                if out_rate == "input" and rate != SAMPLE_RATE:
+                    clip_stems = fit_length(resample_audio(clip_stems, SAMPLE_RATE, rate), frames)
+                else:
+                    rate = SAMPLE_RATE
+                done[name] = _write_clip(out_dir, name, labels[k], probs[k], clip_stems, eng.settings, current,
+                                         rate)
                 report.processed.append(name)
             except WriteError:
                 raise                    # a full disk is no clip's fault: stop, one line
@@ -352,9 +375,11 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
         heap.after_call()
 
     pending: dict[int, list] = {}   # clip length -> clips waiting (one jit shape per length)
+    rates: dict[str, tuple[int, int]] = {}   # name -> the file's own (rate, frames)
     for name, path in todo:
         try:
-            wav = read_audio(path, channels=4)
+            wav, rate, frames = read_audio_rate(path, channels=4, resample=resample)
+            rates[name] = (rate, frames)
             if wav.shape[-1] < eng.min_samples:
                 raise S5Error(f"{path}: {wav.shape[-1]} samples is too short for the models "
                               f"(at least {eng.min_samples})")
@@ -398,7 +423,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
         paths = dict(clips)
         report.scores = evaluate_folder(out_dir, oracle_dir,
                                         [(r["soundscape"], paths[r["soundscape"]]) for r in records],
-                                        out_dir, log=log)
+                                        out_dir, log=log, resample=resample)
         log(format_summary(report.scores))
     if report.skipped:
         log(f"{len(report.skipped)} clip(s) skipped:")

@@ -502,11 +502,13 @@ def _inside(path: str, folder: str) -> bool:
 
 def run_submit(dev_dir: str, eval_dir: str, out_dir: str, tagger_dir: str, separator_dir: str,
                author: str, affiliation: str, number: int | str, batch_size: int | None = None,
-               progress: bool = True, log: Callable = print, **infer_options) -> str:
+               progress: bool = True, log: Callable = print, dev_resample: bool = False, **infer_options) -> str:
     """Make `out_dir/A_F_task4_K/` and `out_dir/A_F_task4_K.zip`; returns the zip's path.
 
     infer_options go to `run_infer` unchanged (e.g. `engine=`: a refined system, a precision); what they
-    decide is recorded in `config` through infer's run record.
+    decide is recorded in `config` through infer's run record. `dev_resample`: the dev-test set (only)
+    may be at another rate, resampled to 32 kHz on load (`s5jax infer --resample`; recorded in `config`
+    as `dev_test_resample`).
     Refuses (PackageError, nothing deleted) a non-empty eval_out or a package folder or zip it did not
     make, an out folder inside a set, a dev-test set without oracle targets, any clip that could not be
     processed or scored (a package must cover every soundscape).
@@ -550,12 +552,15 @@ def run_submit(dev_dir: str, eval_dir: str, out_dir: str, tagger_dir: str, separ
         # infer resumes (finished clips are kept) and refuses records made with other settings, so
         # a re-run never mixes models; for a package already in place only the comparison is left
         runs = {key: _infer_set(set_dir, os.path.join(work, key), oracle_dir, tagger_dir, separator_dir,
-                                batch_size, progress, log, infer_options)
-                for key, set_dir, oracle_dir in (("dev", dev_dir, oracle), ("eval", eval_dir, None))}
+                                batch_size, progress, log, {**infer_options, **extra})
+                for key, set_dir, oracle_dir, extra in (("dev", dev_dir, oracle, {"resample": dev_resample}),
+                                                        ("eval", eval_dir, None, {}))}
         # what made the results: infer's run record (checkpoint identities with their sha256, system,
         # precision), the same for both sets (infer refuses mixed records)
         config = {"s5jax_version": __version__, **runs["eval"][0][0]["made_by"],
                   "dev_test": os.path.abspath(dev_dir), "eval": os.path.abspath(eval_dir)}
+        if dev_resample:
+            config["dev_test_resample"] = runs["dev"][0][0]["made_by"]["resample"]
         if folder_ours:
             _same_config(final, config)
         else:

@@ -13,7 +13,11 @@ is written under a temporary name and renamed into place (an interrupted build l
 files; re-running resumes). Several builds may fill one cache at once (two `s5jax cache` runs, a
 sweep filling entries): a clip file is changed only under the folder's lock (`clips/.lock`), re-read
 there, so the entries another process wrote meanwhile are kept. A clip file that cannot be read is
-named in a one-line error and left as it is. What an entry holds and how it is keyed: `s5jax.replay.arrays`.
+named in a one-line error and left as it is.
+What an entry holds and how it is keyed: `s5jax.replay.arrays`. A cache built with `resample`
+(soundscapes and targets at another rate resampled to 32 kHz on load) records the resampler in the
+manifest (`"resample"`); it is then refused without the flag, and a cache without it refused with the
+flag, so resampled and original entries never mix.
 
     names, arrays = load(cache_dir)           # -> CacheArrays, padded to a common entry count
     builder = CacheBuilder.open(cache_dir, input_dir, models)
@@ -171,9 +175,11 @@ def check_models(man: dict, models: Mapping[str, dict | None], cache_dir: str) -
 
 
 def write_manifest(cache_dir: str, models: Mapping[str, dict | None], input_dir: str,
-                   oracle_dir: str, clips: list[str] | None) -> dict:
+                   oracle_dir: str, clips: list[str] | None, resample: dict | None = None) -> dict:
     man = {"format": FORMAT, "version": VERSION, "models": {r: models.get(r) for r in ROLES},
            "input": os.path.abspath(input_dir), "oracle": os.path.abspath(oracle_dir), "clips": clips}
+    if resample is not None:        # (absent: the cache read its audio at 32 kHz as it was)
+        man["resample"] = resample
     write_json_atomic(manifest_path(cache_dir), man)
     return man
 
@@ -220,7 +226,7 @@ class CacheBuilder:
 
     def __init__(self, cache_dir: str, input_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
                  tagger4, tagger1, separators: list, identities: dict, batch_size: int,
-                 process: tuple[int, int] = (0, 1)):
+                 process: tuple[int, int] = (0, 1), resample: bool = False):
         from ..pipeline import DataParallel
         from ..system.pipeline import make_base_fn, make_entry_fn
 
@@ -230,6 +236,7 @@ class CacheBuilder:
         self.mine = [name for name, _ in share(clips, process)]
         self.identities = identities
         self.batch_size = batch_size
+        self.resample = resample
         self.min_samples = max(tagger4.min_samples, tagger1.min_samples, *(s.min_samples for s in separators))
         self._base = DataParallel(make_base_fn(tagger4.apply_fn, tagger1.apply_fn),
                                   (tagger4.variables, tagger1.variables))
@@ -242,7 +249,7 @@ class CacheBuilder:
     @classmethod
     def open(cls, cache_dir: str, input_dir: str, tagger4, tagger1, separator, separator2=None,
              oracle_dir: str | None = None, batch_size: int | None = None,
-             process: tuple[int, int] = (0, 1)) -> "CacheBuilder":
+             process: tuple[int, int] = (0, 1), resample: bool = False) -> "CacheBuilder":
         """Check (or start) the cache folder for these models; the models are loaded Tagger/Separator
         objects (`tagger4`/`tagger1` by kind). CacheError if the folder belongs to other checkpoints."""
         from ..dataset import list_soundscapes, oracle_folder
@@ -256,17 +263,18 @@ class CacheBuilder:
                   "separator": separator.identity,
                   "separator2": None if separator2 is None else separator2.identity}
         if process[0] == 0:          # process 0 checks or starts the folder; the others then check its manifest
-            models = _open_folder(cache_dir, models, input_dir, oracle_dir)
+            models = _open_folder(cache_dir, models, input_dir, oracle_dir, _resampler(resample))
         barrier("s5jax-cache-open", process)
         if process[0] != 0:
             man = read_manifest(cache_dir)
             if man is None:
                 raise CacheError(f"{cache_dir}: no manifest.json after process 0 opened the cache")
             check_models(man, models, cache_dir)
+            _check_resample(man, _resampler(resample), cache_dir)
             models = {r: models[r] or man["models"].get(r) for r in ROLES}
         separators = [separator] + ([separator2] if separator2 is not None else [])
         return cls(cache_dir, input_dir, oracle_dir, clips, tagger4, tagger1, separators, models,
-                   batch_size or default_batch_size(), process)
+                   batch_size or default_batch_size(), process, resample)
 
     # ---------------------------------------------------------------- audio of a clip
     def _read(self, name: str):
@@ -276,7 +284,7 @@ class CacheBuilder:
             from ..dataset import reference_files
             from ..labels import SILENCE
 
-            mixture = read_audio(self.paths[name], channels=4)
+            mixture = read_audio(self.paths[name], channels=4, resample=self.resample)
             n = mixture.shape[1]
             if n < self.min_samples:
                 raise S5Error(f"{self.paths[name]}: {n} samples is too short for the models "
@@ -287,7 +295,7 @@ class CacheBuilder:
             refs = np.zeros((NUM_SLOTS, n), np.float32)
             ref_labels = np.full(NUM_SLOTS, SILENCE, np.int32)
             for j, (path, label) in enumerate(found):
-                wav = read_audio(path, channels=1)[0]
+                wav = read_audio(path, channels=1, resample=self.resample)[0]
                 if wav.shape[0] != n:
                     raise S5Error(f"{path}: {wav.shape[0]} samples, the mixture has {n}")
                 refs[j], ref_labels[j] = wav, label
@@ -311,7 +319,7 @@ class CacheBuilder:
         that has no file yet; returns the names written. A clip file present is resumed, not redone."""
         todo = [n for n in (self.mine if names is None else names)
                 if n not in self.bad and not os.path.exists(clip_path(self.cache_dir, n))]
-        length = {n: _wav_frames(self.paths[n]) for n in todo}
+        length = {n: _wav_frames(self.paths[n], self.resample) for n in todo}
         heap = HeapGuard()
         for batch in self._batches(todo, length.get):
             batch = [n for n in batch if self._usable(n)]     # a bad clip is named in `bad`, the rest go on
@@ -397,10 +405,25 @@ class CacheBuilder:
         names = [n for n, _ in self.clips]
         for n in names:
             read_clip(clip_path(self.cache_dir, n))      # every file present and readable
-        return write_manifest(self.cache_dir, self.identities, self.input_dir, self.oracle_dir, names)
+        return write_manifest(self.cache_dir, self.identities, self.input_dir, self.oracle_dir, names,
+                              _resampler(self.resample))
 
 
-def _open_folder(cache_dir: str, models: dict, input_dir: str, oracle_dir: str) -> dict:
+def _resampler(resample: bool) -> dict | None:
+    from ..audio import resampler_identity
+
+    return resampler_identity() if resample else None
+
+
+def _check_resample(man: dict, resample: dict | None, cache_dir: str) -> None:
+    if man.get("resample") != resample:
+        made = "with" if man.get("resample") else "without"
+        raise CacheError(f"{cache_dir}: cache made {made} --resample ({man.get('resample')}), now "
+                         f"{resample}: use a new cache folder")
+
+
+def _open_folder(cache_dir: str, models: dict, input_dir: str, oracle_dir: str,
+                 resample: dict | None = None) -> dict:
     """Check an existing cache folder against `models` or start a new one; -> the models recorded."""
     if os.path.isfile(cache_dir):
         raise CacheError(f"{cache_dir}: is a file, not a cache folder")
@@ -409,10 +432,11 @@ def _open_folder(cache_dir: str, models: dict, input_dir: str, oracle_dir: str) 
         raise CacheError(f"{cache_dir}: folder is not empty and not an s5jax cache; choose a new folder")
     if man is not None:
         check_models(man, models, cache_dir)
+        _check_resample(man, resample, cache_dir)
         models = {r: models[r] or man["models"].get(r) for r in ROLES}
     os.makedirs(os.path.join(cache_dir, "clips"), exist_ok=True)
     if man is None or man["models"] != models:
-        write_manifest(cache_dir, models, input_dir, oracle_dir, man and man.get("clips"))
+        write_manifest(cache_dir, models, input_dir, oracle_dir, man and man.get("clips"), resample)
     return models
 
 
@@ -447,10 +471,12 @@ def reach(builder: CacheBuilder, configs: list, names: list[str] | None = None, 
 
 def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, separator2_dir: str | None = None,
               systems: list[str] | None = None, oracle_dir: str | None = None, batch_size: int | None = None,
-              progress: bool = True, process: tuple[int, int] = (0, 1), log=print) -> CacheBuilder:
+              progress: bool = True, process: tuple[int, int] = (0, 1), log=print,
+              resample: bool = False) -> CacheBuilder:
     """`s5jax cache`: the base of every clip, then every entry the `systems` (presets or config JSON
     paths; default system1, and system3 with a separator B) reach. Under jax.distributed each process
-    does its share of the clips; process 0 records the clip list once all are in."""
+    does its share of the clips; process 0 records the clip list once all are in. `resample`: audio at
+    another rate is resampled to 32 kHz on load (recorded in the manifest)."""
     from tqdm import tqdm
 
     from ..system.config import load_system
@@ -466,7 +492,8 @@ def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, s
     for name, cfg in zip(systems, configs):
         if cfg.switches().separator_b and sep_b is None:
             raise CacheError(f"system {name} selects between two separators: give --separator2")
-    builder = CacheBuilder.open(cache_dir, input_dir, t4, t1, sep_a, sep_b, oracle_dir, batch_size, process)
+    builder = CacheBuilder.open(cache_dir, input_dir, t4, t1, sep_a, sep_b, oracle_dir, batch_size, process,
+                                resample)
     with tqdm(total=len(builder.mine), desc="cache: taggers", unit="clip", disable=not progress) as bar:
         done = builder.base(progress=bar.update)
     with tqdm(desc="cache: entries", total=0, unit=" entries", disable=not progress) as bar:
@@ -488,12 +515,16 @@ def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, s
     return builder
 
 
-def _wav_frames(path: str) -> int:
-    """Sample count of a wav from its header (grouping by length without reading the audio)."""
+def _wav_frames(path: str, resample: bool = False) -> int:
+    """Sample count of a wav from its header, at 32 kHz once resampled (grouping by length without
+    reading the audio)."""
     import soundfile as sf
 
+    from ..audio import resampled_length
+
     try:
-        return sf.info(path).frames
+        info = sf.info(path)
+        return resampled_length(info.frames, info.samplerate) if resample else info.frames
     except Exception:   # unreadable: read_audio names the file and the problem when the clip is read
         return -1
 
