@@ -56,14 +56,14 @@ import json
 import math
 import os
 import sys
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Callable, NamedTuple
 
 import numpy as np
 
 from .audio import AudioStream, RESAMPLE_QUALITY, resampler_identity
 from .errors import S5Error
-from .files import (clean_stale_parts, part_prefix, temp_file, write_bytes_atomic, write_json_atomic,
+from .files import (clean_stale_parts, temp_file, write_bytes_atomic, write_json_atomic,
                     write_text_atomic)
 from .labels import LABELS, SAMPLE_RATE, SILENCE
 
