@@ -255,7 +255,9 @@ def world_dir(tmp_path_factory):
 
     from s5jax.synth.world import make_world
 
-    shared = tmp_path_factory.getbasetemp().parent
+    base = tmp_path_factory.getbasetemp()
+    # xdist workers' base folders sit in this run's folder; without xdist the base folder is this run's
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     with open(shared / "world.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         make_world(shared / "world", render=WORLD_CLIPS, log=lambda m: None)

@@ -92,7 +92,7 @@ def test_cache_entry_bar_has_a_total(tmp_path, monkeypatch, capsys):
     import s5jax.system.pipeline as system_pipeline
 
     class Builder:
-        mine, clips = ["a", "b"], [("a", ""), ("b", "")]
+        mine, clips, bad = ["a", "b"], [("a", ""), ("b", "")], {}
 
         def base(self, progress=None):
             progress(2)

@@ -33,7 +33,7 @@ CONFIGS = {
     "system1": dataclasses.replace(preset("system1"), **_S1, verify=(0.9,) * 18, drop=(0.9,) * 18),
     "per_class": dataclasses.replace(preset("system2"), **_S1, verify=tuple(0.1 + 0.005 * c for c in range(18)),
                                      drop=(0.1,) * 18, gate=(0.6,) * 9 + (0.5,) * 9),
-    "dual": dataclasses.replace(preset("system3"), **_S1, verify=(0.9,) * 18, drop=(0.9,) * 18),
+    "dual": dataclasses.replace(preset("system3"), **_S1, verify=(0.9,) * 18, drop=(0.5,) * 18),
     "dual_gate_first": dataclasses.replace(preset("system3"), **{**_S1, "energy_db": -7.0}, verify=(0.5,) * 18,
                                            drop=(0.5,) * 18, gate=(0.3,) * 18, gate_before_select=True,
                                            confirm="argmax", order="track"),

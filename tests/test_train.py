@@ -118,7 +118,7 @@ def test_separator_loss_falls_and_ca_sdri_improves(data, tmp_path):
     from s5jax.separator import Separator
 
     d = tagger_cfg(data, tmp_path / "sep", steps=25, batch_size=4, lr=1e-2, valid_every=25, valid_scenes=8,
-                   model_config=TINY_SEPARATOR, synth={"seconds": 0.5})
+                   model_config=TINY_SEPARATOR, synth={"seconds": 1.0})
     res = run_training(TrainConfig.from_dict({**d, "model": "separator"}))
     losses = [l for _, l in res.losses]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
@@ -157,7 +157,7 @@ def test_kill_and_resume_continues_bit_identically(data, tmp_path, jax_cache, ca
     assert not (tmp_path / "killed" / "export" / "last").exists()
     capsys.readouterr()
     assert main(["train", "tagger", cfg, "--quiet"]) == 0          # the resume: in-process, as the CLI runs it
-    assert f"resumed from {killed_at}" in capsys.readouterr().out
+    assert f"resumed from step {killed_at}" in capsys.readouterr().out
     assert train_losses(tmp_path / "killed") == [(s, float(l)) for s, l in ref.losses]
     a, b = flat_vars(tmp_path / "ref" / "export" / "last"), flat_vars(tmp_path / "killed" / "export" / "last")
     chex.assert_trees_all_equal(a, b)            # same keys, every array bit for bit
