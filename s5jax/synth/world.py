@@ -31,7 +31,6 @@ import zlib
 from dataclasses import dataclass
 
 import numpy as np
-import soundfile as sf
 
 from ..errors import S5Error
 from ..labels import CLASSES, SAMPLE_RATE
@@ -73,10 +72,11 @@ def _rng(cfg: WorldConfig, *key) -> np.random.Generator:
 
 def _write_wav(path: str, x: np.ndarray, subtype: str = "PCM_16") -> None:
     """Integer PCM only: libsndfile stamps float WAVs with the time of writing (PEAK chunk), which
-    would make two makes differ."""
+    would make two makes differ. Atomic (s5jax.audio.write_audio)."""
+    from ..audio import write_audio
+
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    data = x.T if x.ndim == 2 else x
-    sf.write(path, data, SAMPLE_RATE, subtype=subtype, format="WAV")
+    write_audio(path, x, subtype=subtype)
 
 
 # --------------------------------------------------------------------------------------------- audio
@@ -208,15 +208,9 @@ def render_set(root: str, out: str, scenes: list[tuple[str, dict]]) -> list[str]
     for name, meta in scenes:
         r = renderer.render(meta, name)
         for fname, dry in zip(target_names(name, r["labels"]), r["dry"]):
-            _write_wav_atomic(os.path.join(out, "oracle_target", fname), np.asarray(dry, np.float32))
-        _write_wav_atomic(os.path.join(out, "soundscape", f"{name}.wav"), np.asarray(r["mixture"], np.float32))
+            _write_wav(os.path.join(out, "oracle_target", fname), np.asarray(dry, np.float32), "PCM_24")
+        _write_wav(os.path.join(out, "soundscape", f"{name}.wav"), np.asarray(r["mixture"], np.float32), "PCM_24")
     return [n for n, _ in scenes]
-
-
-def _write_wav_atomic(path: str, x: np.ndarray) -> None:
-    tmp = f"{path}.part-{os.getpid()}"
-    _write_wav(tmp, x, "PCM_24")
-    os.replace(tmp, path)
 
 
 def make_scene_sets(root: str, cfg: WorldConfig, log=print) -> None:
