@@ -224,6 +224,24 @@ def load(ckpt_dir: str | os.PathLike, kinds: tuple[str, ...] | None = None,
     return kind, dict(meta["config"]), variables
 
 
+def stored_shapes(ckpt_dir: str | os.PathLike) -> dict[str, tuple]:
+    """{weight path "a/b/c": shape} of the folder's weights, from orbax's metadata alone (≈ 0.2 s, no
+    weight read): what a config can be checked against before anything is compiled."""
+    import jax
+    import orbax.checkpoint as ocp
+
+    ckpt_dir = os.fspath(ckpt_dir)
+    try:
+        meta = ocp.StandardCheckpointer().metadata(os.path.join(os.path.abspath(ckpt_dir), "variables"))
+        tree = getattr(meta, "item_metadata", meta)
+        leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+        return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(int(d) for d in leaf.shape)
+                for path, leaf in leaves}
+    except Exception as e:  # orbax raises many types; the user needs the folder and the reason
+        raise CheckpointError(f"{ckpt_dir}: cannot read the variables ({type(e).__name__}: "
+                              f"{str(e).splitlines()[0] if str(e) else ''})") from None
+
+
 def _flat(tree, prefix: str = "") -> list[tuple[str, Any]]:
     if isinstance(tree, Mapping):
         return [kv for k in sorted(tree) for kv in _flat(tree[k], f"{prefix}/{k}")]

@@ -133,24 +133,48 @@ def _evict(folder: str, keep: str) -> None:
                 pass
 
 
+def _header(f, size: int, key: str) -> tuple[dict, int] | None:
+    """(header, start of the arrays) of an open kept file, or None if it is not a valid file of `key`."""
+    head = f.read(len(MAGIC) + 8)
+    if len(head) != len(MAGIC) + 8 or head[:len(MAGIC)] != MAGIC:
+        return None
+    (n,) = struct.unpack("<Q", head[len(MAGIC):])
+    if n > size:
+        return None
+    header = json.loads(f.read(n))
+    start = len(MAGIC) + 8 + n
+    start += -start % ALIGN
+    if (header.get("format") != FORMAT or header.get("key") != key
+            or start + int(header["data_bytes"]) != size):
+        return None
+    return header, start
+
+
+def stored_shapes(ckpt_dir: str | os.PathLike, meta: Mapping) -> dict[str, tuple]:
+    """{weight path: shape} of a checkpoint folder's weights without reading them: from the kept
+    file's header when there is one (microseconds), else from orbax's metadata (`checkpoint.stored_shapes`)."""
+    where = path_for(ckpt_dir, meta)
+    if where is not None:
+        try:
+            with open(where[0], "rb") as f:
+                found = _header(f, os.fstat(f.fileno()).st_size, where[1])
+            if found is not None:
+                return {str(e["path"]): tuple(int(d) for d in e["shape"]) for e in found[0]["arrays"]}
+        except (OSError, ValueError, TypeError, KeyError, AttributeError, struct.error):
+            pass                                 # absent or damaged: ask orbax
+    return checkpoint.stored_shapes(ckpt_dir)
+
+
 def read(path: str, key: str) -> dict | None:
     """The weight tree mapped from `path` (read-only arrays viewing the file), or None if the file is
     absent, of another key, or damaged in any way (the caller then reads the checkpoint)."""
     try:
         with open(path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
-            head = f.read(len(MAGIC) + 8)
-            if len(head) != len(MAGIC) + 8 or head[:len(MAGIC)] != MAGIC:
+            found = _header(f, size, key)
+            if found is None:
                 return None
-            (n,) = struct.unpack("<Q", head[len(MAGIC):])
-            if n > size:
-                return None
-            header = json.loads(f.read(n))
-            start = len(MAGIC) + 8 + n
-            start += -start % ALIGN
-            if (header.get("format") != FORMAT or header.get("key") != key
-                    or start + int(header["data_bytes"]) != size):
-                return None
+            header, start = found
             # prefault every page now (from the page cache, in the reading thread), not at first use
             flags = mmap.MAP_SHARED | getattr(mmap, "MAP_POPULATE", 0)
             mapped = mmap.mmap(f.fileno(), size, flags=flags, prot=mmap.PROT_READ)

@@ -162,3 +162,43 @@ def test_kept_beside_the_jax_cache_and_only_when_it_is_on(tiny_ckpt, tmp_path):
     finally:
         jax.config.update("jax_compilation_cache_dir", old)
     assert os.path.dirname(path) == str(tmp_path / "s5jax-weights")
+
+
+def test_stored_shapes_without_reading_the_weights(tiny_ckpt, kept, monkeypatch):
+    """The shapes a config is checked against before compiling: from orbax's metadata, then (once the
+    weights are kept) from the kept file's header — both equal to the weights' own shapes."""
+    source = tiny_ckpt["separator"]
+    meta = checkpoint.read_meta(source)
+    want = {p: a.shape for p, a in _flat(checkpoint.load(source)[2]).items()}
+    want = {p.lstrip("/"): s for p, s in want.items()}
+    monkeypatch.setattr(checkpoint, "load", _no_orbax)
+    assert weight_cache.stored_shapes(source, meta) == want           # orbax metadata (nothing kept yet)
+    monkeypatch.undo()
+    monkeypatch.setattr(weight_cache, "path_for", functools.partial(weight_cache.path_for, folder=str(kept.parent)))
+    _load(source, ("separator",))
+    monkeypatch.setattr(checkpoint, "stored_shapes", _no_orbax)
+    assert weight_cache.stored_shapes(source, meta) == want           # the kept file's header
+
+
+@pytest.mark.parametrize("kept_first", [False, True])
+def test_edited_config_that_misfits_the_weights_fails_before_any_compile(tiny_ckpt, kept, tmp_path,
+                                                                        monkeypatch, kept_first):
+    """`from_checkpoint(wait=False)` (infer, cache, segment: compile while the weights are read) used to
+    return, compile for ≈ 25 s from the edited config's shapes and only then fail on the weights. Now it
+    raises the one-line CheckpointError itself, reading no weights."""
+    from s5jax.separator import Separator
+
+    copy = tmp_path / "sep"
+    shutil.copytree(tiny_ckpt["separator"], copy)
+    if kept_first:
+        _load(str(copy), ("separator",))
+    meta = json.loads((copy / "config.json").read_text())
+    meta["config"]["condition_dim"] = 64                     # the FiLM layers' input width: a shape change
+    (copy / "config.json").write_text(json.dumps(meta))
+    def no_read(*a, **k):
+        raise AssertionError("the weights were read before the config was checked")
+
+    monkeypatch.setattr(weight_cache, "load", no_read)     # so only the early check can raise CheckpointError
+    with pytest.raises(CheckpointError, match=r"has shape .* config implies") as e:
+        Separator.from_checkpoint(copy, wait=False)
+    assert str(copy) in str(e.value) and "\n" not in str(e.value)
