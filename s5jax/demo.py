@@ -40,6 +40,36 @@ def _cli(argv: list[str]) -> None:
         raise S5Error(f"demo step `s5jax {' '.join(argv)}` ended with status {code}")
 
 
+MARKER = "demo.json"
+
+
+def _claim(out: str, settings: dict) -> None:
+    """Make `out` the demo's folder, or check it already is one of this run's settings: a folder
+    holding anything else (a user's files, another command's output) or a demo made with other
+    settings (its sweep and runs would be kept and mixed into this table) is refused in one line,
+    before any work."""
+    from .files import check_writable, write_json_atomic
+
+    check_writable(out)
+    marker = os.path.join(out, MARKER)
+    if os.path.isfile(marker):
+        try:
+            with open(marker) as f:
+                old = json.load(f)["settings"]
+        except (OSError, ValueError, KeyError, TypeError):
+            raise S5Error(f"{marker}: unreadable demo record; choose another --out") from None
+        if old != settings:
+            diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
+            raise S5Error(f"{out}: a demo made with other settings ({diff}); choose another --out "
+                          "(its results would be mixed with this run's)")
+        return
+    if os.path.isdir(out) and any(not n.startswith(".") for n in os.listdir(out)):
+        raise S5Error(f"{out}: not empty and not a demo folder (no {MARKER}); choose a new or empty --out "
+                      "(the demo never writes among files it did not make)")
+    os.makedirs(out, exist_ok=True)
+    write_json_atomic(marker, {"command": "s5jax demo", "settings": settings})
+
+
 def _subset(src: str, dst: str, clips: int) -> str:
     """The first `clips` soundscapes of set `src` and their oracle targets, as hard links (copies where
     links are not possible) in `dst`."""
@@ -150,7 +180,7 @@ def format_table(rows: list[dict]) -> str:
 def run_demo(out: str = "runs/demo", clips: int | None = None, world: str | None = None, folds: int = 5,
              grid: str = "default", batch_size: int | None = None, quiet: bool = False, log=print) -> dict:
     """Steps 1-5 in `out`; returns {"rows": the table rows, "commands": what ran}."""
-    from . import bundled
+    from . import bundled, checkpoint
     from .files import write_json_atomic, write_text_atomic
     from .synth.world import WorldConfig, make_world, testset_dir
 
@@ -162,7 +192,8 @@ def run_demo(out: str = "runs/demo", clips: int | None = None, world: str | None
     models = {k: bundled.path(k) for k in bundled.NAMES}        # missing models fail before any work
     out = os.path.abspath(out)
     world = os.path.abspath(world or os.path.join(out, "world"))
-    os.makedirs(out, exist_ok=True)
+    _claim(out, {"clips": clips, "world": world, "folds": folds, "grid": grid,
+                 "models": {k: checkpoint.stored_hash(checkpoint.read_meta(v)) for k, v in models.items()}})
     log(f"[1/5] the bundled world in {world}")
     make_world(world, render=clips, log=log, progress=not quiet)
     testset = testset_dir(world)
@@ -202,7 +233,10 @@ def run_demo(out: str = "runs/demo", clips: int | None = None, world: str | None
         _cli(commands[k] + q)
 
     log("[5/5] the table")
-    scores = {k: json.load(open(os.path.join(v, "scores", "summary.json"))) for k, v in runs.items()}
+    scores = {}
+    for k, v in runs.items():
+        with open(os.path.join(v, "scores", "summary.json")) as f:
+            scores[k] = json.load(f)
     per_clip = {k: _per_clip(v) for k, v in runs.items()}
     base = per_clip["baseline"]
     with open(os.path.join(sweep, "summary.json")) as f:

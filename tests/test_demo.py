@@ -60,3 +60,37 @@ def test_demo_table_is_sane(world_dir, tmp_path):
     assert (out / "table.md").read_text().count("|") > 30
     assert (out / "sweep" / "report.md").is_file() and (out / "sweep" / "best.json").is_file()
     assert any("s5jax sweep" in l for l in lines) and any("Go on from here" in l for l in lines)
+
+
+def test_demo_writes_only_into_its_own_folder(tmp_path, monkeypatch):
+    """A careless --out: a user's folder is refused before anything is written in it; a demo folder
+    asked again with other settings is refused (its kept sweep and runs would be mixed into the new
+    table); the same settings resume."""
+    from s5jax.synth import world as world_mod
+
+    class Stop(Exception):
+        pass
+
+    def stop(*a, **k):
+        raise Stop                              # the first step: what comes before it is the guard
+
+    monkeypatch.setattr(world_mod, "make_world", stop)
+    user = tmp_path / "mine"
+    user.mkdir()
+    (user / "notes.txt").write_text("mine")
+    with pytest.raises(S5Error, match="not empty and not a demo folder") as e:
+        run_demo(str(user), clips=4, folds=2, log=lambda m: None)
+    assert str(user) in str(e.value) and "\n" not in str(e.value)
+    assert sorted(os.listdir(user)) == ["notes.txt"] and (user / "notes.txt").read_text() == "mine"
+
+    out = tmp_path / "demo"
+    with pytest.raises(Stop):
+        run_demo(str(out), clips=4, folds=2, log=lambda m: None)
+    assert os.listdir(out) == ["demo.json"]
+    with pytest.raises(Stop):                   # the same settings: resumes
+        run_demo(str(out), clips=4, folds=2, log=lambda m: None)
+    with pytest.raises(S5Error, match=r"other settings \(clips 4 -> 8\)") as e:
+        run_demo(str(out), clips=8, folds=2, log=lambda m: None)
+    assert "\n" not in str(e.value)
+    with pytest.raises(S5Error, match=r"grid 'default' -> 'small'"):
+        run_demo(str(out), clips=4, folds=2, grid="small", log=lambda m: None)
