@@ -49,9 +49,30 @@ def share(items: Sequence[T], process: tuple[int, int]) -> list[T]:
     return list(items[index::count])
 
 
-def barrier(name: str, process: tuple[int, int]) -> None:
-    """Wait until every process of the job reaches the barrier `name` (no-op for one process)."""
-    if process[1] > 1:
-        from jax.experimental import multihost_utils
+# How long a process waits at a barrier for the others (their shares may take longer than its own).
+# A process that dies is reported sooner, by the coordination service's heartbeats.
+BARRIER_TIMEOUT_S = 24 * 3600
 
-        multihost_utils.sync_global_devices(name)
+
+def barrier(name: str, process: tuple[int, int], timeout_s: float = BARRIER_TIMEOUT_S) -> None:
+    """Wait until every process of the job reaches the barrier `name` (no-op for one process); `name`
+    is used once per job.
+
+    The coordination service's own barrier (the key-value store every jax.distributed job has), not a
+    collective over the devices: `multihost_utils.sync_global_devices` builds a gloo context on CPU,
+    and that build gives up when another process arrives more than 30 s later — as one does whose
+    share of the clips takes longer."""
+    if process[1] > 1:
+        from jax._src import distributed      # the job's client; jax.distributed does not re-export it
+
+        client = distributed.global_state.client
+        if client is None:
+            from jax.experimental import multihost_utils
+
+            multihost_utils.sync_global_devices(name)
+            return
+        try:
+            client.wait_at_barrier(name, timeout_in_ms=int(timeout_s * 1000))
+        except Exception as e:  # the runtime's errors are one class with a multi-line text
+            raise S5Error(f"waiting for the other processes at {name}: "
+                          f"{str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -33,6 +33,7 @@ from ..audio import write_text_atomic
 from ..errors import ConfigError, S5Error
 from ..files import append_text, check_writable, writing
 from ..metric import Totals, empty_totals, merge_totals, summarize
+from ..processes import barrier
 from ..runtime import HeapGuard
 from ..labels import NUM_CLASSES
 from ..synth.metadata import check_scene_files
@@ -330,10 +331,7 @@ def _say(bar, log: "_Log", msg: str) -> None:
 
 
 def _barrier(name: str) -> None:
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(name)
+    barrier(name, (jax.process_index(), jax.process_count()))
 
 
 def _export(cfg: TrainConfig, task: st.Task, state, name: str, source: str) -> None:
