@@ -17,7 +17,8 @@ every class of an event (any track) within `class_gap_seconds` of this one: two 
 are that far apart, so a timeline can tell them apart and a class's image is one source at a time.
 An event sits at one room position (uniform) at one SNR (uniform in `snr_range`) and is made of the
 class's files played back to back (a pause of `pause_seconds` between them; a grouped class — files in
-sub-folders, e.g. a speaker — keeps to one sub-folder), the last one cut at the event's offset.
+sub-folders, e.g. a speaker — keeps to one sub-folder), the last one cut at the event's offset (the
+event ends early, by at most a pause plus MIN_PART, rather than with a sliver of a file).
 
 Rendering is SpAudSyn's (scenes.SceneRenderer, the path the test split and training use): every
 file played is a one-event SpAudSyn scene of its length plus the room's impulse response (peak
@@ -40,6 +41,8 @@ from ..errors import ConfigError, DataError
 from ..labels import CLASSES, SAMPLE_RATE
 from .metadata import ROOM_MODULE
 from .scenes import SceneSynth, SynthConfig
+
+MIN_PART = 0.5          # seconds: the shortest piece of a file an event ends with
 
 
 @dataclass(frozen=True)
@@ -204,7 +207,7 @@ def render_recording(root: str | os.PathLike, cfg: RecordingConfig = RecordingCo
         snr = float(erng.uniform(*cfg.snr_range))
         parts, imgs, t = [], [], onset
         order = list(erng.permutation(len(files)))
-        while t < offset - 0.05:
+        while offset - t >= MIN_PART or not parts:      # no sliver of a file at the end (it may be silent)
             if not order:
                 order = list(erng.permutation(len(files)))
             f = files[order.pop()]
