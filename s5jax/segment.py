@@ -92,6 +92,10 @@ class SegmentConfig:
                           "may overlap for the cross-fade")
         if self.out_rate not in OUT_RATES:
             raise S5Error(f"out rate must be one of {', '.join(OUT_RATES)}, got {self.out_rate!r}")
+        if self.out_rate == "input" and not self.resample:
+            # without --resample the recording must be at 32 kHz, the stems' rate already: the flag would
+            # silently do nothing (infer refuses it the same way)
+            raise S5Error("--out-rate input writes stems at a resampled recording's rate: give --resample too")
         if self.batch_size is not None and self.batch_size < 1:
             raise S5Error(f"batch size must be at least 1, got {self.batch_size}")
         return window, hop

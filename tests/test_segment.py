@@ -273,3 +273,24 @@ def test_lane_silent_in_previous_window_does_not_compete_by_its_old_stem():
     np.testing.assert_allclose(lane1, np.r_[D[0:4], D[4:8], (1 - f) * D[8:12] + f * C[8:12], C[12:16]], atol=1e-6)
     assert [(e.stem, e.onset * 32000, e.offset * 32000) for e in events] == [
         (LABELS[5], 0, 8), (f"{LABELS[5]}_2", 0, 16)]
+
+
+def test_out_rate_input_needs_resample(tmp_path, capsys):
+    """Without --resample the recording must be at 32 kHz, so `--out-rate input` would do nothing:
+    refused in one line (as `infer` does), before anything is read or written."""
+    from s5jax.cli import main
+
+    rec = _write(tmp_path / "rec.wav", fake_recording(1.5, "presence"))
+    with pytest.raises(S5Error, match="--out-rate input .* give --resample too"):
+        run_segment(rec, str(tmp_path / "api"), engine=fake_engine("presence"), progress=False,
+                    config=SegmentConfig(1.0, 0.5, out_rate="input"))
+    assert not (tmp_path / "api").exists()
+    code = main(["segment", rec, "--tagger", "t", "--separator", "s", "--out", str(tmp_path / "cli"),
+                 "--out-rate", "input", "--quiet"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1 and "give --resample too" in err[0], err
+    assert not (tmp_path / "cli").exists()
+    # with --resample it is accepted (a 32 kHz recording: stems at 32 kHz, its own rate)
+    r = run_segment(rec, str(tmp_path / "ok"), engine=fake_engine("presence"), progress=False,
+                    config=SegmentConfig(1.0, 0.5, resample=True, out_rate="input"))
+    assert r.sample_rate == SR and sf.info(r.stems[sorted(r.stems)[0]]).frames == 48000
