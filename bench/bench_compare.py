@@ -15,7 +15,7 @@ of the full-size official model (`s5jax.synthetic_weights.synthetic_state_dict`,
 plain forward pass (`system` = 4-ch tagger -> silence last -> separator, `pipeline.make_baseline`),
 compiles and warms up once, then times `--runs` calls: wall (perf_counter), CPU (process_time, all
 threads) and minor page faults per call. The process is set up as the `s5jax` CLI sets it up
-(`s5jax.runtime.configure_from_env()` when the tree has it), or, with `--malloc keep|default`, with
+(`s5jax.runtime.memory.configure_from_env()` when the tree has it), or, with `--malloc keep|default`, with
 the same glibc malloc behaviour for every tree (to measure code changes alone).
 
 Printed: per tree, median and spread (min-max over all timed calls of all rounds) of wall s/clip and
@@ -50,7 +50,7 @@ MODELS = ("tagger-4ch", "tagger-1ch", "separator", "system")
 def _setup_process() -> str:
     """What the CLI does at start, if this tree's s5jax has it."""
     try:
-        from s5jax import runtime
+        from s5jax.runtime import memory as runtime
     except ImportError:
         return "n/a"
     return runtime.configure_from_env()
@@ -61,8 +61,10 @@ def _apply_fns(model: str):
     import jax.numpy as jnp
 
     from s5jax.synthetic_weights import synthetic_state_dict
-    from s5jax.models.m2d import M2DConfig, M2DTagger, convert_tagger_state_dict
-    from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator, convert_separator_state_dict
+    from s5jax.models.m2d import M2DConfig, M2DTagger
+    from s5jax.official.m2d import convert_tagger_state_dict
+    from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator
+    from s5jax.official.resunet import convert_separator_state_dict
 
     def load(kind):
         sd = {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()}
@@ -162,7 +164,7 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
     out = {"model": model, "batch": batch, "malloc": malloc, "setup_wall": t_ready - t_start,
            "setup_cpu": c_ready - c_start, "first_wall": first_wall, "first_cpu": first_cpu}
     try:                                                        # as the programs run their loops
-        from s5jax.runtime import HeapGuard
+        from s5jax.runtime.memory import HeapGuard
         heap = HeapGuard()
     except ImportError:                                         # a tree from before it
         heap = None

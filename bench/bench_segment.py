@@ -59,7 +59,7 @@ def write_models(work: pathlib.Path, kind: str) -> tuple[str, str]:
             tiny_system.write_separator(str(s), seed=3)
         return str(t), str(s)
     from s5jax.demo import write_synthetic_checkpoint
-    from s5jax.official import convert_checkpoint
+    from s5jax.official.convert import convert_checkpoint
 
     out = []
     for k in ("tagger-4ch", "separator"):

@@ -18,7 +18,7 @@ from s5jax.audio import read_audio
 from s5jax.cli import main
 from s5jax.dataset import reference_files
 from s5jax.labels import LABELS, SILENCE
-from s5jax.scenes import SceneConfig, write_scene_set
+from s5jax.synth.toy import SceneConfig, write_scene_set
 
 SECONDS = 1.5           # short clips; any length works
 NAME_RE = re.compile(r"^(synth_\d{4})_([0-2])_([A-Za-z]+)\.wav$")

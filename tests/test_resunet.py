@@ -11,7 +11,8 @@ import pytest
 from s5jax import checkpoint, stft
 from s5jax.cli import main
 from s5jax.errors import CheckpointError, S5Error
-from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator, official_keys
+from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator
+from s5jax.official.resunet import official_keys
 from s5jax.separator import Separator, query_vector
 
 SMALL = ResUNetConfig(channels=(4, 8), pools=((2, 2), (1, 2)), bottleneck_channels=8, condition_dim=16)

@@ -10,7 +10,7 @@ import pytest
 from s5jax.cli import main
 from s5jax.replay.arrays import MISSING_KEY as MISSING
 from s5jax.replay.search import SMALL_GRIDS, Evaluator, Grids, params_of, search
-from s5jax.replay.synthetic import SyntheticWorld
+from s5jax.replay.planted import SyntheticWorld
 from s5jax.system.config import SystemConfig, preset
 
 # false positives (probability 0.25-0.45) get in, are not dropped nor gated: far from the optimum

@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from s5jax import compile_cache
+from s5jax.runtime import compile_cache
 from s5jax.errors import CheckpointError
-from s5jax.pipeline import DataParallel, sharded_baseline
+from s5jax.runtime.parallel import DataParallel
 
 
 def test_memo_path_follows_the_jax_cache_and_the_code(tmp_path, monkeypatch):
@@ -98,7 +98,7 @@ def test_infer_with_unreadable_weights_writes_nothing(tiny_ckpt, tmp_path, capsy
     import shutil
 
     from s5jax.cli import main
-    from s5jax.scenes import SceneConfig, write_scene_set
+    from s5jax.synth.toy import SceneConfig, write_scene_set
 
     data = tmp_path / "data"
     write_scene_set(data, 1, seed=2, cfg=SceneConfig(seconds=1.0))
@@ -116,7 +116,7 @@ def test_infer_with_unreadable_weights_writes_nothing(tiny_ckpt, tmp_path, capsy
 
 
 def _engine_outputs(tiny_ckpt, mixture, prepare: bool):
-    from s5jax.infer import baseline_engine
+    from s5jax.system.engine import baseline_engine
 
     eng = baseline_engine(tiny_ckpt["forced"], tiny_ckpt["separator"], 2)
     if prepare:
@@ -165,7 +165,7 @@ def test_prepared_program_is_not_used_for_other_weights():
 
 
 def test_sharded_baseline_takes_weights_still_being_read(tiny_ckpt):
-    from s5jax.pipeline import _avals
+    from s5jax.runtime.parallel import _avals
     from s5jax.separator import Separator
     from s5jax.tagger import Tagger
 

@@ -15,7 +15,8 @@ from s5jax.labels import SILENCE
 from s5jax.pipeline import sharded_baseline
 from s5jax.system import decisions as D
 from s5jax.system.config import preset
-from s5jax.system.pipeline import energy_db, sharded_system
+from s5jax.system.pipeline import energy_db
+from s5jax.system.engine import sharded_system
 from tiny_system import write_scenes
 
 
@@ -146,7 +147,7 @@ def test_system_program_is_kept_and_served_without_tracing(setup, memo_dir, tmp_
     and kept like the baseline's, and a later engine is served from it, computing the same."""
     from jax import export
 
-    from s5jax.system.pipeline import system_engine
+    from s5jax.system.engine import system_engine
 
     _, _, paths, _, mix = setup
     config = tmp_path / "full.json"

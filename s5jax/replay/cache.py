@@ -35,8 +35,8 @@ import numpy as np
 from ..errors import S5Error
 from ..files import check_writable, locked, write_bytes_atomic, write_json_atomic
 from ..labels import NUM_SLOTS
-from ..processes import barrier, share
-from ..runtime import HeapGuard
+from ..runtime.processes import barrier, share
+from ..runtime.memory import HeapGuard
 from .arrays import MISSING_KEY, N_LABELS, CacheArrays
 
 FORMAT = "s5jax-cache"
@@ -227,7 +227,7 @@ class CacheBuilder:
     def __init__(self, cache_dir: str, input_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
                  tagger4, tagger1, separators: list, identities: dict, batch_size: int,
                  process: tuple[int, int] = (0, 1), resample: bool = False):
-        from ..pipeline import DataParallel
+        from ..runtime.parallel import DataParallel
         from ..system.pipeline import make_base_fn, make_entry_fn
 
         self.cache_dir, self.input_dir, self.oracle_dir = cache_dir, input_dir, oracle_dir
@@ -480,7 +480,7 @@ def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, s
     from tqdm import tqdm
 
     from ..system.config import load_system
-    from ..system.pipeline import load_models
+    from ..system.engine import load_models
 
     check_writable(cache_dir)                            # a read-only --out fails before any work
     if systems is None:

@@ -33,7 +33,7 @@ from ..audio import write_text_atomic
 from ..errors import ConfigError, S5Error
 from ..files import append_text, check_writable, writing
 from ..metric import Totals, empty_totals, merge_totals, summarize
-from ..runtime import HeapGuard
+from ..runtime.memory import HeapGuard
 from ..labels import NUM_CLASSES
 from ..synth.metadata import check_scene_files
 from ..synth.scenes import SceneRenderer, SceneSynth, pack, read_scenes, write_scenes

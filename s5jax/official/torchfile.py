@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # torch storage class name -> numpy dtype
 _STORAGE_DTYPES = {

@@ -37,12 +37,12 @@ from typing import Callable
 import numpy as np
 import soundfile as sf
 
-from . import __version__
-from .dataset import list_soundscapes, oracle_folder, soundscape_folder
-from .errors import S5Error
-from .files import atomic_writer, check_writable, write_json_atomic, write_text_atomic
-from .infer import run_infer, settings_difference
-from .labels import CLASSES, LABELS, SAMPLE_RATE
+from .. import __version__
+from ..dataset import list_soundscapes, oracle_folder, soundscape_folder
+from ..errors import S5Error
+from ..files import atomic_writer, check_writable, write_json_atomic, write_text_atomic
+from ..infer import run_infer, settings_difference
+from ..labels import CLASSES, LABELS, SAMPLE_RATE
 
 EVAL_OUT = "eval_out"
 EVAL_JSON = "eval_results.json"
@@ -405,7 +405,7 @@ def dev_results(scores_dir: str, records: list[dict], nparams: int, config: dict
     """
     import jax
 
-    from . import metric
+    from .. import metric
 
     with np.load(os.path.join(scores_dir, "matrices.npz")) as m:
         mats = {k: m[k] for k in m.files}
@@ -443,7 +443,7 @@ def dev_results(scores_dir: str, records: list[dict], nparams: int, config: dict
 def write_stems_pcm16(src_dir: str, dst_dir: str, records: list[dict]) -> int:
     """Copy each listed float stem of `src_dir` into `dst_dir` as 16-bit PCM (soundfile's default for
     float data, as the official writer: values beyond ±1 are clipped). Returns the count."""
-    from .audio import read_audio, write_audio
+    from ..audio import read_audio, write_audio
 
     n = 0
     for rec in records:

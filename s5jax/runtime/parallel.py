@@ -10,14 +10,14 @@ from __future__ import annotations
 from typing import Callable, NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import export
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from .labels import NUM_SLOTS, SILENCE
-from .separator import query_vector
-from .tagger import predict_from_logits  # per-track argmax, its probability, the softmax  # slot class ids -> the 54-dim query (silence = zeros)
+from ..labels import NUM_SLOTS
+from ..separator import query_vector
+from ..system.pipeline import silence_last
+from ..tagger import predict_from_logits  # per-track argmax, its probability, the softmax  # slot class ids -> the 54-dim query (silence = zeros)
 
 
 class S5Output(NamedTuple):
@@ -31,21 +31,6 @@ try:   # so an exported baseline program (DataParallel.prepare with a key) can b
     export.register_namedtuple_serialization(S5Output, serialized_name="s5jax.pipeline.S5Output")
 except ValueError:     # registered already (module reloaded)
     pass
-
-
-def silence_last(labels: jax.Array, *per_slot: jax.Array):
-    """Stable reorder of the slot axis (axis 1) so that silence slots come last.
-
-    labels [batch, 3]; every array in per_slot has the slot axis at position 1 and moves with it.
-    """
-    slots = labels.shape[1]
-    key = jnp.where(labels == SILENCE, slots, 0) + jnp.arange(slots)   # stable: ties keep slot order
-    order = jnp.argsort(key, axis=1)
-    out = [jnp.take_along_axis(labels, order, axis=1)]
-    for a in per_slot:
-        idx = order.reshape(order.shape + (1,) * (a.ndim - 2))
-        out.append(jnp.take_along_axis(a, idx, axis=1))
-    return tuple(out)
 
 
 def make_baseline(tagger_apply: Callable, separator_apply: Callable) -> Callable:
@@ -130,7 +115,7 @@ class DataParallel:
         import os
 
         from .compile_cache import memo_path
-        from .files import write_bytes_atomic
+        from ..files import write_bytes_atomic
 
         devices = [(d.platform, d.device_kind, d.id) for d in self.mesh.devices.flat]
         path = memo_path("programs", {"fn": key, "args": [_avals(w), _avals(x)], "devices": devices,

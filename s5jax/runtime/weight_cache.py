@@ -31,10 +31,10 @@ from typing import Mapping
 
 import numpy as np
 
-from . import checkpoint
-from .conversion import flatten, unflatten
-from .errors import S5Error
-from .files import clean_stale_parts, temp_file
+from .. import checkpoint
+from ..official.rules import flatten, unflatten
+from ..errors import S5Error
+from ..files import clean_stale_parts, temp_file
 
 MAGIC = b"S5JAXWTS"
 FORMAT = 1
