@@ -43,11 +43,12 @@ def run_pipeline(kind: str, batch: int, runs: int, seconds: float) -> dict:
     import jax
     import numpy as np
 
-    from s5jax.pipeline import sharded_baseline
     from s5jax.synth.toy import SceneConfig, make_scene
+    from s5jax.system.config import preset
+    from s5jax.system.engine import sharded_system
 
     tagger, separator = _model(kind), _model("separator")
-    system = sharded_baseline(tagger.apply_fn, tagger.variables, separator.apply_fn, separator.variables)
+    system = sharded_system(preset("baseline"), tagger, None, separator)
     mix = np.stack([make_scene(i, SceneConfig(seconds=seconds))[0] for i in range(batch)])
     t0 = time.perf_counter()
     system(mix)                      # first call: compile + run

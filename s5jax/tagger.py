@@ -5,7 +5,7 @@
     pred = tagger.predict(waveform)      # TagPrediction(labels [b,3], probs [b,3], softmax [b,3,19])
 
 `tagger.apply_fn(variables, waveform) -> logits` is a pure function (no state, no Python loop over
-clips), so callers may jit or shard it themselves (see s5jax.pipeline); `tagger.variables` holds the
+clips), so callers may jit or shard it themselves (see s5jax.system.engine); `tagger.variables` holds the
 weights as device arrays. Calls on the object are jitted, one compilation per input shape.
 """
 from __future__ import annotations

@@ -83,17 +83,11 @@ def check_models(config, name: str, tagger4, tagger1, separator2) -> None:
         raise S5Error(f"system {name} selects between two separators: give --separator2")
 
 
-def system_engine(system: str, tagger_dirs, separator_dir: str, separator2_dir: str | None,
-                  batch_size: int, precision: str | None = None):
-    """`s5jax infer --system`: an infer Engine running `system` (preset name or config JSON path)."""
-    config = load_system(system)
-    t4, t1, sep_a, sep_b = load_models(tagger_dirs, separator_dir, separator2_dir, precision, wait=False)
-    check_models(config, system, t4, t1, sep_b)
-    sw = config.switches()
-    t1 = t1 if (sw.use_tagger1 or sw.refine or sw.separator_b) else None   # loaded but unused: not recorded
-    sep_b = sep_b if sw.separator_b else None
+def _engine(config, models: dict, settings: dict, batch_size: int) -> Engine:
+    """An Engine running `config` over `models` {"tagger" (4-ch), "tagger2" (1-ch), "separator",
+    "separator2"} (None: not used), data-parallel over the local devices, recording `settings`."""
+    t4, t1, sep_a, sep_b = (models[k] for k in ("tagger", "tagger2", "separator", "separator2"))
     run = sharded_system(config, t4, t1, sep_a, sep_b)
-    models = {"tagger": t4, "tagger2": t1, "separator": sep_a, "separator2": sep_b}
 
     def prepare(samples: int | None) -> None:
         """Compile for the first clip's length while the weights are read, then wait for them."""
@@ -107,39 +101,37 @@ def system_engine(system: str, tagger_dirs, separator_dir: str, separator2_dir: 
         out = run(mixture, pad_to=batch_size)
         return out.labels, out.probs, out.stems
 
+    used = [m for m in models.values() if m is not None]
+    nparams = int(sum(m.official_num_params for m in used))      # as the official writer counts
+    return Engine(compute, settings, nparams, max(m.min_samples for m in used), prepare)
+
+
+def system_engine(system: str, tagger_dirs, separator_dir: str, separator2_dir: str | None,
+                  batch_size: int, precision: str | None = None) -> Engine:
+    """`s5jax infer --system`: an infer Engine running `system` (preset name or config JSON path)."""
+    config = load_system(system)
+    t4, t1, sep_a, sep_b = load_models(tagger_dirs, separator_dir, separator2_dir, precision, wait=False)
+    check_models(config, system, t4, t1, sep_b)
+    sw = config.switches()
+    t1 = t1 if (sw.use_tagger1 or sw.refine or sw.separator_b) else None   # loaded but unused: not recorded
+    sep_b = sep_b if sw.separator_b else None
+    models = {"tagger": t4, "tagger2": t1, "separator": sep_a, "separator2": sep_b}
     settings = {"system": system if system in PRESETS else "custom", "system_config": config.to_dict(),
                 **{k: m.identity for k, m in models.items() if m is not None},
                 "precision": {k: m.cfg.precision for k, m in models.items() if m is not None}}
-    used = [m for m in models.values() if m is not None]
-    return Engine(compute, settings, int(sum(m.official_num_params for m in used)), max(m.min_samples for m in used),
-                  prepare)
+    return _engine(config, models, settings, batch_size)
 
 
 def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int,
                     precision: str | None = None) -> Engine:
-    """The official baseline (tagger -> silence last -> separator), data-parallel over local devices.
-    `precision` overrides both models' matmul precision (None: the checkpoints' own). Returns while
-    the weights are still being read; `Engine.prepare` compiles meanwhile and then waits for them."""
-    from ..runtime.parallel import sharded_baseline
-
+    """The official baseline (tagger -> silence last -> separator): the `baseline` preset over one
+    tagger (either kind: it reads the mixture as it reads it) and one separator. `precision` overrides
+    both models' matmul precision (None: the checkpoints' own). Returns while the weights are still
+    being read; `Engine.prepare` compiles meanwhile and then waits for them. Its settings (what a
+    clip record says made it) are plain `s5jax infer`'s: the two checkpoints, no system config."""
     tagger = Tagger.from_checkpoint(tagger_dir, precision=precision, wait=False)
     separator = Separator.from_checkpoint(separator_dir, precision=precision, wait=False)
-    system = sharded_baseline(tagger.apply_fn, lambda: tagger.variables,
-                              separator.apply_fn, lambda: separator.variables)
-
-    def prepare(samples: int | None) -> None:
-        if samples is not None:
-            key = {"system": "baseline", "tagger": [tagger.kind, tagger.cfg.to_dict()],
-                   "separator": [separator.kind, separator.cfg.to_dict()]}
-            system.prepare((tagger.abstract_variables, separator.abstract_variables),
-                           (batch_size, 4, samples), key=key)
-        system.weights
-
-    def compute(mixture: np.ndarray):
-        out = system(mixture, pad_to=batch_size)
-        return out.labels, out.probs, out.stems
-
     settings = {"system": "baseline", "tagger": tagger.identity, "separator": separator.identity,
                 "precision": {"tagger": tagger.cfg.precision, "separator": separator.cfg.precision}}
-    nparams = int(tagger.official_num_params + separator.official_num_params)   # as the official writer counts
-    return Engine(compute, settings, nparams, max(tagger.min_samples, separator.min_samples), prepare)
+    models = {"tagger": tagger, "tagger2": None, "separator": separator, "separator2": None}
+    return _engine(PRESETS["baseline"], models, settings, batch_size)
