@@ -29,9 +29,8 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ..audio import write_text_atomic
 from ..errors import ConfigError, S5Error
-from ..files import append_text, check_writable, writing
+from ..files import append_text, check_writable, write_text_atomic, writing
 from ..metric import Totals, empty_totals, merge_totals, summarize
 from ..runtime.memory import HeapGuard
 from ..labels import NUM_CLASSES
