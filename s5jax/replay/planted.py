@@ -137,10 +137,6 @@ class SyntheticWorld:
         n_src = (self.ref_labels != SILENCE).sum(axis=1)
         return float(np.mean([self.gain[i, :k].mean() for i, k in enumerate(n_src) if k]))
 
-    def oracle_keys(self) -> np.ndarray:
-        """[n] key of the oracle tuple (references, silence-padded, separator A)."""
-        return entry_key(0, self.ref_labels).astype(np.int32)
-
     def add(self, missing: dict[int, set[int]]) -> int:
         """Compute the given entries (clip -> keys) not held yet; returns how many were new."""
         new = 0
