@@ -58,7 +58,7 @@ def write_models(work: pathlib.Path, kind: str) -> tuple[str, str]:
         if not s.exists():
             tiny_system.write_separator(str(s), seed=3)
         return str(t), str(s)
-    from s5jax.demo import write_synthetic_checkpoint
+    from s5jax.synthetic_weights import write_synthetic_checkpoint
     from s5jax.official.convert import convert_checkpoint
 
     out = []
