@@ -1,6 +1,6 @@
 """`Tagger`: the official M2D audio tagger (1-ch or 4-ch) loaded from an s5jax checkpoint folder.
 
-    tagger = Tagger.from_checkpoint("ckpt/tagger_4ch")   # shared loading/checks: s5jax.wrapper
+    tagger = Tagger.from_checkpoint("ckpt/tagger4ch")   # shared loading/checks: s5jax.wrapper
     logits = tagger(waveform)            # waveform [batch, channels, samples] float32, 32 kHz
     pred = tagger.predict(waveform)      # TagPrediction(labels [b,3], probs [b,3], softmax [b,3,19])
 
