@@ -1,4 +1,4 @@
-"""A synthetic cache world with a known optimum, for tests, benchmarks and the demo of `s5jax sweep`.
+"""A synthetic cache world with a planted (known) optimum, for tests, benchmarks and the demo of `s5jax sweep`.
 
 Every clip has 0-3 reference sources (classes may repeat).  The taggers' softmax shows each true
 source with a high probability (the 1-ch tagger misses some) and some false positives with a
