@@ -128,6 +128,11 @@ def silent_probs(P4: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.where(silent & (n_live4 + rank < NUM_SLOTS), p, 0.0)
 
 
+def _not_finite(x: jax.Array) -> jax.Array:
+    """[b, ...] -> [b] bool: any non-finite value in the clip's slice."""
+    return ~jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
+
+
 def make_system(switches, tagger4_apply: Callable, tagger1_apply: Callable | None,
                 separator_apply: Callable, separator2_apply: Callable | None = None) -> Callable:
     """The refined system for one set of static switches (s5jax.system.config.Switches), as a pure
@@ -171,16 +176,23 @@ def make_system(switches, tagger4_apply: Callable, tagger1_apply: Callable | Non
             # skip the second pass (and its re-tag) when no clip of the batch changed its tuple
             stems, r_a = jax.lax.cond(jnp.any(changed), second, lambda _: (stems, r_a), None)
         energy_a = energy_db(stems, mix0)
+        # a clip whose model outputs are not finite must fail (infer refuses non-finite outputs), not
+        # be decided from NaNs (every comparison with NaN is false) and zeroed into a finite answer
+        broken = _not_finite(P4) | _not_finite(stems)
+        if sw.use_tagger1:
+            broken = broken | _not_finite(P1)
         if sw.separator_b:
             e_b = entry(separator2_apply, sep_b, tagger1_apply, t1, mixture, q2)
             r_b = D.confirmation(e_b.retag, q2, sw.confirm)
             final = D.finalize(q2, conf2, r_a, r_b, energy_a, e_b.energy_db, params, sw)
             stems = jnp.where(final.use_b[..., None], e_b.stems, stems)
+            broken = broken | _not_finite(e_b.stems)
         else:
             final = D.finalize(q2, conf2, None, None, energy_a, None, params, sw)
         silent = final.labels == SILENCE
         stems = jnp.where(silent[..., None], 0.0, stems)
         probs = jnp.where(silent, silent_probs(P4, final.labels), conf2)
+        probs = jnp.where(broken[:, None], jnp.nan, probs)
         return SystemOutput(final.labels, probs, stems, q, q2, final.use_b)
 
     return system
