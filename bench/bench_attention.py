@@ -25,7 +25,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=10)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
-    from s5jax import runtime
+    from s5jax.runtime import memory as runtime
 
     runtime.keep_freed_memory()          # as the CLI runs
     import flax.linen as nn

@@ -12,10 +12,11 @@ Every (round, model, batch, tree) is a fresh subprocess with PYTHONPATH=tree, so
 code and its own peak RSS is measured; trees alternate inside a round and their order flips between
 rounds, so load changes on a shared machine hit all trees alike. A worker converts synthetic weights
 of the full-size official model (`s5jax.synthetic_weights.synthetic_state_dict`, the real conversion), jits the
-plain forward pass (`system` = 4-ch tagger -> silence last -> separator, `pipeline.make_baseline`),
+plain forward pass (`system` = 4-ch tagger -> silence last -> separator, the `baseline` preset of
+`system.pipeline.make_system`),
 compiles and warms up once, then times `--runs` calls: wall (perf_counter), CPU (process_time, all
 threads) and minor page faults per call. The process is set up as the `s5jax` CLI sets it up
-(`s5jax.runtime.configure_from_env()` when the tree has it), or, with `--malloc keep|default`, with
+(`s5jax.runtime.memory.configure_from_env()` when the tree has it), or, with `--malloc keep|default`, with
 the same glibc malloc behaviour for every tree (to measure code changes alone).
 
 Printed: per tree, median and spread (min-max over all timed calls of all rounds) of wall s/clip and
@@ -50,7 +51,7 @@ MODELS = ("tagger-4ch", "tagger-1ch", "separator", "system")
 def _setup_process() -> str:
     """What the CLI does at start, if this tree's s5jax has it."""
     try:
-        from s5jax import runtime
+        from s5jax.runtime import memory as runtime
     except ImportError:
         return "n/a"
     return runtime.configure_from_env()
@@ -61,8 +62,10 @@ def _apply_fns(model: str):
     import jax.numpy as jnp
 
     from s5jax.synthetic_weights import synthetic_state_dict
-    from s5jax.models.m2d import M2DConfig, M2DTagger, convert_tagger_state_dict
-    from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator, convert_separator_state_dict
+    from s5jax.models.m2d import M2DConfig, M2DTagger
+    from s5jax.official.m2d import convert_tagger_state_dict
+    from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator
+    from s5jax.official.resunet import convert_separator_state_dict
 
     def load(kind):
         sd = {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()}
@@ -80,11 +83,13 @@ def _apply_fns(model: str):
     if model == "separator":
         q = jnp.zeros((1, 54), jnp.float32).at[0, jnp.array([3, 18 + 15, 36 + 17])].set(1.0)
         return (lambda v, mix: sep_apply(v, mix, jnp.broadcast_to(q, (mix.shape[0], 54)))), sv
-    from s5jax.pipeline import make_baseline
+    from s5jax.system.config import preset
+    from s5jax.system.pipeline import make_system
 
     tagger, tv = load("tagger-4ch")
-    baseline = make_baseline(lambda v, mix: tagger.apply(v, mix)[0], sep_apply)
-    return (lambda v, mix: baseline(v[0], v[1], mix)), (tv, sv)
+    config = preset("baseline")
+    baseline = make_system(config.switches(), lambda v, mix: tagger.apply(v, mix)[0], None, sep_apply)
+    return (lambda v, mix: baseline((v[0], None, v[1], None, v[2]), mix)), (tv, sv, config.params())
 
 
 def calls_peak_start() -> float:
@@ -162,7 +167,7 @@ def worker(model: str, batch: int, runs: int, seconds: float, cache_dir: str | N
     out = {"model": model, "batch": batch, "malloc": malloc, "setup_wall": t_ready - t_start,
            "setup_cpu": c_ready - c_start, "first_wall": first_wall, "first_cpu": first_cpu}
     try:                                                        # as the programs run their loops
-        from s5jax.runtime import HeapGuard
+        from s5jax.runtime.memory import HeapGuard
         heap = HeapGuard()
     except ImportError:                                         # a tree from before it
         heap = None

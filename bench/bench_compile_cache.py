@@ -34,8 +34,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 def prepare(work: pathlib.Path, seconds: float, kinds: tuple[str, ...]) -> None:
     sys.path.insert(0, str(ROOT))
     from s5jax.synthetic_weights import write_synthetic_checkpoint
-    from s5jax.official import convert_checkpoint
-    from s5jax.scenes import SceneConfig, write_scene_set
+    from s5jax.official.convert import convert_checkpoint
+    from s5jax.synth.toy import SceneConfig, write_scene_set
 
     if not (work / f"data{seconds:g}").exists():
         write_scene_set(str(work / f"data{seconds:g}"), 1, seed=0, cfg=SceneConfig(seconds=seconds))
@@ -48,7 +48,7 @@ def prepare(work: pathlib.Path, seconds: float, kinds: tuple[str, ...]) -> None:
 # the CLI, with the time of the first call of a compiled program written to $S5JAX_BENCH_FIRST_CALL
 LAUNCHER = """
 import os, sys, time
-import s5jax.pipeline as p
+import s5jax.runtime.parallel as p
 call = p.DataParallel.__call__
 def first(self, *a, **k):
     path = os.environ["S5JAX_BENCH_FIRST_CALL"]

@@ -23,7 +23,7 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=15)
     ap.add_argument("--seconds", type=float, default=10.0)
     args = ap.parse_args()
-    from s5jax import runtime
+    from s5jax.runtime import memory as runtime
 
     runtime.keep_freed_memory()          # as the CLI runs
     import jax

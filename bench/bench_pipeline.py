@@ -26,8 +26,10 @@ def _rss_gb() -> float:
 def _model(kind: str):
     from s5jax import Separator, Tagger
     from s5jax.synthetic_weights import synthetic_state_dict
-    from s5jax.models.m2d import M2DConfig, convert_tagger_state_dict
-    from s5jax.models.resunet import ResUNetConfig, convert_separator_state_dict
+    from s5jax.models.m2d import M2DConfig
+    from s5jax.official.m2d import convert_tagger_state_dict
+    from s5jax.models.resunet import ResUNetConfig
+    from s5jax.official.resunet import convert_separator_state_dict
 
     sd = {k[len("model."):]: v for k, v in synthetic_state_dict(kind).items()}
     if kind == "separator":
@@ -41,11 +43,12 @@ def run_pipeline(kind: str, batch: int, runs: int, seconds: float) -> dict:
     import jax
     import numpy as np
 
-    from s5jax.pipeline import sharded_baseline
-    from s5jax.scenes import SceneConfig, make_scene
+    from s5jax.synth.toy import SceneConfig, make_scene
+    from s5jax.system.config import preset
+    from s5jax.system.engine import sharded_system
 
     tagger, separator = _model(kind), _model("separator")
-    system = sharded_baseline(tagger.apply_fn, tagger.variables, separator.apply_fn, separator.variables)
+    system = sharded_system(preset("baseline"), tagger, None, separator)
     mix = np.stack([make_scene(i, SceneConfig(seconds=seconds))[0] for i in range(batch)])
     t0 = time.perf_counter()
     system(mix)                      # first call: compile + run

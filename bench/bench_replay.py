@@ -37,7 +37,7 @@ def main() -> None:
     from s5jax.metric import clip_score_reference, score_batch
     from s5jax.replay import replay as R
     from s5jax.replay.search import Evaluator
-    from s5jax.replay.synthetic import SyntheticWorld
+    from s5jax.replay.planted import SyntheticWorld
     from s5jax.system import decisions as D
     from s5jax.system.config import Params, preset
 

@@ -68,7 +68,7 @@ def write_models(work: pathlib.Path, kind: str) -> tuple[str, str]:
         from s5jax import bundled
 
         return bundled.path("tagger-4ch"), bundled.path("separator-a")
-    from s5jax.official import convert_checkpoint
+    from s5jax.official.convert import convert_checkpoint
     from s5jax.synthetic_weights import write_synthetic_checkpoint
 
     out = []
@@ -85,7 +85,7 @@ def child(recording, out, tagger, separator, timings, window, hop, batch_size) -
     the per-batch (windows, seconds) go to `timings` (JSON)."""
     import json
 
-    from s5jax.infer import Engine, baseline_engine
+    from s5jax.system.engine import Engine, baseline_engine
     from s5jax.segment import SegmentConfig, run_segment
 
     calls = []
@@ -101,7 +101,7 @@ def child(recording, out, tagger, separator, timings, window, hop, batch_size) -
 
         return Engine(compute, eng.settings, eng.nparams, eng.min_samples, eng.prepare)
 
-    from s5jax import compile_cache
+    from s5jax.runtime import compile_cache
 
     compile_cache.enable()                     # as the command does (S5JAX_CACHE_DIR: the bench's folder)
     run_segment(recording, out, engine=engine, progress=False, log=lambda m: None,

@@ -27,7 +27,8 @@ def _worker(batch: int, seconds: float, runs: int) -> dict:
     import jax.numpy as jnp
     import numpy as np
 
-    from s5jax.models.resunet import ResUNetConfig, convert_separator_state_dict
+    from s5jax.models.resunet import ResUNetConfig
+    from s5jax.official.resunet import convert_separator_state_dict
     from s5jax.separator import Separator
 
     spec = importlib.util.spec_from_file_location("golden_synth", GOLDEN / "synth.py")

@@ -22,7 +22,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 def _checkpoints(folder: str) -> dict[str, str]:
     from s5jax.synthetic_weights import write_synthetic_checkpoint
-    from s5jax.official import convert_checkpoint
+    from s5jax.official.convert import convert_checkpoint
 
     out = {}
     for kind in ("tagger-4ch", "tagger-1ch", "separator"):
@@ -42,9 +42,9 @@ def main(argv=None) -> int:
 
     import jax
 
-    from s5jax.scenes import SceneConfig, make_scene
+    from s5jax.synth.toy import SceneConfig, make_scene
     from s5jax.system.config import load_system
-    from s5jax.system.pipeline import load_models, sharded_system
+    from s5jax.system.engine import load_models, sharded_system
 
     with tempfile.TemporaryDirectory() as tmp:
         ck = _checkpoints(tmp)

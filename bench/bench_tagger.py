@@ -32,7 +32,8 @@ def run_one(tag: str, batch: int, seconds: float, runs: int) -> dict:
     import jax
     import numpy as np
 
-    from s5jax.models.m2d import M2DConfig, convert_tagger_state_dict
+    from s5jax.models.m2d import M2DConfig
+    from s5jax.official.m2d import convert_tagger_state_dict
     from s5jax.tagger import Tagger
 
     spec = importlib.util.spec_from_file_location("golden_synth", GOLDEN / "synth.py")

@@ -18,7 +18,7 @@ import numpy as np
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from s5jax.official import convert_checkpoint  # noqa: E402
+from s5jax.official.convert import convert_checkpoint  # noqa: E402
 from s5jax.separator import Separator  # noqa: E402
 from s5jax.tagger import Tagger  # noqa: E402
 

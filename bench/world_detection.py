@@ -32,7 +32,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from s5jax import bundled
-    from s5jax.infer import baseline_engine
+    from s5jax.system.engine import baseline_engine
     from s5jax.labels import LABELS, SAMPLE_RATE as SR, SILENCE
     from s5jax.synth.recording import RecordingConfig, render_recording
 

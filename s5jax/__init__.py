@@ -3,7 +3,7 @@
 Public API (lazy, so `import s5jax` stays cheap for the CLI):
     s5jax.Tagger.from_checkpoint(dir)      M2D audio tagger (1-ch or 4-ch)
     s5jax.Separator.from_checkpoint(dir)   FiLM ResUNet label-queried separator
-    s5jax.runtime                          the CLI's process settings (allocator), opt-in
+    s5jax.runtime.memory                   the CLI's process settings (allocator), opt-in
 """
 from .labels import CLASSES, LABELS, NUM_CLASSES, SAMPLE_RATE, SILENCE  # noqa: F401
 
@@ -20,5 +20,6 @@ def __getattr__(name):
     if name == "runtime":
         import importlib
 
-        return importlib.import_module(".runtime", __name__)   # `from . import` would recurse here
+        importlib.import_module(".runtime.memory", __name__)   # `from . import` would recurse here
+        return importlib.import_module(".runtime", __name__)
     raise AttributeError(f"module 's5jax' has no attribute {name!r}")

@@ -17,12 +17,13 @@ from __future__ import annotations
 
 import os
 import struct
+from dataclasses import dataclass
 
 import numpy as np
 import soundfile as sf
 
 from .errors import AudioError
-from .files import write_bytes_atomic, write_text_atomic  # noqa: F401  (write_text_atomic: re-exported)
+from .files import write_bytes_atomic
 from .labels import SAMPLE_RATE
 
 RESAMPLE_QUALITY = "VHQ"
@@ -58,6 +59,39 @@ def resample(x: np.ndarray, in_rate: int, out_rate: int = SAMPLE_RATE) -> np.nda
     return np.ascontiguousarray(fit_length(y, resampled_length(x.shape[-1], in_rate, out_rate)))
 
 
+@dataclass(frozen=True)
+class WavChunks:
+    """What the RIFF/WAVE chunk walk of a file found (no sample read)."""
+    fmt: tuple[int, int, int, int] | None   # (channels, rate, bits, block align) of a fmt chunk before data
+    fmt_cut: bool                            # a fmt chunk cut short by the end of the file
+    data_bytes: int | None                   # the size the data chunk declares; None: no data chunk header
+    data_room: int                           # bytes the file holds after the data chunk's header
+
+
+def wav_chunks(f, size: int) -> WavChunks | None:
+    """Walk the RIFF/WAVE chunks of an open binary file of `size` bytes up to the data chunk's header,
+    seeking over the chunks it does not need. None: not a RIFF/WAVE file. The one wav-header reader:
+    `read_audio` uses it to refuse truncated wavs, the submission checker to read stem headers."""
+    head = f.read(12)
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return None
+    pos, fmt, cut = 12, None, False
+    while pos + 8 <= size:
+        f.seek(pos)
+        cid, clen = struct.unpack("<4sI", f.read(8))
+        if cid == b"fmt " and not cut:
+            raw = f.read(16)
+            if len(raw) < 16:
+                cut = True
+            else:
+                _, channels, rate, _, block, bits = struct.unpack("<HHIIHH", raw)
+                fmt = (channels, rate, bits, block)
+        elif cid == b"data":
+            return WavChunks(fmt, cut, clen, size - pos - 8)
+        pos += 8 + clen + (clen & 1)
+    return WavChunks(fmt, cut, None, 0)
+
+
 def _wav_truncation(path: str) -> str | None:
     """For RIFF/WAVE files: a reason if the data chunk declares more bytes than the file holds.
 
@@ -65,20 +99,14 @@ def _wav_truncation(path: str) -> str | None:
     shorter clip.
     """
     with open(path, "rb") as f:
-        head = f.read(12)
-        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
-            return None
-        size = os.fstat(f.fileno()).st_size
-        pos = 12
-        while pos + 8 <= size:
-            f.seek(pos)
-            cid, clen = struct.unpack("<4sI", f.read(8))
-            if cid == b"data":
-                if clen != 0xFFFFFFFF and pos + 8 + clen > size:
-                    return f"truncated wav: data chunk declares {clen} bytes, file holds {size - pos - 8}"
-                return None
-            pos += 8 + clen + (clen & 1)
+        chunks = wav_chunks(f, os.fstat(f.fileno()).st_size)
+    if chunks is None:
+        return None
+    if chunks.data_bytes is None:
         return "truncated wav: no complete data chunk"
+    if chunks.data_bytes != 0xFFFFFFFF and chunks.data_bytes > chunks.data_room:   # 0xFFFFFFFF: streamed
+        return f"truncated wav: data chunk declares {chunks.data_bytes} bytes, file holds {chunks.data_room}"
+    return None
 
 
 def read_audio(path: str | os.PathLike, channels: int | None = None,

@@ -29,14 +29,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from . import runtime
+from .runtime import memory as runtime
 from .errors import S5Error
 
 
 def _cmd_convert(args) -> int:
-    from .official import convert_checkpoint
+    from .official.convert import convert_checkpoint
 
-    from .official import parse_overrides
+    from .official.convert import parse_overrides
 
     log = None if args.quiet else (lambda line: print(line, flush=True))   # stderr: errors only
     kind = convert_checkpoint(args.ckpt, args.out_dir, args.kind, parse_overrides(args.set), log=log)
@@ -45,14 +45,14 @@ def _cmd_convert(args) -> int:
 
 
 def _join_processes(args) -> tuple[int, int]:
-    from .processes import initialize
+    from .runtime.processes import initialize
 
     return initialize(args.coordinator, args.num_processes, args.process_id)
 
 
 def _compile_cache(args) -> None:
     if not args.no_compile_cache:
-        from . import compile_cache
+        from .runtime import compile_cache
 
         compile_cache.enable()
 
@@ -61,7 +61,7 @@ def _engine(args):
     """The engine factory of infer/submit: the refined system for --system, else the baseline."""
     if args.system is not None:
         from .system.config import load_system
-        from .system.pipeline import system_engine
+        from .system.engine import system_engine
 
         load_system(args.system)             # an unknown preset or a bad config fails before any work
 
@@ -69,7 +69,7 @@ def _engine(args):
                                                 args.separator2, batch_size, args.precision)
     if args.tagger2 or args.separator2:
         raise S5Error("--tagger2 and --separator2 are used by a refined system: give --system CONFIG|PRESET")
-    from .infer import baseline_engine
+    from .system.engine import baseline_engine
 
     return lambda batch_size: baseline_engine(args.tagger, args.separator, batch_size, args.precision)
 
@@ -167,7 +167,7 @@ def _cmd_sweep(args) -> int:
     if args.synthetic:
         if args.cache:
             raise S5Error("give either a CACHE folder or --synthetic N, not both")
-        from .replay.synthetic import SyntheticWorld
+        from .replay.planted import SyntheticWorld
 
         world = SyntheticWorld(args.synthetic, seed=args.seed)
         cache, fill, made_by = world.cache(), world.fill, {"synthetic": {"clips": args.synthetic, "seed": args.seed}}
@@ -182,7 +182,7 @@ def _cmd_sweep(args) -> int:
         made_by = read_manifest(args.cache)["models"]
         has_b = made_by.get("separator2") is not None
         if args.input:
-            from .system.pipeline import load_models
+            from .system.engine import load_models
 
             t4, t1, sep_a, sep_b = load_models([args.tagger, args.tagger2], args.separator, args.separator2)
             builder = CacheBuilder.open(args.cache, args.input, t4, t1, sep_a, sep_b, args.oracle_dir,

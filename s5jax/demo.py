@@ -76,6 +76,7 @@ def _subset(src: str, dst: str, clips: int) -> str:
     import shutil
 
     from .dataset import list_soundscapes, reference_files
+    from .files import atomic_writer
 
     names = list_soundscapes(src)[:clips]
     oracle = os.path.join(src, "oracle_target")
@@ -90,9 +91,9 @@ def _subset(src: str, dst: str, clips: int) -> str:
             if not os.path.exists(b):
                 try:
                     os.link(a, b)
-                except OSError:
-                    shutil.copyfile(a, b + ".part")
-                    os.replace(b + ".part", b)
+                except OSError:                  # another file system: copied, atomically
+                    with open(a, "rb") as src, atomic_writer(b) as f:
+                        shutil.copyfileobj(src, f)
     return dst
 
 

@@ -45,9 +45,17 @@ def clip_inputs(est_dir: str, oracle_dir: str, name: str, mixture_path: str,
         if wav.shape[0] != n:
             raise S5Error(f"{path}: {wav.shape[0]} samples, the mixture has {n}")
         stems[slot], est_labels[slot] = wav, label
+    refs, ref_labels = read_references(oracle_dir, name, n, ref_listing, resample)
+    return est_labels, stems, ref_labels, refs, mix0
+
+
+def read_references(oracle_dir: str, name: str, n: int, listing=None, resample: bool = False):
+    """The oracle targets of clip `name` -> (refs [3, n] float32, zero where absent; ref_labels [3],
+    silence where absent), each checked to be mono and `n` samples long (the mixture's length).
+    `listing`: the oracle folder's sorted listing, when the caller has it already."""
     refs = np.zeros((NUM_SLOTS, n), np.float32)
     ref_labels = np.full(NUM_SLOTS, SILENCE, np.int32)
-    found = reference_files(oracle_dir, name, ref_listing)
+    found = reference_files(oracle_dir, name, listing)
     if len(found) > NUM_SLOTS:
         raise S5Error(f"{oracle_dir}: {len(found)} oracle targets for {name}, at most {NUM_SLOTS} supported")
     for j, (path, label) in enumerate(found):
@@ -55,7 +63,7 @@ def clip_inputs(est_dir: str, oracle_dir: str, name: str, mixture_path: str,
         if wav.shape[0] != n:
             raise S5Error(f"{path}: {wav.shape[0]} samples, the mixture has {n}")
         refs[j], ref_labels[j] = wav, label
-    return est_labels, stems, ref_labels, refs, mix0
+    return refs, ref_labels
 
 
 def _label_names(labels) -> str:

@@ -6,9 +6,9 @@ a labels CSV, and, with oracle targets, the scores (CA-SDRi, mixture and source 
 per class, overall).
 
 What the system computes per batch is one callable, `Engine.compute(mixture [b, 4, n]) -> (labels
-[b, 3], probs [b, 3], stems [b, 3, n])`; `baseline_engine` builds the official baseline from two
-checkpoints, and other systems supply their own Engine (with their settings and checkpoint
-identities in `Engine.settings`).
+[b, 3], probs [b, 3], stems [b, 3, n])` (s5jax.system.engine: `baseline_engine` builds the official
+baseline from two checkpoints, `system_engine` a refined system; each Engine carries its settings and
+checkpoint identities in `Engine.settings`).
 
 Safety (the output folder may hold a user's files and other runs' results):
 - Run record: every clip record `<out>/.s5jax/clips/<name>.json` carries `made_by` = the engine's
@@ -37,7 +37,7 @@ import json
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
@@ -46,7 +46,10 @@ from .dataset import estimate_name, list_soundscapes, oracle_folder, reference_f
 from .errors import S5Error, WriteError
 from .files import check_writable, clean_stale_parts, part_prefix, write_csv_atomic, write_json_atomic
 from .labels import LABELS, SAMPLE_RATE, SILENCE
-from .runtime import HeapGuard
+from .runtime.memory import HeapGuard
+
+if TYPE_CHECKING:
+    from .system.engine import Engine
 
 RUN_FILE = "run.json"
 TOP_LEVEL = ("results.json", "labels.csv", "scores")
@@ -59,21 +62,6 @@ class InferReport:
     skipped: dict[str, str] = field(default_factory=dict)   # name -> one-line reason
     scores: dict | None = None
     records: list[dict] = field(default_factory=list)   # per-clip records of the done clips, set order
-
-
-@dataclass
-class Engine:
-    """A system ready to run: `compute(mixture [b, 4, n] float32) -> (labels [b, 3] int, probs [b, 3],
-    stems [b, 3, n])` with silent slots last; `settings` = everything that decides the outputs (JSON:
-    checkpoint identities, system name and config, precision), recorded with each clip."""
-    compute: Callable[[np.ndarray], tuple]
-    settings: dict
-    nparams: int
-    min_samples: int
-    # called once before any output is touched, with the first clip's length in samples (None when
-    # unknown): may compile for it while the weights are still being read, then waits for them, so a
-    # checkpoint that fails to read fails here
-    prepare: Callable[[int | None], None] | None = None
 
 
 def _record_path(out_dir: str, name: str) -> str:
@@ -222,37 +210,6 @@ def default_batch_size() -> int:
     return per_device * jax.local_device_count()
 
 
-def baseline_engine(tagger_dir: str, separator_dir: str, batch_size: int,
-                    precision: str | None = None) -> Engine:
-    """The official baseline (tagger -> silence last -> separator), data-parallel over local devices.
-    `precision` overrides both models' matmul precision (None: the checkpoints' own). Returns while
-    the weights are still being read; `Engine.prepare` compiles meanwhile and then waits for them."""
-    from . import Separator, Tagger
-    from .pipeline import sharded_baseline
-
-    tagger = Tagger.from_checkpoint(tagger_dir, precision=precision, wait=False)
-    separator = Separator.from_checkpoint(separator_dir, precision=precision, wait=False)
-    system = sharded_baseline(tagger.apply_fn, lambda: tagger.variables,
-                              separator.apply_fn, lambda: separator.variables)
-
-    def prepare(samples: int | None) -> None:
-        if samples is not None:
-            key = {"system": "baseline", "tagger": [tagger.kind, tagger.cfg.to_dict()],
-                   "separator": [separator.kind, separator.cfg.to_dict()]}
-            system.prepare((tagger.abstract_variables, separator.abstract_variables),
-                           (batch_size, 4, samples), key=key)
-        system.weights
-
-    def compute(mixture: np.ndarray):
-        out = system(mixture, pad_to=batch_size)
-        return out.labels, out.probs, out.stems
-
-    settings = {"system": "baseline", "tagger": tagger.identity, "separator": separator.identity,
-                "precision": {"tagger": tagger.cfg.precision, "separator": separator.cfg.precision}}
-    nparams = int(tagger.official_num_params + separator.official_num_params)   # as the official writer counts
-    return Engine(compute, settings, nparams, max(tagger.min_samples, separator.min_samples), prepare)
-
-
 def _first_length(clips: list[tuple[str, str]], min_samples: int, resample: bool = False) -> int | None:
     """Samples in the first soundscape whose header says it will run (4 channels, 32 kHz or resampled,
     long enough): the length `Engine.prepare` compiles for. None when no header says so."""
@@ -308,6 +265,8 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
     if engine is None:
         if not (tagger_dir and separator_dir):
             raise S5Error("give --tagger and --separator checkpoint folders")
+        from .system.engine import baseline_engine
+
         eng = baseline_engine(tagger_dir, separator_dir, batch_size)
     else:
         eng = engine(batch_size)
@@ -329,7 +288,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
         else:
             todo.append((name, path))
     if process[1] > 1:
-        from .processes import share
+        from .runtime.processes import share
 
         mine = set(share([name for name, _ in clips], process))   # from the full list: same split everywhere
         todo = [t for t in todo if t[0] in mine]
@@ -337,7 +296,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
         log(f"resuming: {len(report.resumed)} clip(s) already done, {len(todo)} to go")
 
     bar = tqdm(total=len(todo), desc="infer", unit="clip", disable=not progress, file=sys.stderr)
-    heap = HeapGuard()                  # a kept heap must not grow with fragmentation (runtime.py)
+    heap = HeapGuard()                  # a kept heap must not grow with fragmentation (runtime/memory.py)
 
     def fail(name: str, why: str) -> None:
         report.skipped[name] = why
@@ -396,7 +355,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
             run(group)
     bar.close()
     if process[1] > 1:
-        from .processes import barrier
+        from .runtime.processes import barrier
 
         barrier("s5jax-infer-clips", process)
         if process[0] != 0:

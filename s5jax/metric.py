@@ -18,8 +18,8 @@ relabellings.  Labels are ints 0..17; 18 (SILENCE) — or any other value outsid
 
 Layers:
   matrices     snr, snr_matrix, mixture_snr
-  clip         clip_score_detail, clip_score, ca_sdri_detail, ca_sdri, score_batch
-  labels       label_indices, label_counts, label_counts_padded
+  clip         clip_score_detail, ca_sdri_detail, ca_sdri, score_batch
+  labels       label_counts, label_counts_padded
   dataset      totals, merge_totals, empty_totals, summarize
   reference    snr_numpy, clip_score_reference, ca_sdri_reference   (plain python/itertools, float32 numpy)
 """
@@ -161,15 +161,6 @@ def clip_score_detail(est_labels: jax.Array, ref_labels: jax.Array, S: jax.Array
     return ClipDetail(score.astype(jnp.float32), valid, class_sum.astype(jnp.float32), class_count)
 
 
-def clip_score(est_labels: jax.Array, ref_labels: jax.Array, S: jax.Array, M: jax.Array):
-    """(score [] float32, valid [] bool) of one clip from its matrices; score is NaN when not valid.
-
-    Shapes as in `clip_score_detail`; jittable and vmappable.
-    """
-    d = clip_score_detail(est_labels, ref_labels, S, M)
-    return d.score, d.valid
-
-
 def ca_sdri_detail(est_wf, est_labels, ref_wf, ref_labels, mix0) -> ClipDetail:
     """Waveform form: est_wf [3, n], est_labels [3], ref_wf [R<=3, n], ref_labels [R], mix0 [n] -> ClipDetail."""
     return clip_score_detail(est_labels, ref_labels, snr_matrix(est_wf, ref_wf), mixture_snr(mix0, ref_wf))
@@ -191,16 +182,6 @@ def score_batch(est_wf, est_labels, ref_wf, ref_labels, mix0) -> ClipDetail:
 # ----------------------------------------------------------------------------------------------------
 # Labels
 # ----------------------------------------------------------------------------------------------------
-
-def label_indices(labels: Sequence[str | int], width: int = NUM_SLOTS, pad: int = SILENCE) -> np.ndarray:
-    """Class names or ints -> int32 [width], padded with `pad` (silence); more than `width` labels is an error."""
-    idx = [label_index(x) if isinstance(x, str) else int(x) for x in labels]
-    if len(idx) > width:
-        raise ValueError(f"{len(idx)} labels do not fit in width {width}: {list(labels)}")
-    if any(not 0 <= i <= SILENCE for i in idx):
-        raise ValueError(f"label index out of range 0..{SILENCE}: {idx}")
-    return np.array(idx + [pad] * (width - len(idx)), dtype=np.int32)
-
 
 def _class_ids(labels: Sequence[str | int]) -> list[int]:
     """Names or ints -> ints with silence (and out-of-range padding) dropped."""

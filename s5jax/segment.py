@@ -329,17 +329,17 @@ class _LaneFile:
 
 # ---------------------------------------------------------------- the run
 def _engine_factory(tagger_dir, separator_dir, system, tagger2_dir, separator2_dir, precision):
-    """engine(batch_size) -> infer.Engine: the refined `system` (preset or config JSON), else the baseline."""
+    """engine(batch_size) -> system.engine.Engine: the refined `system` (preset or config JSON), else the baseline."""
     if not (tagger_dir and separator_dir):
         raise S5Error("give --tagger and --separator checkpoint folders")
     if system is not None:
-        from .system.pipeline import system_engine
+        from .system.engine import system_engine
 
         return lambda b: system_engine(system, [tagger_dir, tagger2_dir], separator_dir, separator2_dir, b,
                                        precision)
     if tagger2_dir or separator2_dir:
         raise S5Error("--tagger2 and --separator2 are used by a refined system: give --system CONFIG|PRESET")
-    from .infer import baseline_engine
+    from .system.engine import baseline_engine
 
     return lambda b: baseline_engine(tagger_dir, separator_dir, b, precision)
 
@@ -477,13 +477,13 @@ def run_segment(recording: str, out_dir: str, tagger_dir: str | None = None, sep
     """Segment `recording` (4 channels) into `out_dir`: a stem per lane, events.csv, timeline.png.
 
     The system: the baseline from `tagger_dir` + `separator_dir`, a refined `system` (preset name or
-    config JSON, with `tagger2_dir`/`separator2_dir` as it needs), or `engine(batch_size) -> infer.Engine`.
+    config JSON, with `tagger2_dir`/`separator2_dir` as it needs), or `engine(batch_size) -> system.engine.Engine`.
     Everything is checked (config, recording, output folder, record) before models load or outputs are
     touched. A finished run with the same settings is returned as it is."""
     from tqdm import tqdm
 
     from .infer import default_batch_size, settings_difference
-    from .runtime import HeapGuard
+    from .runtime.memory import HeapGuard
 
     window, hop = config.samples()
     stream = AudioStream(recording, channels=4, resample=config.resample)

@@ -55,13 +55,6 @@ class Separator(LoadedModel):
         return (jax.ShapeDtypeStruct((1, cfg.input_channels, cfg.n_fft * 2), np.float32),
                 jax.ShapeDtypeStruct((1, cfg.query_dim), np.float32))
 
-    def apply_with_intermediates(self, mixture, query_vector):
-        """(stems [b, S, n], intermediates: mag [b, C, T, F], mask_mag, condition, source_mask)."""
-        self._check_mixture(mixture)
-        self._check_query_vector(query_vector, np.shape(mixture)[0])
-        return self.module.apply(self.variables, jnp.asarray(mixture, jnp.float32),
-                                 jnp.asarray(query_vector, jnp.float32))
-
     # ------------------------------------------------------------------ user calls
     def __call__(self, mixture, queries) -> jax.Array:
         """mixture [batch, C, samples] float, queries [batch, S] int class ids 0..classes (the last =

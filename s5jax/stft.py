@@ -61,11 +61,6 @@ def _hops_per_frame(n_fft: int, hop: int) -> int:
     return -(-n_fft // hop)
 
 
-def num_frames(samples: int, hop: int) -> int:
-    """Frames of a centred STFT of `samples` samples."""
-    return samples // hop + 1
-
-
 # ------------------------------------------------------------------ transforms (JAX, batched, jittable)
 def frame_signal(x: jax.Array, n_fft: int, hop: int) -> jax.Array:
     """[..., samples] (already padded) -> frames [..., (samples - n_fft) // hop + 1, n_fft]."""

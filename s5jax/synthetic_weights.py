@@ -66,7 +66,7 @@ def synthetic_state_dict(kind: str) -> dict[str, np.ndarray]:
 
 def write_synthetic_checkpoint(kind: str, path: str) -> str:
     """An official-format Lightning `.ckpt` of `kind` with synthetic weights (torch not needed)."""
-    from .torchfile import save_torch_file
+    from .official.torchfile import save_torch_file
 
     save_torch_file({"state_dict": synthetic_state_dict(kind), "epoch": 0, "global_step": 0,
                      "hyper_parameters": {"note": "synthetic weights made by s5jax demo"}}, path)

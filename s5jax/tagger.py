@@ -1,11 +1,11 @@
 """`Tagger`: the official M2D audio tagger (1-ch or 4-ch) loaded from an s5jax checkpoint folder.
 
-    tagger = Tagger.from_checkpoint("ckpt/tagger_4ch")   # shared loading/checks: s5jax.wrapper
+    tagger = Tagger.from_checkpoint("ckpt/tagger4ch")   # shared loading/checks: s5jax.wrapper
     logits = tagger(waveform)            # waveform [batch, channels, samples] float32, 32 kHz
     pred = tagger.predict(waveform)      # TagPrediction(labels [b,3], probs [b,3], softmax [b,3,19])
 
 `tagger.apply_fn(variables, waveform) -> logits` is a pure function (no state, no Python loop over
-clips), so callers may jit or shard it themselves (see s5jax.pipeline); `tagger.variables` holds the
+clips), so callers may jit or shard it themselves (see s5jax.system.engine); `tagger.variables` holds the
 weights as device arrays. Calls on the object are jitted, one compilation per input shape.
 """
 from __future__ import annotations

@@ -19,8 +19,9 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from . import checkpoint, compile_cache, weight_cache
-from .conversion import unflatten
+from . import checkpoint
+from .runtime import compile_cache, weight_cache
+from .official.rules import unflatten
 from .errors import CheckpointError
 from .files import write_json_atomic
 

@@ -29,7 +29,7 @@ def pytest_collection_modifyitems(items):
 @pytest.fixture
 def memo_dir(tmp_path, monkeypatch):
     """compile_cache.memo_path pointed at a private folder (JAX's own cache stays as the session has it)."""
-    from s5jax import compile_cache
+    from s5jax.runtime import compile_cache
 
     real = compile_cache.memo_path
     folder = tmp_path / "cache"
@@ -55,7 +55,7 @@ def golden_state_dict(folder: str, manifest: str, fixed: str) -> dict[str, np.nd
 
 def write_lightning_ckpt(state_dict: dict, path, extra: bool = True) -> str:
     """Write `state_dict` as an official Lightning checkpoint (with the non-weight entries a real one has)."""
-    from s5jax.torchfile import save_torch_file
+    from s5jax.official.torchfile import save_torch_file
 
     obj = {"state_dict": state_dict}
     if extra:
@@ -136,7 +136,7 @@ def write_tiny_official_4ch(path) -> str:
     """A tiny official-format 4-channel tagger checkpoint (`model.m2d.*` keys, a head over 4 channels'
     features), built from the golden tiny 1-channel one: its encoder, its heads' track layers, the
     head's input layer and norm widened to 4 channels (the first quarter the 1-channel weights)."""
-    from s5jax.torchfile import load_torch_file
+    from s5jax.official.torchfile import load_torch_file
 
     sd = load_torch_file(str(GOLDEN / "m2d" / "tiny_lightning_1c.ckpt"))["state_dict"]
     rng = np.random.default_rng(0)

@@ -13,7 +13,7 @@ import signal
 
 import numpy as np
 
-from s5jax.infer import Engine
+from s5jax.system.engine import Engine
 from s5jax.labels import SILENCE
 
 

@@ -9,7 +9,7 @@ from s5jax.audio import read_audio, write_audio
 from s5jax.dataset import estimate_files, estimate_name, list_soundscapes, reference_files
 from s5jax.errors import AudioError, S5Error
 from s5jax.labels import label_index
-from s5jax.scenes import SceneConfig, make_scene, write_scene_set
+from s5jax.synth.toy import SceneConfig, make_scene, write_scene_set
 
 
 def _wav(path, data, sr=32000, subtype="FLOAT"):

@@ -89,7 +89,7 @@ def test_cache_entry_bar_has_a_total(tmp_path, monkeypatch, capsys):
     """The entries bar counts against the entries each round found missing ("2/5 entries"), not a
     bare count with a unit glued on ("2entry")."""
     import s5jax.replay.cache as cache
-    import s5jax.system.pipeline as system_pipeline
+    import s5jax.system.engine as system_engine
 
     class Builder:
         mine, clips, bad = ["a", "b"], [("a", ""), ("b", "")], {}
@@ -109,7 +109,7 @@ def test_cache_entry_bar_has_a_total(tmp_path, monkeypatch, capsys):
         progress(2)
         return 5
 
-    monkeypatch.setattr(system_pipeline, "load_models", lambda *a: ("t4", "t1", "A", None))
+    monkeypatch.setattr(system_engine, "load_models", lambda *a: ("t4", "t1", "A", None))
     monkeypatch.setattr(cache.CacheBuilder, "open", classmethod(lambda cls, *a, **k: Builder()))
     monkeypatch.setattr(cache, "reach", reach)
     cache.run_cache(str(tmp_path), str(tmp_path / "c"), ["t4", "t1"], "A", progress=True, log=lambda m: None)

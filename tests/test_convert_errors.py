@@ -11,9 +11,9 @@ import pytest
 
 from conftest import golden_state_dict, require_torch, write_lightning_ckpt
 from s5jax.cli import main
-from s5jax.official import convert_checkpoint
+from s5jax.official.convert import convert_checkpoint
 from s5jax.errors import CheckpointError
-from s5jax.torchfile import load_torch_file, save_torch_file
+from s5jax.official.torchfile import load_torch_file, save_torch_file
 
 
 @pytest.fixture(scope="module")

@@ -59,6 +59,10 @@ def test_demo_table_is_sane(world_dir, tmp_path):
     out = tmp_path / "demo"
     assert (out / "table.md").read_text().count("|") > 30
     assert (out / "sweep" / "report.md").is_file() and (out / "sweep" / "best.json").is_file()
+    # where README's quick start says each system's stems and scores are
+    for system in ("baseline", "system1", "system3", "tuned"):
+        assert (out / system / "results.json").is_file() and (out / system / "scores" / "per_clip.csv").is_file()
+        assert any(f.endswith(".wav") for f in os.listdir(out / system)), system
     assert any("s5jax sweep" in l for l in lines) and any("Go on from here" in l for l in lines)
 
 

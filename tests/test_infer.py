@@ -18,7 +18,7 @@ from s5jax.audio import read_audio
 from s5jax.cli import main
 from s5jax.dataset import reference_files
 from s5jax.labels import LABELS, SILENCE
-from s5jax.scenes import SceneConfig, write_scene_set
+from s5jax.synth.toy import SceneConfig, write_scene_set
 
 SECONDS = 1.5           # short clips; any length works
 NAME_RE = re.compile(r"^(synth_\d{4})_([0-2])_([A-Za-z]+)\.wav$")
@@ -239,14 +239,14 @@ def test_same_shape_batches_are_traced_once(setup, tmp_path, monkeypatch, memo_d
     empty program cache, so the one trace is the export's (none kept from an earlier test)."""
     import chex
 
-    from s5jax import pipeline
+    from s5jax.system import engine
 
-    real = pipeline.make_baseline
+    real = engine.make_system
 
     def counted(*a, **k):
         return chex.assert_max_traces(real(*a, **k), n=1)
 
-    monkeypatch.setattr(pipeline, "make_baseline", counted)
+    monkeypatch.setattr(engine, "make_system", counted)
     _, data, ckpt = setup
     assert len(os.listdir(data / "soundscape")) == 5
     assert _infer(data, tmp_path / "out", ckpt) == 0

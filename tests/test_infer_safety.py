@@ -14,7 +14,7 @@ import pytest
 import soundfile as sf
 
 from s5jax.cli import main
-from s5jax.scenes import SceneConfig, write_scene_set
+from s5jax.synth.toy import SceneConfig, write_scene_set
 
 
 def _listing(folder) -> dict:

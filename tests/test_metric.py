@@ -8,9 +8,25 @@ import numpy as np
 import pytest
 
 from s5jax import metric as m
-from s5jax.labels import CLASSES, SILENCE
+from s5jax.labels import CLASSES, NUM_SLOTS, SILENCE, label_index
 
 TOL = 1e-4   # dB, per the brief; float32 rounding differences are ~1e-5
+
+
+def label_indices(labels, width: int = NUM_SLOTS, pad: int = SILENCE) -> np.ndarray:
+    """Class names or ints -> int32 [width], padded with `pad` (silence); more than `width` labels is an error."""
+    idx = [label_index(x) if isinstance(x, str) else int(x) for x in labels]
+    if len(idx) > width:
+        raise ValueError(f"{len(idx)} labels do not fit in width {width}: {list(labels)}")
+    if any(not 0 <= i <= SILENCE for i in idx):
+        raise ValueError(f"label index out of range 0..{SILENCE}: {idx}")
+    return np.array(idx + [pad] * (width - len(idx)), dtype=np.int32)
+
+
+def clip_score(est_labels, ref_labels, S, M):
+    """(score, valid) of one clip: the two fields of the library's `clip_score_detail`."""
+    d = m.clip_score_detail(est_labels, ref_labels, S, M)
+    return d.score, d.valid
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +49,8 @@ def _padded_batch(cs):
     for k, c in enumerate(cs):
         ref_wf[k, : len(c["ref_labels"])] = c["ref_wf"]
     est_wf = np.stack([c["est_wf"] for c in cs])
-    est_l = np.stack([m.label_indices(c["est_labels"]) for c in cs])
-    ref_l = np.stack([m.label_indices(c["ref_labels"]) for c in cs])
+    est_l = np.stack([label_indices(c["est_labels"]) for c in cs])
+    ref_l = np.stack([label_indices(c["ref_labels"]) for c in cs])
     mix = np.stack([c["mix"] for c in cs])
     return est_wf, est_l, ref_wf, ref_l, mix
 
@@ -84,8 +100,8 @@ def test_golden_waveform_form_per_clip(cases):
     scorer = jax.jit(m.ca_sdri)
     for c in cs:
         r = len(c["ref_labels"])
-        score, valid = scorer(c["est_wf"], m.label_indices(c["est_labels"]), c["ref_wf"],
-                              m.label_indices(c["ref_labels"], width=r), c["mix"])
+        score, valid = scorer(c["est_wf"], label_indices(c["est_labels"]), c["ref_wf"],
+                              label_indices(c["ref_labels"], width=r), c["mix"])
         _check_official(score, valid, c["ca_sdri"])
 
 
@@ -105,7 +121,7 @@ def test_golden_matrix_form_batched(cases):
     S = jax.jit(m.snr_matrix)(est_wf, ref_wf)
     M = jax.jit(m.mixture_snr)(mix, ref_wf)
     assert S.shape == (61, 3, 3) and M.shape == (61, 3)
-    score, valid = jax.jit(jax.vmap(m.clip_score))(est_l, ref_l, S, M)
+    score, valid = jax.jit(jax.vmap(clip_score))(est_l, ref_l, S, M)
     assert score.shape == (61,)
     for k, c in enumerate(cs):
         _check_official(score[k], valid[k], c["ca_sdri"])
@@ -118,8 +134,8 @@ def test_golden_matrix_form_batched(cases):
 def test_matrix_form_equals_waveform_form(cases):
     cs, _ = cases
     for c in cs:
-        el = m.label_indices(c["est_labels"])
-        rl = m.label_indices(c["ref_labels"], width=len(c["ref_labels"]))
+        el = label_indices(c["est_labels"])
+        rl = label_indices(c["ref_labels"], width=len(c["ref_labels"]))
         S = m.snr_matrix(c["est_wf"], c["ref_wf"])
         M = m.mixture_snr(c["mix"], c["ref_wf"])
         dm = m.clip_score_detail(el, rl, S, M)
@@ -285,7 +301,7 @@ def test_vmap_over_relabellings_of_one_clip():
     M = rng.normal(0, 2, size=(3,)).astype(np.float32)
     ref = np.array([1, 1, 2], np.int32)
     est = rng.choice([1, 2, 3, SILENCE], size=(500, 3)).astype(np.int32)
-    score, valid = jax.jit(jax.vmap(m.clip_score, in_axes=(0, None, None, None)))(est, ref, S, M)
+    score, valid = jax.jit(jax.vmap(clip_score, in_axes=(0, None, None, None)))(est, ref, S, M)
     assert bool(np.all(valid))
     for k in range(0, 500, 11):
         assert abs(float(score[k]) - m.clip_score_reference(est[k], ref, S, M)[0]) <= 1e-5
@@ -294,23 +310,23 @@ def test_vmap_over_relabellings_of_one_clip():
 # ---------------------------------------------------------------------------------------------------- labels / edges
 
 def test_label_indices():
-    np.testing.assert_array_equal(m.label_indices(["Speech", "silence"]), [15, SILENCE, SILENCE])
-    np.testing.assert_array_equal(m.label_indices([], width=3), [SILENCE] * 3)
-    np.testing.assert_array_equal(m.label_indices([0, "Typing"], width=2), [0, 16])
+    np.testing.assert_array_equal(label_indices(["Speech", "silence"]), [15, SILENCE, SILENCE])
+    np.testing.assert_array_equal(label_indices([], width=3), [SILENCE] * 3)
+    np.testing.assert_array_equal(label_indices([0, "Typing"], width=2), [0, 16])
     with pytest.raises(ValueError):
-        m.label_indices(["Speech"] * 4)
+        label_indices(["Speech"] * 4)
     with pytest.raises(ValueError):
-        m.label_indices(["NotAClass"])
+        label_indices(["NotAClass"])
     with pytest.raises(ValueError):
-        m.label_indices([19])
+        label_indices([19])
 
 
 def test_false_alarm_on_silent_reference_scores_zero_and_silence_is_none():
     S = np.full((3, 0), 0.0, np.float32)
     M = np.zeros((0,), np.float32)
-    score, valid = m.clip_score([3, SILENCE, SILENCE], np.zeros((0,), np.int32), S, M)
+    score, valid = clip_score([3, SILENCE, SILENCE], np.zeros((0,), np.int32), S, M)
     assert bool(valid) and float(score) == 0.0
-    score, valid = m.clip_score([SILENCE] * 3, np.zeros((0,), np.int32), S, M)
+    score, valid = clip_score([SILENCE] * 3, np.zeros((0,), np.int32), S, M)
     assert not bool(valid) and np.isnan(float(score))
     with pytest.raises(ValueError):
-        m.clip_score([SILENCE] * 3, np.zeros((4,), np.int32), np.zeros((3, 4), np.float32), np.zeros(4, np.float32))
+        clip_score([SILENCE] * 3, np.zeros((4,), np.int32), np.zeros((3, 4), np.float32), np.zeros(4, np.float32))

@@ -9,7 +9,7 @@ from s5jax import checkpoint
 from s5jax.models.configs import M2DConfig, ResUNetConfig
 from s5jax.separator import Separator
 from s5jax.tagger import Tagger
-from s5jax.torchfile import load_torch_file
+from s5jax.official.torchfile import load_torch_file
 
 # The official modules' counts for the official sizes (issue 24; the separator's 25,916,971 learned
 # weights plus its STFT/ISTFT kernels and the decoders' unused bn2 / FiLM beta2; each tagger's

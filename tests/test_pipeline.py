@@ -2,7 +2,8 @@
 import jax.numpy as jnp
 import numpy as np
 
-from s5jax.pipeline import query_vector, silence_last
+from s5jax.separator import query_vector
+from s5jax.system.pipeline import silence_last
 
 
 def test_silence_last_is_stable_and_moves_companions():

@@ -1,4 +1,4 @@
-"""s5jax.processes: the barrier after each process's share waits for a process that arrives much later.
+"""s5jax.runtime.processes: the barrier after each process's share waits for a process that arrives much later.
 
 `multihost_utils.sync_global_devices` (the barrier before) builds a gloo context on CPU, and that
 build gives up after 30 s: an infer job whose two processes finished their shares 30 s apart failed
@@ -14,7 +14,7 @@ LATE_S = 40          # longer than gloo's 30 s
 
 _JOB = r"""
 import sys, time
-from s5jax.processes import barrier, initialize
+from s5jax.runtime.processes import barrier, initialize
 port, pid, late = sys.argv[1], int(sys.argv[2]), float(sys.argv[3])
 process = initialize(f"127.0.0.1:{port}", 2, pid)
 time.sleep(late if pid == 1 else 0)     # process 1's share takes LATE_S longer

@@ -14,7 +14,7 @@ from s5jax.labels import SILENCE
 from s5jax.metric import clip_score_reference
 from s5jax.replay import replay as R
 from s5jax.replay.arrays import MISSING_KEY, entry_key
-from s5jax.replay.synthetic import SyntheticWorld
+from s5jax.replay.planted import SyntheticWorld
 from s5jax.system import decisions as D
 from s5jax.system.config import preset, stack_params
 
@@ -160,7 +160,7 @@ def test_sharded_over_8_devices_equals_one_device(tmp_path):
     code = textwrap.dedent("""
         import dataclasses, json, numpy as np, jax
         from s5jax.replay import replay as R
-        from s5jax.replay.synthetic import SyntheticWorld
+        from s5jax.replay.planted import SyntheticWorld
         from s5jax.system.config import preset, stack_params
         assert len(jax.devices()) == 8
         world = SyntheticWorld(37, seed=6)

@@ -11,7 +11,8 @@ import pytest
 from s5jax import checkpoint, stft
 from s5jax.cli import main
 from s5jax.errors import CheckpointError, S5Error
-from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator, official_keys
+from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator
+from s5jax.official.resunet import official_keys
 from s5jax.separator import Separator, query_vector
 
 SMALL = ResUNetConfig(channels=(4, 8), pools=((2, 2), (1, 2)), bottleneck_channels=8, condition_dim=16)
@@ -115,7 +116,8 @@ def test_official_keys_equal_manifest(golden):
 @pytest.mark.parametrize("samples", [1001, 4799, 6403])
 def test_shapes_for_odd_lengths(small_separator, samples):
     mix = _noise(2, samples)
-    stems, aux = small_separator.apply_with_intermediates(mix, query_vector(np.array([[1, 2, 3], [4, 5, 6]])))
+    stems, aux = small_separator.module.apply(small_separator.variables, mix,
+                                              query_vector(np.array([[1, 2, 3], [4, 5, 6]])))
     frames = samples // 160 + 1
     assert stems.shape == (2, 3, samples) and stems.dtype == jnp.float32
     assert aux["mag"].shape == (2, 4, frames, 513)

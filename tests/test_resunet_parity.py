@@ -8,7 +8,7 @@ import pytest
 from conftest import compare_separator_case, golden_state_dict, load_synth, write_lightning_ckpt
 from s5jax.cli import main
 from s5jax.errors import CheckpointError
-from s5jax.models.resunet import convert_separator_state_dict
+from s5jax.official.resunet import convert_separator_state_dict
 from s5jax.separator import Separator
 
 TOL = 1e-4

@@ -1,4 +1,4 @@
-"""s5jax.runtime: glibc keeps freed memory when asked (fewer page faults on reused buffers), only then."""
+"""s5jax.runtime.memory: glibc keeps freed memory when asked (fewer page faults on reused buffers), only then."""
 import json
 import os
 import platform
@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from s5jax import runtime
+from s5jax.runtime import memory as runtime
 from s5jax.errors import S5Error
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -28,7 +28,7 @@ for _ in range(5):
     libc.free(p)
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
-_PROBE = ("import json\nfrom s5jax import runtime\nmode = runtime.configure_from_env()\n" + _ROUNDS +
+_PROBE = ("import json\nfrom s5jax.runtime import memory as runtime\nmode = runtime.configure_from_env()\n" + _ROUNDS +
           "print(json.dumps({'mode': mode, 'faults': faults[1:]}))")
 
 
@@ -71,7 +71,7 @@ def test_import_does_not_change_malloc():
 # then rounds of one fixed size without the pin (steady state). Prints RSS growth and the releases.
 _FRAGMENT = r"""
 import ctypes, json, resource, sys
-from s5jax import runtime
+from s5jax.runtime import memory as runtime
 use_guard = sys.argv[1] == "guard"
 kept = runtime.keep_freed_memory()
 guard = runtime.HeapGuard()
@@ -127,13 +127,13 @@ def test_heap_guard_stops_fragmentation_growth():
 def test_heap_guard_is_idle_without_kept_memory():
     """In a process whose allocator was not changed, a guard does nothing (a fresh process: tests that
     run the CLI in-process make the change in a pytest worker)."""
-    code = ("import json\nfrom s5jax import runtime\ng = runtime.HeapGuard()\n"
+    code = ("import json\nfrom s5jax.runtime import memory as runtime\ng = runtime.HeapGuard()\n"
             "print(json.dumps([g.active, g.after_call(), g.releases]))")
     assert json.loads(_python(code)) == [False, False, 0]
 
 
 def test_runtime_is_reachable_from_the_package():
-    """README's Python API calls s5jax.runtime.keep_freed_memory() after a bare `import s5jax`."""
+    """README's Python API calls s5jax.runtime.memory.keep_freed_memory() after a bare `import s5jax`."""
     import s5jax
 
-    assert s5jax.runtime is runtime and callable(s5jax.runtime.HeapGuard)
+    assert s5jax.runtime.memory is runtime and callable(s5jax.runtime.memory.HeapGuard)

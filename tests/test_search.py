@@ -10,7 +10,7 @@ import pytest
 from s5jax.cli import main
 from s5jax.replay.arrays import MISSING_KEY as MISSING
 from s5jax.replay.search import SMALL_GRIDS, Evaluator, Grids, params_of, search
-from s5jax.replay.synthetic import SyntheticWorld
+from s5jax.replay.planted import SyntheticWorld
 from s5jax.system.config import SystemConfig, preset
 
 # false positives (probability 0.25-0.45) get in, are not dropped nor gated: far from the optimum
@@ -21,7 +21,7 @@ LOOSE = dataclasses.replace(preset("system1"), solo4=0.2, solo1=0.2, verify=(0.0
 def test_search_finds_the_known_optimum():
     world = SyntheticWorld(80, seed=7)
     ev = Evaluator(world.cache(), world.fill)
-    # by construction (synthetic.py): the reference labels as queries give each reference S - M = gain,
+    # by construction (replay/planted.py): the reference labels as queries give each reference S - M = gain,
     # a clip the mean over its references, silent clips None; nothing does better
     n_src = (world.ref_labels != 18).sum(axis=1)
     best_possible = float(np.mean([world.gain[i, :k].mean() for i, k in enumerate(n_src) if k]))

@@ -38,7 +38,7 @@ def world(tmp_path_factory):
     root = tmp_path_factory.mktemp("segment_models")
     models = {"tagger": tiny_system.write_tagger(str(root / "t4"), 4, seed=1),
               "separator": tiny_system.write_separator(str(root / "sep"), seed=3)}
-    from s5jax.scenes import SceneConfig, write_scene_set
+    from s5jax.synth.toy import SceneConfig, write_scene_set
 
     write_scene_set(str(root / "set"), 1, seed=11, cfg=SceneConfig(seconds=10.0, silent_rate=0.0))
     clip = os.path.join(root, "set", "soundscape", sorted(os.listdir(root / "set" / "soundscape"))[0])

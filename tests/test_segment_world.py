@@ -107,7 +107,7 @@ def test_recording_follows_its_construction(world_dir):
 @pytest.fixture(scope="module")
 def long_run(world_dir, tmp_path_factory):
     from s5jax import bundled
-    from s5jax.infer import Engine, baseline_engine
+    from s5jax.system.engine import Engine, baseline_engine
     from s5jax.synth.recording import RecordingConfig, render_recording
 
     root = tmp_path_factory.mktemp("long")

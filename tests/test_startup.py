@@ -11,9 +11,9 @@ import jax
 import numpy as np
 import pytest
 
-from s5jax import compile_cache
+from s5jax.runtime import compile_cache
 from s5jax.errors import CheckpointError
-from s5jax.pipeline import DataParallel, sharded_baseline
+from s5jax.runtime.parallel import DataParallel
 
 
 def test_memo_path_follows_the_jax_cache_and_the_code(tmp_path, monkeypatch):
@@ -98,7 +98,7 @@ def test_infer_with_unreadable_weights_writes_nothing(tiny_ckpt, tmp_path, capsy
     import shutil
 
     from s5jax.cli import main
-    from s5jax.scenes import SceneConfig, write_scene_set
+    from s5jax.synth.toy import SceneConfig, write_scene_set
 
     data = tmp_path / "data"
     write_scene_set(data, 1, seed=2, cfg=SceneConfig(seconds=1.0))
@@ -116,7 +116,7 @@ def test_infer_with_unreadable_weights_writes_nothing(tiny_ckpt, tmp_path, capsy
 
 
 def _engine_outputs(tiny_ckpt, mixture, prepare: bool):
-    from s5jax.infer import baseline_engine
+    from s5jax.system.engine import baseline_engine
 
     eng = baseline_engine(tiny_ckpt["forced"], tiny_ckpt["separator"], 2)
     if prepare:
@@ -164,8 +164,10 @@ def test_prepared_program_is_not_used_for_other_weights():
     np.testing.assert_array_equal(dp2(x[:1], pad_to=1), x[:1] * 3 + 6)
 
 
-def test_sharded_baseline_takes_weights_still_being_read(tiny_ckpt):
-    from s5jax.pipeline import _avals
+def test_baseline_system_takes_weights_still_being_read(tiny_ckpt):
+    from s5jax.runtime.parallel import _avals
+    from s5jax.system.config import preset
+    from s5jax.system.engine import sharded_system
     from s5jax.separator import Separator
     from s5jax.tagger import Tagger
 
@@ -175,11 +177,14 @@ def test_sharded_baseline_takes_weights_still_being_read(tiny_ckpt):
         m = cls.from_checkpoint(tiny_ckpt[name], wait=False)
         assert _avals(m.abstract_variables) == _avals(m.variables)
 
-    t, s = Tagger.from_checkpoint(tiny_ckpt["forced"]), Separator.from_checkpoint(tiny_ckpt["separator"])
+    read = [cls.from_checkpoint(tiny_ckpt[name]) for cls, name in ((Tagger, "forced"), (Separator, "separator"))]
+    reading = [cls.from_checkpoint(tiny_ckpt[name], wait=False) for cls, name in ((Tagger, "forced"),
+                                                                                  (Separator, "separator"))]
     mixture = np.random.default_rng(1).standard_normal((1, 4, 8000)).astype(np.float32) * 0.1
-    now = sharded_baseline(t.apply_fn, t.variables, s.apply_fn, s.variables)(mixture)
-    later = sharded_baseline(t.apply_fn, lambda: t.variables, s.apply_fn, lambda: s.variables)(mixture)
+    now = sharded_system(preset("baseline"), read[0], None, read[1])(mixture)
+    later = sharded_system(preset("baseline"), reading[0], None, reading[1])(mixture)
     assert all(np.array_equal(a, b) for a, b in zip(now, later))
+    assert np.abs(now.stems).max() > 0
 
 
 def test_infer_compiles_ahead_only_for_a_clip_that_will_run(tmp_path):

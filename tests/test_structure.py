@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+import re
 
 PKG = pathlib.Path(__file__).resolve().parents[1] / "s5jax"
 
@@ -74,7 +75,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_cycles():
     graph = import_graph()
-    assert "s5jax.official" in graph and "s5jax.models.m2d" in graph["s5jax.official"]
+    assert "s5jax.official.m2d" in graph and "s5jax.models.m2d" in graph["s5jax.official.m2d"]
     assert find_cycles(graph) == []
 
 
@@ -93,12 +94,76 @@ def test_cycle_finder_sees_lazy_imports(tmp_path):
 
 
 def test_roles():
-    """Models use only the rule engine; the rule engine, checkpoint and wrapper never import models,
-    the official reader or the programs; the demo does not drive the CLI."""
+    """Models import nothing of the converter (its tables import them); the rule engine, checkpoint and
+    wrapper never import models, the official reader or the programs; the demo does not drive the CLI."""
     graph = import_graph()
-    for m in ("s5jax.conversion", "s5jax.checkpoint", "s5jax.wrapper"):
-        bad = {t for t in graph[m] if t.startswith(("s5jax.models", "s5jax.official", "s5jax.cli",
-                                                      "s5jax.infer"))}
+    for m in ("s5jax.official.rules", "s5jax.checkpoint", "s5jax.wrapper"):
+        bad = {t for t in graph[m] if t.startswith(("s5jax.models", "s5jax.official.convert", "s5jax.official.m2d",
+                                                      "s5jax.official.resunet", "s5jax.cli", "s5jax.infer"))}
         assert not bad, (m, bad)
-    assert "s5jax.official" not in graph["s5jax.models.m2d"] | graph["s5jax.models.resunet"]
+    for m in ("s5jax.models.m2d", "s5jax.models.resunet"):
+        assert not {t for t in graph[m] if t.startswith("s5jax.official")}, m
     assert "s5jax.cli" not in graph["s5jax.demo"]
+
+
+README = PKG.parent / "README.md"
+
+
+def layout_tree(readme: str) -> tuple[set[str], set[str]]:
+    """The fenced tree of README's "## Layout" section -> (module paths under s5jax/, other folders).
+
+    A line `  folder/  a.py b.py   # comment` names s5jax/folder/a.py, ...; a line of `.py` names only
+    names modules of s5jax/ itself; an unindented line names folders of the repository. A package's
+    `__init__.py` counts as named with its folder."""
+    section = readme.split("\n## Layout\n", 1)[1].split("\n## ", 1)[0]
+    block = re.search(r"```\n(.*?)```", section, re.S).group(1)
+    modules, folders = set(), set()
+    for line in block.splitlines():
+        words = line.split("#", 1)[0].split()
+        if not words or words == ["s5jax/"]:
+            continue
+        if not line.startswith(" "):
+            folders |= set(words)
+            continue
+        sub = words[0] if words[0].endswith("/") else ""
+        if sub:
+            folders.add("s5jax/" + sub)
+            modules.add(f"s5jax/{sub}__init__.py")
+        modules |= {f"s5jax/{sub}{w}" for w in words if w.endswith(".py")}
+        assert all(w.endswith((".py", "/")) for w in words), line
+    return modules, folders
+
+
+def test_readme_layout_names_every_module_and_only_real_ones():
+    modules, folders = layout_tree(README.read_text())
+    root = PKG.parent
+    real = {p.relative_to(root).as_posix() for p in PKG.rglob("*.py")}
+    assert real - modules == set(), "modules missing from README's Layout"
+    assert modules - real == set(), "README's Layout names modules that do not exist"
+    assert [f for f in folders if not (root / f).is_dir()] == []
+
+
+def test_layout_reader_reads_each_kind_of_line():
+    """The checker itself, on a made-up README: one module per kind of line."""
+    text = ("x\n## Layout\n\ntext\n```\ns5jax/\n  a.py b.py    # top level\n  sub/  c.py   # a folder\n"
+            "tests/ bench/\n```\n## Next\n```\n  other.py\n```\n")
+    modules, folders = layout_tree(text)
+    assert modules == {"s5jax/a.py", "s5jax/b.py", "s5jax/sub/__init__.py", "s5jax/sub/c.py"}
+    assert folders == {"s5jax/sub/", "tests/", "bench/"}
+
+
+def test_shipped_training_configs_start_from_what_readme_converts():
+    """Every official-checkpoint start in train/configs/*.json (paths relative to the config file, as
+    the training config reader resolves them) is a folder README's `s5jax convert` commands write."""
+    import json
+    import os
+
+    root = PKG.parent
+    converted = set(re.findall(r"^s5jax convert \S+ (\S+)$", README.read_text(), re.M))
+    assert {"ckpt/tagger4ch", "ckpt/separator"} <= converted
+    starts = {}
+    for cfg in sorted((root / "train" / "configs").glob("*.json")):
+        path = json.loads(cfg.read_text()).get("init_path")
+        if path:
+            starts[cfg.name] = os.path.relpath(os.path.normpath(cfg.parent / path), root)
+    assert starts and all(p in converted for p in starts.values()), starts

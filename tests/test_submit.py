@@ -24,7 +24,7 @@ from s5jax.audio import read_audio
 from s5jax.cli import main
 from s5jax.dataset import reference_files
 from s5jax.labels import CLASSES, LABELS, SILENCE
-from s5jax.scenes import SceneConfig, write_scene_set
+from s5jax.synth.toy import SceneConfig, write_scene_set
 from s5jax.submit import PackageError, check_package, package_name, write_stems_pcm16
 
 SECONDS = 1.0
@@ -481,7 +481,7 @@ def test_refusals_before_any_work(sets, tmp_path, capsys):
 def test_interrupted_publication_resumes(sets, package, tmp_path, monkeypatch, capsys):
     """Killed after the folder is in place but before the zip: the re-run recognises the folder as its
     own, writes the zip, and the package equals an uninterrupted run's."""
-    import s5jax.submit as submit
+    import s5jax.submit.run as submit
 
     def killed(*a, **k):
         raise KeyboardInterrupt
@@ -570,7 +570,7 @@ def test_system_option_is_passed_to_infer(sets, package, tmp_path):
 def test_dev_results_where_the_official_code_divides_by_zero(tmp_path):
     """No class on either side in any clip: per-clip None, mean None (official: ZeroDivisionError),
     accuracy_src None (0/0), accuracy_mix 100."""
-    from s5jax.submit import dev_results
+    from s5jax.submit.writer import dev_results
 
     np.savez(tmp_path / "matrices.npz", names=np.array(["a", "b"]), S=np.zeros((2, 3, 3), np.float32),
              M=np.zeros((2, 3), np.float32), est_labels=np.full((2, 3), SILENCE, np.int32),

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from s5jax.labels import SILENCE
-from s5jax.pipeline import silence_last
+from s5jax.system.pipeline import silence_last
 from s5jax.system import decisions as D
 from s5jax.system.config import ConfigError, SystemConfig, load_system, preset, stack_params
 from s5jax.tagger import predict_from_logits

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+from types import SimpleNamespace
 
 import chex
 import numpy as np
@@ -12,10 +13,13 @@ import pytest
 from s5jax.audio import read_audio
 from s5jax.dataset import list_soundscapes
 from s5jax.labels import SILENCE
-from s5jax.pipeline import sharded_baseline
+from s5jax.runtime.parallel import DataParallel
+from s5jax.separator import query_vector
 from s5jax.system import decisions as D
 from s5jax.system.config import preset
-from s5jax.system.pipeline import energy_db, sharded_system
+from s5jax.system.pipeline import energy_db, silence_last
+from s5jax.system.engine import sharded_system
+from s5jax.tagger import predict_from_logits
 from tiny_system import write_scenes
 
 
@@ -28,9 +32,20 @@ def setup(tmp_path_factory, tiny_models):
     return root, data, paths, models, mix
 
 
+def _official_baseline(tagger, separator):
+    """The official baseline written out as its three steps (tagger argmax per track, silence last,
+    one separation with the slot labels), over the pure apply functions, on the same device mesh."""
+    def baseline(weights, mixture):
+        labels, probs, _ = silence_last(*predict_from_logits(tagger.apply_fn(weights[0], mixture)))
+        return labels, probs, separator.apply_fn(weights[1], mixture, query_vector(labels))
+
+    return DataParallel(baseline, (tagger.variables, separator.variables))
+
+
 def test_baseline_preset_is_the_baseline_bit_for_bit(setup):
     _, _, _, m, mix = setup
-    base = sharded_baseline(m["t4"].apply_fn, m["t4"].variables, m["A"].apply_fn, m["A"].variables)(mix)
+    labels, probs, stems = _official_baseline(m["t4"], m["A"])(mix)
+    base = SimpleNamespace(labels=labels, probs=probs, stems=stems)
     out = sharded_system(preset("baseline"), m["t4"], None, m["A"])(mix)
     assert (out.labels == base.labels).all()
     assert out.probs.tobytes() == base.probs.tobytes()        # silent slots too (their silence probability)
@@ -146,7 +161,7 @@ def test_system_program_is_kept_and_served_without_tracing(setup, memo_dir, tmp_
     and kept like the baseline's, and a later engine is served from it, computing the same."""
     from jax import export
 
-    from s5jax.system.pipeline import system_engine
+    from s5jax.system.engine import system_engine
 
     _, _, paths, _, mix = setup
     config = tmp_path / "full.json"

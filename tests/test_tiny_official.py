@@ -9,7 +9,7 @@ import numpy as np
 
 from conftest import compare_separator_case, load_synth, write_lightning_ckpt
 from s5jax.cli import main
-from s5jax.official import read_state_dict
+from s5jax.official.convert import read_state_dict
 
 RTOL = 1e-4
 

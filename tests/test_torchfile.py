@@ -5,8 +5,8 @@ import pathlib
 import numpy as np
 
 from conftest import require_torch
-from s5jax.official import read_state_dict
-from s5jax.torchfile import Opaque, load_torch_file
+from s5jax.official.convert import read_state_dict
+from s5jax.official.torchfile import Opaque, load_torch_file
 
 
 def test_real_lightning_extras_load_inert(tmp_path):

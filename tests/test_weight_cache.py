@@ -1,4 +1,4 @@
-"""The weights kept as a flat, mapped file beside the compilation cache (`s5jax/weight_cache.py`): a
+"""The weights kept as a flat, mapped file beside the compilation cache (`s5jax/runtime/weight_cache.py`): a
 second load reads no orbax checkpoint, gives the same arrays (views of the file, used in place by
 JAX's CPU device), and a changed, damaged or foreign file is never used. Tiny official checkpoints."""
 from __future__ import annotations
@@ -14,7 +14,8 @@ import jax
 import numpy as np
 import pytest
 
-from s5jax import checkpoint, weight_cache
+from s5jax import checkpoint
+from s5jax.runtime import weight_cache
 from s5jax.errors import CheckpointError
 
 

@@ -170,7 +170,7 @@ def test_infer_system_on_a_full_disk(world, tmp_path, monkeypatch, capfd):
     """(The refined system writes through the same clip writer as plain infer, tested above mid-run.)"""
     out = tmp_path / "out"
     full_disk(monkeypatch, tmp_path, 0)
-    monkeypatch.setattr("s5jax.system.pipeline.system_engine", _work_started)
+    monkeypatch.setattr("s5jax.system.engine.system_engine", _work_started)
     code = main(["infer", world["set"], "--tagger", world["tagger-4ch"], "--tagger2", world["tagger-1ch"],
                  "--separator", world["separator"], "--system", "system1", "--out", str(out), "--quiet"])
     assert code == 2
@@ -219,11 +219,11 @@ def test_convert_on_a_full_disk(golden, tmp_path, monkeypatch, capfd):
 
 
 def test_sweep_on_a_full_disk_fails_before_the_search(tmp_path, monkeypatch, capfd):
-    import s5jax.replay.synthetic as synthetic
+    import s5jax.replay.planted as planted
 
     out = tmp_path / "sweep"
     full_disk(monkeypatch, tmp_path, 0)
-    monkeypatch.setattr(synthetic, "SyntheticWorld", _work_started)
+    monkeypatch.setattr(planted, "SyntheticWorld", _work_started)
     assert main(["sweep", "--synthetic", "5", "--out", str(out), "--quiet"]) == 2
     expect_full(capfd, out)
     assert os.listdir(tmp_path) == []
@@ -338,13 +338,13 @@ def _sweep_args(world, out):
 def _traps(monkeypatch):
     """What each command does first after its argument checks: loading models, building the
     synthetic world, starting the training task. Reaching any of them fails the test."""
-    import s5jax.replay.synthetic as synthetic
-    import s5jax.system.pipeline as system_pipeline
+    import s5jax.replay.planted as planted
+    import s5jax.system.engine as system_engine
     import s5jax.training.state as state
     import s5jax.training.loop as loop
 
-    monkeypatch.setattr(system_pipeline, "load_models", _work_started)
-    monkeypatch.setattr(synthetic, "SyntheticWorld", _work_started)
+    monkeypatch.setattr(system_engine, "load_models", _work_started)
+    monkeypatch.setattr(planted, "SyntheticWorld", _work_started)
     monkeypatch.setattr(state, "initial_task", _work_started)
     monkeypatch.setattr(loop, "SceneSynth", _work_started)
 
@@ -381,10 +381,10 @@ def test_read_only_out_of_the_other_commands(world, golden, tmp_path, monkeypatc
     out = tmp_path / "ro" / "out"
     read_only(monkeypatch, tmp_path / "ro")
     _traps(monkeypatch)
-    import s5jax.infer as infer
-    import s5jax.official as official
+    import s5jax.system.engine as engine
+    import s5jax.official.convert as official
 
-    monkeypatch.setattr(infer, "baseline_engine", _work_started)
+    monkeypatch.setattr(engine, "baseline_engine", _work_started)
     monkeypatch.setattr(official, "read_state_dict", _work_started)
     args = {"infer": ["infer", world["set"], "--tagger", world["tagger-4ch"], "--separator", world["separator"],
                       "--out", str(out), "--quiet"],
@@ -403,7 +403,7 @@ def test_full_disk_before_the_work_of_train_and_submit(world, devset, tmp_path, 
     out = tmp_path / "out"
     full_disk(monkeypatch, tmp_path, 0)
     _traps(monkeypatch)
-    monkeypatch.setattr("s5jax.infer.baseline_engine", _work_started)
+    monkeypatch.setattr("s5jax.system.engine.baseline_engine", _work_started)
     args = {"train": ["train", "tagger", _train_config(tmp_path, devset), "--out", str(out), "--quiet"],
             "submit": ["submit", "--dev-test", world["set"], "--eval", world["set"], "--tagger", world["tagger-4ch"],
                        "--separator", world["separator"], "--author", "A", "--affiliation", "B", "--number", "1",

@@ -50,7 +50,7 @@ def write_separator(folder: str, seed: int) -> str:
 
 def write_scenes(root: str, count: int = 4, seed: int = 3, seconds: float = 1.0) -> str:
     """A dev-test-layout scene set of `count` short clips (some silent, some with duplicates)."""
-    from s5jax.scenes import SceneConfig, write_scene_set
+    from s5jax.synth.toy import SceneConfig, write_scene_set
 
     write_scene_set(root, count, seed=seed, cfg=SceneConfig(seconds=seconds, silent_rate=0.2))
     return root

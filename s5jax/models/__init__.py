@@ -1,1 +1,1 @@
-"""Flax model definitions and their checkpoint conversion rules."""
+"""Flax model definitions and their configs (their checkpoint conversion tables: s5jax.official)."""

@@ -35,8 +35,8 @@ import numpy as np
 from ..errors import S5Error
 from ..files import check_writable, locked, write_bytes_atomic, write_json_atomic
 from ..labels import NUM_SLOTS
-from ..processes import barrier, share
-from ..runtime import HeapGuard
+from ..runtime.processes import barrier, share
+from ..runtime.memory import HeapGuard
 from .arrays import MISSING_KEY, N_LABELS, CacheArrays
 
 FORMAT = "s5jax-cache"
@@ -227,7 +227,7 @@ class CacheBuilder:
     def __init__(self, cache_dir: str, input_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
                  tagger4, tagger1, separators: list, identities: dict, batch_size: int,
                  process: tuple[int, int] = (0, 1), resample: bool = False):
-        from ..pipeline import DataParallel
+        from ..runtime.parallel import DataParallel
         from ..system.pipeline import make_base_fn, make_entry_fn
 
         self.cache_dir, self.input_dir, self.oracle_dir = cache_dir, input_dir, oracle_dir
@@ -281,24 +281,14 @@ class CacheBuilder:
         """(mixture [4, n], refs [3, n] zero-padded, ref_labels [3]) of a clip; kept for a few clips."""
         if name not in self._audio:
             from ..audio import read_audio
-            from ..dataset import reference_files
-            from ..labels import SILENCE
+            from ..evaluate import read_references
 
             mixture = read_audio(self.paths[name], channels=4, resample=self.resample)
             n = mixture.shape[1]
             if n < self.min_samples:
                 raise S5Error(f"{self.paths[name]}: {n} samples is too short for the models "
                               f"(at least {self.min_samples})")
-            found = reference_files(self.oracle_dir, name)
-            if len(found) > NUM_SLOTS:
-                raise S5Error(f"{self.oracle_dir}: {len(found)} oracle targets for {name}, at most {NUM_SLOTS}")
-            refs = np.zeros((NUM_SLOTS, n), np.float32)
-            ref_labels = np.full(NUM_SLOTS, SILENCE, np.int32)
-            for j, (path, label) in enumerate(found):
-                wav = read_audio(path, channels=1, resample=self.resample)[0]
-                if wav.shape[0] != n:
-                    raise S5Error(f"{path}: {wav.shape[0]} samples, the mixture has {n}")
-                refs[j], ref_labels[j] = wav, label
+            refs, ref_labels = read_references(self.oracle_dir, name, n, resample=self.resample)
             if len(self._audio) >= 4 * self.batch_size:
                 self._audio.pop(next(iter(self._audio)))
             self._audio[name] = (mixture, refs, ref_labels)
@@ -480,7 +470,7 @@ def run_cache(input_dir: str, cache_dir: str, tagger_dirs, separator_dir: str, s
     from tqdm import tqdm
 
     from ..system.config import load_system
-    from ..system.pipeline import load_models
+    from ..system.engine import load_models
 
     check_writable(cache_dir)                            # a read-only --out fails before any work
     if systems is None:

@@ -18,8 +18,9 @@ import jax
 import jax.numpy as jnp
 
 from .. import metric
-from ..labels import NUM_SLOTS
+from ..labels import NUM_SLOTS, SILENCE
 from ..separator import query_vector
+from . import decisions as D
 from .config import Params
 
 
@@ -95,15 +96,27 @@ for _type, _name in ((SystemOutput, "s5jax.system.SystemOutput"), (Params, "s5ja
         pass
 
 
+def silence_last(labels: jax.Array, *per_slot: jax.Array):
+    """Stable reorder of the slot axis (axis 1) so that silence slots come last.
+
+    labels [batch, 3]; every array in per_slot has the slot axis at position 1 and moves with it.
+    """
+    slots = labels.shape[1]
+    key = jnp.where(labels == SILENCE, slots, 0) + jnp.arange(slots)   # stable: ties keep slot order
+    order = jnp.argsort(key, axis=1)
+    out = [jnp.take_along_axis(labels, order, axis=1)]
+    for a in per_slot:
+        idx = order.reshape(order.shape + (1,) * (a.ndim - 2))
+        out.append(jnp.take_along_axis(a, idx, axis=1))
+    return tuple(out)
+
+
 def silent_probs(P4: jax.Array, labels: jax.Array) -> jax.Array:
     """Probability reported for silent slots: the 4-ch tagger's silence probabilities of its silent
     tracks, in track order, given to the silent slots in slot order (0 when there are fewer).
 
     P4 [b, 3, 19], labels [b, 3] -> [b, 3]. With the baseline preset the silent slots are exactly the
     4-ch tagger's silence tracks moved last, so this is what plain `s5jax infer` reports for them."""
-    from ..labels import SILENCE
-    from ..pipeline import silence_last
-
     tl = jnp.argmax(P4, axis=-1)                        # the baseline's per-track class
     tp = jnp.where(tl == SILENCE, P4[..., SILENCE], 0.0)
     _, tp = silence_last(jnp.where(tl == SILENCE, SILENCE, 0), tp)   # silence tracks last, in order
@@ -115,6 +128,11 @@ def silent_probs(P4: jax.Array, labels: jax.Array) -> jax.Array:
     return jnp.where(silent & (n_live4 + rank < NUM_SLOTS), p, 0.0)
 
 
+def _not_finite(x: jax.Array) -> jax.Array:
+    """[b, ...] -> [b] bool: any non-finite value in the clip's slice."""
+    return ~jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
+
+
 def make_system(switches, tagger4_apply: Callable, tagger1_apply: Callable | None,
                 separator_apply: Callable, separator2_apply: Callable | None = None) -> Callable:
     """The refined system for one set of static switches (s5jax.system.config.Switches), as a pure
@@ -122,9 +140,6 @@ def make_system(switches, tagger4_apply: Callable, tagger1_apply: Callable | Non
     separator A vars, separator B vars, Params). The thresholds are traced: one compiled program
     serves every config with these switches. The 1-ch tagger is needed for fusion with it, for
     refine and for selection; separator B for selection (ValueError otherwise)."""
-    from ..labels import SILENCE
-    from . import decisions as D
-
     sw = switches
     if tagger1_apply is None and (sw.use_tagger1 or sw.refine or sw.separator_b):
         raise ValueError("this system config needs the 1-ch tagger")
@@ -161,110 +176,23 @@ def make_system(switches, tagger4_apply: Callable, tagger1_apply: Callable | Non
             # skip the second pass (and its re-tag) when no clip of the batch changed its tuple
             stems, r_a = jax.lax.cond(jnp.any(changed), second, lambda _: (stems, r_a), None)
         energy_a = energy_db(stems, mix0)
+        # a clip whose model outputs are not finite must fail (infer refuses non-finite outputs), not
+        # be decided from NaNs (every comparison with NaN is false) and zeroed into a finite answer
+        broken = _not_finite(P4) | _not_finite(stems)
+        if sw.use_tagger1:
+            broken = broken | _not_finite(P1)
         if sw.separator_b:
             e_b = entry(separator2_apply, sep_b, tagger1_apply, t1, mixture, q2)
             r_b = D.confirmation(e_b.retag, q2, sw.confirm)
             final = D.finalize(q2, conf2, r_a, r_b, energy_a, e_b.energy_db, params, sw)
             stems = jnp.where(final.use_b[..., None], e_b.stems, stems)
+            broken = broken | _not_finite(e_b.stems)
         else:
             final = D.finalize(q2, conf2, None, None, energy_a, None, params, sw)
         silent = final.labels == SILENCE
         stems = jnp.where(silent[..., None], 0.0, stems)
         probs = jnp.where(silent, silent_probs(P4, final.labels), conf2)
+        probs = jnp.where(broken[:, None], jnp.nan, probs)
         return SystemOutput(final.labels, probs, stems, q, q2, final.use_b)
 
     return system
-
-
-def sharded_system(config, tagger4, tagger1, separator, separator2=None, devices=None):
-    """The system for `config` (a SystemConfig) over loaded models (Tagger/Separator objects; tagger1
-    and separator2 may be None when the config does not use them), data-parallel over `devices`."""
-    from ..pipeline import DataParallel
-
-    fn = make_system(config.switches(), tagger4.apply_fn, tagger1 and tagger1.apply_fn, separator.apply_fn,
-                     separator2 and separator2.apply_fn)
-    models = (tagger4, tagger1, separator, separator2)
-
-    def weights():         # called at the first call: the models' weights may still be being read
-        return (*(m and m.variables for m in models), config.params())
-
-    return DataParallel(fn, weights, devices)
-
-
-def abstract_weights(config, tagger4, tagger1, separator, separator2=None):
-    """What `sharded_system`'s weights will be, as jax.ShapeDtypeStruct leaves (no weights read)."""
-    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), config.params())
-    return (*(m and m.abstract_variables for m in (tagger4, tagger1, separator, separator2)), params)
-
-
-def load_models(tagger_dirs, separator_dir: str, separator2_dir: str | None = None, precision: str | None = None,
-                wait: bool = True):
-    """Checkpoint folders -> (tagger4, tagger1, separator, separator2); the taggers are given in any
-    order (`--tagger`, `--tagger2`) and told apart by their checkpoint kind; absent ones are None.
-    `precision` overrides every model's matmul precision (None: the checkpoints' own). `wait=False`:
-    return while the weights are still being read (see `LoadedModel.from_checkpoint`)."""
-    from ..errors import S5Error
-    from ..separator import Separator
-    from ..tagger import Tagger
-
-    taggers = {}
-    for d in tagger_dirs:
-        if d is None:
-            continue
-        t = Tagger.from_checkpoint(d, precision=precision, wait=wait)
-        if t.kind in taggers:
-            raise S5Error(f"{d}: a second {t.kind} tagger; give one 4-ch and one 1-ch tagger")
-        taggers[t.kind] = t
-    separator2 = Separator.from_checkpoint(separator2_dir, precision=precision, wait=wait) if separator2_dir else None
-    return (taggers.get("tagger-4ch"), taggers.get("tagger-1ch"),
-            Separator.from_checkpoint(separator_dir, precision=precision, wait=wait), separator2)
-
-
-def check_models(config, name: str, tagger4, tagger1, separator2) -> None:
-    """One-line S5Error when `config` needs a model that was not given."""
-    from ..errors import S5Error
-
-    sw = config.switches()
-    if tagger4 is None:
-        raise S5Error(f"system {name} needs a 4-ch tagger (--tagger or --tagger2)")
-    if tagger1 is None and (sw.use_tagger1 or sw.refine or sw.separator_b):
-        raise S5Error(f"system {name} fuses or re-tags with the 1-ch tagger: give it with --tagger2")
-    if separator2 is None and sw.separator_b:
-        raise S5Error(f"system {name} selects between two separators: give --separator2")
-
-
-def system_engine(system: str, tagger_dirs, separator_dir: str, separator2_dir: str | None,
-                  batch_size: int, precision: str | None = None):
-    """`s5jax infer --system`: an infer Engine running `system` (preset name or config JSON path)."""
-    import numpy as np
-
-    from ..infer import Engine
-    from .config import PRESETS, load_system
-
-    config = load_system(system)
-    t4, t1, sep_a, sep_b = load_models(tagger_dirs, separator_dir, separator2_dir, precision, wait=False)
-    check_models(config, system, t4, t1, sep_b)
-    sw = config.switches()
-    t1 = t1 if (sw.use_tagger1 or sw.refine or sw.separator_b) else None   # loaded but unused: not recorded
-    sep_b = sep_b if sw.separator_b else None
-    run = sharded_system(config, t4, t1, sep_a, sep_b)
-    models = {"tagger": t4, "tagger2": t1, "separator": sep_a, "separator2": sep_b}
-
-    def prepare(samples: int | None) -> None:
-        """Compile for the first clip's length while the weights are read, then wait for them."""
-        if samples is not None:
-            key = {"system": config.to_dict(),
-                   "models": {k: m and [m.kind, m.cfg.to_dict()] for k, m in models.items()}}
-            run.prepare(abstract_weights(config, t4, t1, sep_a, sep_b), (batch_size, 4, samples), key=key)
-        run.weights
-
-    def compute(mixture: np.ndarray):
-        out = run(mixture, pad_to=batch_size)
-        return out.labels, out.probs, out.stems
-
-    settings = {"system": system if system in PRESETS else "custom", "system_config": config.to_dict(),
-                **{k: m.identity for k, m in models.items() if m is not None},
-                "precision": {k: m.cfg.precision for k, m in models.items() if m is not None}}
-    used = [m for m in models.values() if m is not None]
-    return Engine(compute, settings, int(sum(m.official_num_params for m in used)), max(m.min_samples for m in used),
-                  prepare)

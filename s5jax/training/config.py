@@ -1,7 +1,7 @@
 """The training config: one JSON file, strict (an unknown key is refused), official defaults.
 
     {"data_root": "data/dev_set", "out": "runs/tagger4_ft",
-     "init": "checkpoint", "init_path": "ckpt/tagger_4ch",      # or "encoder" (+ the M2D encoder
+     "init": "checkpoint", "init_path": "ckpt/tagger4ch",      # or "encoder" (+ the M2D encoder
                                                                #   folder, fresh head) or "scratch"
      "scope": "head", "zero_share": 0.4, "steps": 5000}
 

@@ -14,7 +14,7 @@ import os
 
 import jax
 
-from ..processes import initialize
+from ..runtime.processes import initialize
 
 
 def train_main(args) -> int:

@@ -29,12 +29,11 @@ import numpy as np
 import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from ..audio import write_text_atomic
 from ..errors import ConfigError, S5Error
-from ..files import append_text, check_writable, writing
+from ..files import append_text, check_writable, write_text_atomic, writing
 from ..metric import Totals, empty_totals, merge_totals, summarize
-from ..processes import barrier
-from ..runtime import HeapGuard
+from ..runtime.memory import HeapGuard
+from ..runtime.processes import barrier
 from ..labels import NUM_CLASSES
 from ..synth.metadata import check_scene_files
 from ..synth.scenes import SceneRenderer, SceneSynth, pack, read_scenes, write_scenes

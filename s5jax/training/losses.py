@@ -48,11 +48,6 @@ def tagger_pit_per_clip(logits: jax.Array, target: jax.Array) -> tuple[jax.Array
     return best_permutation(tagger_pair_ce(logits, target))
 
 
-def tagger_loss(logits: jax.Array, target: jax.Array) -> jax.Array:
-    """Permutation-invariant cross-entropy averaged over the batch (scalar)."""
-    return jnp.mean(tagger_pit_per_clip(logits, target)[0])
-
-
 def separator_pair_cost(pred: jax.Array, target: jax.Array, label_vector: jax.Array) -> jax.Array:
     """pred, target [batch, slots, samples] (a singleton channel axis is dropped), label_vector
     [batch, slots, classes] (silence = zeros) -> cost [batch, target slot, output slot]:
@@ -74,8 +69,3 @@ def separator_pair_cost(pred: jax.Array, target: jax.Array, label_vector: jax.Ar
 def separator_pit_per_clip(pred, target, label_vector) -> tuple[jax.Array, jax.Array]:
     """-> (per-clip best mean −SNR over slots [batch], best permutation [batch, slots])."""
     return best_permutation(separator_pair_cost(pred, target, label_vector))
-
-
-def separator_loss(pred, target, label_vector) -> jax.Array:
-    """Class-aware PIT −SNR averaged over the batch (scalar)."""
-    return jnp.mean(separator_pit_per_clip(pred, target, label_vector)[0])

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .audio import write_audio
-from .labels import CLASSES, NUM_CLASSES, SAMPLE_RATE
+from ..audio import write_audio
+from ..labels import CLASSES, NUM_CLASSES, SAMPLE_RATE
 
 
 @dataclass(frozen=True)

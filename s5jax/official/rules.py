@@ -1,6 +1,7 @@
 """PyTorch state_dict -> Flax variables, by an explicit table of rules.
 
-Each model module declares its table: `Rule(pattern, target, transform)` says that the torch key
+Each model family has its table (official/m2d.py, official/resunet.py): `Rule(pattern, target,
+transform)` says that the torch key
 matching `pattern` (a regular expression, full match, with the model prefix already removed) becomes
 the Flax leaf at `target` (a '/'-path whose first part is the variable collection: `params`,
 `batch_stats`, or `fixed` for non-learned buffers we recompute and only check), after `transform`
@@ -19,7 +20,7 @@ from typing import Any, Callable, Mapping
 import jax
 import numpy as np
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
 # PyTorch layout -> Flax layout
 TRANSFORMS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

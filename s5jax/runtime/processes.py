@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Sequence, TypeVar
 
-from .errors import S5Error
+from ..errors import S5Error
 
 T = TypeVar("T")
 

@@ -1,67 +1,15 @@
-"""The baseline S5 system as one pure, jitted, batched function: tag -> silence last -> separate.
-
-    labels, probs, stems = baseline(tagger_vars, separator_vars, mixture)
-
-and its data-parallel form over all local devices with `jax.sharding` (the batch axis split over a
-1-D device mesh, the weights replicated).
+"""Data parallelism over the local devices with `jax.sharding` (the batch axis split over a 1-D device
+mesh, the weights replicated), and the traced programs kept on disk beside JAX's compile cache
+(jax.export): how the system's pure functions (s5jax.system.pipeline) run, not what they compute.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from jax import export
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
-
-from .labels import NUM_SLOTS, SILENCE
-from .separator import query_vector
-from .tagger import predict_from_logits  # per-track argmax, its probability, the softmax  # slot class ids -> the 54-dim query (silence = zeros)
-
-
-class S5Output(NamedTuple):
-    labels: jax.Array    # [batch, 3] int32 class per slot, 18 = silence, silence slots last
-    probs: jax.Array     # [batch, 3] float32 tagger probability of that class
-    softmax: jax.Array   # [batch, 3, 19] full tagger softmax (slots reordered like labels)
-    stems: jax.Array     # [batch, 3, samples] one mono stem per slot; silent slots are zero
-
-
-try:   # so an exported baseline program (DataParallel.prepare with a key) can be kept on disk
-    export.register_namedtuple_serialization(S5Output, serialized_name="s5jax.pipeline.S5Output")
-except ValueError:     # registered already (module reloaded)
-    pass
-
-
-def silence_last(labels: jax.Array, *per_slot: jax.Array):
-    """Stable reorder of the slot axis (axis 1) so that silence slots come last.
-
-    labels [batch, 3]; every array in per_slot has the slot axis at position 1 and moves with it.
-    """
-    slots = labels.shape[1]
-    key = jnp.where(labels == SILENCE, slots, 0) + jnp.arange(slots)   # stable: ties keep slot order
-    order = jnp.argsort(key, axis=1)
-    out = [jnp.take_along_axis(labels, order, axis=1)]
-    for a in per_slot:
-        idx = order.reshape(order.shape + (1,) * (a.ndim - 2))
-        out.append(jnp.take_along_axis(a, idx, axis=1))
-    return tuple(out)
-
-
-def make_baseline(tagger_apply: Callable, separator_apply: Callable) -> Callable:
-    """Compose the two models' pure apply functions into the baseline system.
-
-    tagger_apply(tagger_vars, mixture [b, 4, n]) -> logits [b, 3, 19]
-    separator_apply(separator_vars, mixture [b, 4, n], query [b, 54]) -> stems [b, 3, n]
-    Returns a pure function (tagger_vars, separator_vars, mixture) -> S5Output.
-    """
-    def baseline(tagger_vars, separator_vars, mixture):
-        logits = tagger_apply(tagger_vars, mixture)
-        labels, probs, softmax = silence_last(*predict_from_logits(logits))
-        stems = separator_apply(separator_vars, mixture, query_vector(labels))
-        return S5Output(labels, probs, softmax, stems)
-
-    return baseline
 
 
 def _avals(tree) -> tuple:
@@ -130,7 +78,7 @@ class DataParallel:
         import os
 
         from .compile_cache import memo_path
-        from .files import write_bytes_atomic
+        from ..files import write_bytes_atomic
 
         devices = [(d.platform, d.device_kind, d.id) for d in self.mesh.devices.flat]
         path = memo_path("programs", {"fn": key, "args": [_avals(w), _avals(x)], "devices": devices,
@@ -174,20 +122,3 @@ class DataParallel:
             self._programs[key] = prepared
         out = prepared[1](weights, batch) if prepared is not None else self._fn(weights, batch)
         return jax.tree.map(lambda a: np.asarray(a)[:n], out)
-
-
-def sharded_baseline(tagger_apply: Callable, tagger_vars, separator_apply: Callable, separator_vars,
-                     devices=None) -> DataParallel:
-    """The baseline system, data-parallel over `devices` (default: all local devices). Either
-    variables may be a zero-argument callable returning them (see DataParallel)."""
-    baseline = make_baseline(tagger_apply, separator_apply)
-
-    def weights():
-        return tuple(v() if callable(v) else v for v in (tagger_vars, separator_vars))
-
-    return DataParallel(lambda w, mix: baseline(w[0], w[1], mix),
-                        weights if callable(tagger_vars) or callable(separator_vars) else weights(), devices)
-
-
-__all__ = ["S5Output", "silence_last", "query_vector", "make_baseline", "DataParallel",
-           "sharded_baseline", "NUM_SLOTS"]

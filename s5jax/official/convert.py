@@ -1,8 +1,9 @@
 """Official PyTorch checkpoints -> s5jax checkpoint folders: read, detect the model, convert.
 
 This module knows the official file formats (Lightning `.ckpt`, M2D `.pth`) and which model each key
-set belongs to; it imports the models for their conversion tables. `s5jax.conversion` is only the
-rule engine the models use, so the import graph runs one way: official -> models -> conversion.
+set belongs to; the conversion tables (official/m2d.py, official/resunet.py) import the models and the
+rule engine (official/rules.py); no model imports the converter, so the graph runs one way:
+official.convert -> official.{m2d,resunet} -> models, official.rules.
 """
 from __future__ import annotations
 
@@ -11,11 +12,11 @@ from typing import Mapping
 
 import numpy as np
 
-from . import checkpoint
-from .errors import CheckpointError
-from .files import check_writable
-from .models.m2d import convert_tagger_state_dict
-from .models.resunet import convert_separator_state_dict
+from .. import checkpoint
+from ..errors import CheckpointError
+from ..files import check_writable
+from .m2d import convert_tagger_state_dict
+from .resunet import convert_separator_state_dict
 from .torchfile import load_torch_file
 
 _ENCODER_PREFIXES = ("module.ar.runtime.backbone.", "runtime.backbone.", "backbone.", "module.")
@@ -75,9 +76,9 @@ def apply_overrides(config: dict, overrides: Mapping[str, object], kind: str, so
 
 def _model_class(kind: str):
     if kind == "separator":
-        from .separator import Separator
+        from ..separator import Separator
         return Separator
-    from .tagger import Tagger
+    from ..tagger import Tagger
     return Tagger
 
 
@@ -127,7 +128,7 @@ def convert_checkpoint(path: str, out_dir: str, kind: str | None = None,
     if overrides:
         config = apply_overrides(config, overrides, kind, path)
         if kind != "m2d-encoder":
-            from .wrapper import check_shapes
+            from ..wrapper import check_shapes
 
             model = _model_class(kind)
             try:

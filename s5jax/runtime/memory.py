@@ -38,7 +38,7 @@ import ctypes.util
 import os
 import platform
 
-from .errors import S5Error
+from ..errors import S5Error
 
 MALLOC_ENV = "S5JAX_MALLOC"           # "keep" (default) | "default"
 MALLOC_MODES = ("keep", "default")

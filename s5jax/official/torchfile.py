@@ -27,7 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from ..files import atomic_writer
 
 # torch storage class name -> numpy dtype
 _STORAGE_DTYPES = {
@@ -273,11 +274,9 @@ def save_torch_file(obj: Any, path: str | os.PathLike) -> None:
     p.tensors = []
     p.dump(obj)
     root = "archive"
-    tmp = path + ".part"
-    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_STORED) as z:
+    with atomic_writer(path) as f, zipfile.ZipFile(f, "w", zipfile.ZIP_STORED) as z:
         z.writestr(f"{root}/data.pkl", buf.getvalue())
         z.writestr(f"{root}/byteorder", "little")
         for t in p.tensors:
             z.writestr(f"{root}/data/{t.key}", t.array.tobytes())
         z.writestr(f"{root}/version", "3\n")
-    os.replace(tmp, path)

@@ -31,10 +31,10 @@ from typing import Mapping
 
 import numpy as np
 
-from . import checkpoint
-from .conversion import flatten, unflatten
-from .errors import S5Error
-from .files import clean_stale_parts, temp_file
+from .. import checkpoint
+from ..official.rules import flatten, unflatten
+from ..errors import S5Error
+from ..files import atomic_writer, clean_stale_parts
 
 MAGIC = b"S5JAXWTS"
 FORMAT = 1
@@ -99,20 +99,13 @@ def write(path: str, key: str, variables: Mapping) -> bool:
     folder = os.path.dirname(path)
     try:
         os.makedirs(folder, exist_ok=True)
-        fd, tmp = temp_file(path)
-    except (OSError, S5Error):
-        return False
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with atomic_writer(path) as f:
             f.write(MAGIC + struct.pack("<Q", len(header)) + header)
             f.write(b"\0" * (start - f.tell()))
             for e, (_, a) in zip(entries, leaves):
                 f.write(b"\0" * (start + e["offset"] - f.tell()))
                 f.write(np.ascontiguousarray(a).tobytes())
-        os.replace(tmp, path)
-    except OSError:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    except (OSError, S5Error):          # a cache that cannot be written only costs the conversion next time
         return False
     _evict(folder, keep=path)
     return True

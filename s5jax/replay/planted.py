@@ -1,4 +1,4 @@
-"""A synthetic cache world with a known optimum, for tests, benchmarks and the demo of `s5jax sweep`.
+"""A synthetic cache world with a planted (known) optimum, for tests, benchmarks and the demo of `s5jax sweep`.
 
 Every clip has 0-3 reference sources (classes may repeat).  The taggers' softmax shows each true
 source with a high probability (the 1-ch tagger misses some) and some false positives with a
@@ -136,10 +136,6 @@ class SyntheticWorld:
         lowers a clip (gains are positive; a false class counts 0 and costs every stem 1 dB)."""
         n_src = (self.ref_labels != SILENCE).sum(axis=1)
         return float(np.mean([self.gain[i, :k].mean() for i, k in enumerate(n_src) if k]))
-
-    def oracle_keys(self) -> np.ndarray:
-        """[n] key of the oracle tuple (references, silence-padded, separator A)."""
-        return entry_key(0, self.ref_labels).astype(np.int32)
 
     def add(self, missing: dict[int, set[int]]) -> int:
         """Compute the given entries (clip -> keys) not held yet; returns how many were new."""
