@@ -246,19 +246,48 @@ def require_torch():
 WORLD_CLIPS = 16        # test clips of the bundled world rendered for the tests
 
 
+def make_test_split_world(out, cfg=None, render: int | None = None, workers: int = 0) -> str:
+    """The held-out test split of the world `cfg` (default: the bundled world's) as `make_world` makes
+    it, byte for byte (every file is drawn from its own seed), without the train and valid splits,
+    which no test of a world-trained model reads (they are 5/6 of the sources and 3/4 of the rooms:
+    most of a make). world.json names `cfg`, so `make_world`/`s5jax demo` take the folder as that
+    world and only render missing clips. test_world.py checks the equality with a full make."""
+    import dataclasses
+
+    from s5jax.synth import world
+    from s5jax.synth.metadata import write_scenes
+    from s5jax.synth.scenes import SceneSynth, SynthConfig
+
+    cfg = cfg or world.WorldConfig()
+    out = os.fspath(out)
+    if not world.is_world(out, cfg):
+        part = f"{out}.part-{os.getpid()}"
+        test = lambda counts: (0, 0, counts[2])
+        only = dataclasses.replace(cfg, events=test(cfg.events), interferers=test(cfg.interferers),
+                                   noises=test(cfg.noises), rooms=test(cfg.rooms))
+        world.make_sources(part, only, log=lambda m: None, workers=workers)
+        world.make_rooms(part, only, log=lambda m: None)
+        synth = SceneSynth(part, "test", SynthConfig.tagger())       # as world.make_scene_sets draws them
+        write_scenes(os.path.join(part, "metadata", "test.json"),
+                     [(f"world_test_{i:04d}", synth.draw(cfg.seed + 2, i)) for i in range(cfg.test_clips)])
+        with open(os.path.join(part, "world.json"), "w") as f:
+            json.dump({"format": world.FORMAT, "version": world.VERSION, "config": cfg.to_dict()}, f, indent=1)
+        os.rename(part, out)
+    world.render_test(out, render, log=lambda m: None)
+    return out
+
+
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory):
-    """The bundled world (default config: the one the bundled models were trained on) with its first
-    WORLD_CLIPS test clips rendered. Made once per test run and shared by the xdist workers (a folder
-    beside their base temp folders, built under a file lock)."""
+    """The bundled world's test split (default config: the one the bundled models were trained on;
+    see make_test_split_world) with its first WORLD_CLIPS clips rendered. Made once per test run and
+    shared by the xdist workers (a folder beside their base temp folders, built under a file lock)."""
     import fcntl
-
-    from s5jax.synth.world import make_world
 
     base = tmp_path_factory.getbasetemp()
     # xdist workers' base folders sit in this run's folder; without xdist the base folder is this run's
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     with open(shared / "world.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        make_world(shared / "world", render=WORLD_CLIPS, log=lambda m: None)
+        make_test_split_world(shared / "world", render=WORLD_CLIPS, workers=os.cpu_count() or 1)
     return str(shared / "world")
