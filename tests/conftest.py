@@ -77,9 +77,16 @@ def write_lightning_ckpt(state_dict: dict, path, extra: bool = True) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache_in_tmp(tmp_path_factory):
-    """CLI runs in tests use a session-private compilation cache, never the user's ~/.cache."""
+    """CLI runs in tests use a compilation cache private to this test run, never the user's ~/.cache.
+    The xdist workers of one run share it (a folder beside their base temp folders), so a program
+    one worker compiled (the tiny and bundled models at the tests' few shapes) is read by the other,
+    as two concurrent `s5jax` runs share ~/.cache (JAX writes each entry once; s5jax's own entries
+    atomically)."""
     old = os.environ.get("S5JAX_CACHE_DIR")
-    os.environ["S5JAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("compile_cache"))
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "compile_cache"
+    folder.mkdir(exist_ok=True)
+    os.environ["S5JAX_CACHE_DIR"] = str(folder)
     yield
     if old is None:
         os.environ.pop("S5JAX_CACHE_DIR", None)
