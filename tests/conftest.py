@@ -189,8 +189,11 @@ def compare_separator_case(sep, g, i: int, rtol: float = 1e-4) -> dict:
     compute them): the 32 applied ones are compared. Returns {field: relative error}."""
     wav = load_synth().synth_waveform(int(g["seeds"][i]), int(g["channels"]), float(g["seconds"][i]))[None]
     qv = np.asarray(g[f"case{i}_label_vector"])[None]
-    (stems, aux), state = sep.module.apply(sep.variables, wav, qv, capture_intermediates=True,
-                                           mutable=["intermediates"])
+    import jax
+
+    # one jitted program: op by op (eager), each of the model's many primitives is compiled on its own
+    forward = jax.jit(lambda v, w, q: sep.module.apply(v, w, q, capture_intermediates=True, mutable=["intermediates"]))
+    (stems, aux), state = forward(sep.variables, wav, qv)
     inter = state["intermediates"]["base"]
 
     def out_of(*path):
