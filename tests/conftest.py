@@ -14,11 +14,15 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 GOLDEN = pathlib.Path(os.environ.get("S5JAX_GOLDEN", ROOT / "tests" / "golden"))
 
 
-# Files whose tests take longest (minutes each on 2 cores), run first: with the suite split over
-# worker processes file by file (scripts/test.sh), a long file started last would run alone at the end.
-LONG_FIRST = ("test_train.py", "test_replay_pipeline.py", "test_search.py", "test_infer_safety.py",
-              "test_infer.py", "test_system_pipeline.py", "test_resunet_parity.py", "test_m2d_parity.py",
-              "test_replay.py", "test_cache.py", "test_resunet.py")
+# Files whose tests take longest (minutes each on 2 cores), longest first, run first: with the suite
+# split over worker processes file by file (scripts/test.sh: --dist loadfile, and
+# --no-loadscope-reorder, without which xdist orders the files by their number of tests and this order
+# is lost), a long file started last would run alone at the end. Order from `--durations=0`.
+LONG_FIRST = ("test_demo.py", "test_replay_pipeline.py", "test_train.py", "test_search.py",
+              "test_torch_port.py", "test_replay.py", "test_system_pipeline.py", "test_infer.py",
+              "test_resunet_parity.py", "test_infer_safety.py", "test_synth.py", "test_m2d_parity.py",
+              "test_tiny_official.py", "test_segment_models.py", "test_resunet.py", "test_cache.py",
+              "test_write_errors.py", "test_startup.py", "test_weight_cache.py", "test_m2d.py")
 
 
 def pytest_collection_modifyitems(items):
@@ -73,9 +77,16 @@ def write_lightning_ckpt(state_dict: dict, path, extra: bool = True) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache_in_tmp(tmp_path_factory):
-    """CLI runs in tests use a session-private compilation cache, never the user's ~/.cache."""
+    """CLI runs in tests use a compilation cache private to this test run, never the user's ~/.cache.
+    The xdist workers of one run share it (a folder beside their base temp folders), so a program
+    one worker compiled (the tiny and bundled models at the tests' few shapes) is read by the other,
+    as two concurrent `s5jax` runs share ~/.cache (JAX writes each entry once; s5jax's own entries
+    atomically)."""
     old = os.environ.get("S5JAX_CACHE_DIR")
-    os.environ["S5JAX_CACHE_DIR"] = str(tmp_path_factory.mktemp("compile_cache"))
+    base = tmp_path_factory.getbasetemp()
+    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "compile_cache"
+    folder.mkdir(exist_ok=True)
+    os.environ["S5JAX_CACHE_DIR"] = str(folder)
     yield
     if old is None:
         os.environ.pop("S5JAX_CACHE_DIR", None)
@@ -178,8 +189,11 @@ def compare_separator_case(sep, g, i: int, rtol: float = 1e-4) -> dict:
     compute them): the 32 applied ones are compared. Returns {field: relative error}."""
     wav = load_synth().synth_waveform(int(g["seeds"][i]), int(g["channels"]), float(g["seconds"][i]))[None]
     qv = np.asarray(g[f"case{i}_label_vector"])[None]
-    (stems, aux), state = sep.module.apply(sep.variables, wav, qv, capture_intermediates=True,
-                                           mutable=["intermediates"])
+    import jax
+
+    # one jitted program: op by op (eager), each of the model's many primitives is compiled on its own
+    forward = jax.jit(lambda v, w, q: sep.module.apply(v, w, q, capture_intermediates=True, mutable=["intermediates"]))
+    (stems, aux), state = forward(sep.variables, wav, qv)
     inter = state["intermediates"]["base"]
 
     def out_of(*path):
@@ -246,19 +260,48 @@ def require_torch():
 WORLD_CLIPS = 16        # test clips of the bundled world rendered for the tests
 
 
+def make_test_split_world(out, cfg=None, render: int | None = None, workers: int = 0) -> str:
+    """The held-out test split of the world `cfg` (default: the bundled world's) as `make_world` makes
+    it, byte for byte (every file is drawn from its own seed), without the train and valid splits,
+    which no test of a world-trained model reads (they are 5/6 of the sources and 3/4 of the rooms:
+    most of a make). world.json names `cfg`, so `make_world`/`s5jax demo` take the folder as that
+    world and only render missing clips. test_world.py checks the equality with a full make."""
+    import dataclasses
+
+    from s5jax.synth import world
+    from s5jax.synth.metadata import write_scenes
+    from s5jax.synth.scenes import SceneSynth, SynthConfig
+
+    cfg = cfg or world.WorldConfig()
+    out = os.fspath(out)
+    if not world.is_world(out, cfg):
+        part = f"{out}.part-{os.getpid()}"
+        test = lambda counts: (0, 0, counts[2])
+        only = dataclasses.replace(cfg, events=test(cfg.events), interferers=test(cfg.interferers),
+                                   noises=test(cfg.noises), rooms=test(cfg.rooms))
+        world.make_sources(part, only, log=lambda m: None, workers=workers)
+        world.make_rooms(part, only, log=lambda m: None)
+        synth = SceneSynth(part, "test", SynthConfig.tagger())       # as world.make_scene_sets draws them
+        write_scenes(os.path.join(part, "metadata", "test.json"),
+                     [(f"world_test_{i:04d}", synth.draw(cfg.seed + 2, i)) for i in range(cfg.test_clips)])
+        with open(os.path.join(part, "world.json"), "w") as f:
+            json.dump({"format": world.FORMAT, "version": world.VERSION, "config": cfg.to_dict()}, f, indent=1)
+        os.rename(part, out)
+    world.render_test(out, render, log=lambda m: None)
+    return out
+
+
 @pytest.fixture(scope="session")
 def world_dir(tmp_path_factory):
-    """The bundled world (default config: the one the bundled models were trained on) with its first
-    WORLD_CLIPS test clips rendered. Made once per test run and shared by the xdist workers (a folder
-    beside their base temp folders, built under a file lock)."""
+    """The bundled world's test split (default config: the one the bundled models were trained on;
+    see make_test_split_world) with its first WORLD_CLIPS clips rendered. Made once per test run and
+    shared by the xdist workers (a folder beside their base temp folders, built under a file lock)."""
     import fcntl
-
-    from s5jax.synth.world import make_world
 
     base = tmp_path_factory.getbasetemp()
     # xdist workers' base folders sit in this run's folder; without xdist the base folder is this run's
     shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
     with open(shared / "world.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        make_world(shared / "world", render=WORLD_CLIPS, log=lambda m: None)
+        make_test_split_world(shared / "world", render=WORLD_CLIPS, workers=os.cpu_count() or 1)
     return str(shared / "world")

@@ -20,7 +20,7 @@ def small_cfg(in_channels: int) -> M2DConfig:
 
 
 def random_variables(cfg: M2DConfig, seed: int = 0):
-    v = M2DTagger(cfg).init(jax.random.PRNGKey(seed), jnp.zeros((1, cfg.in_channels, 16000)))
+    v = jax.jit(M2DTagger(cfg).init)(jax.random.PRNGKey(seed), jnp.zeros((1, cfg.in_channels, 16000)))   # not op by op
     # non-trivial running stats, so a BatchNorm mix-up would show
     rng = np.random.default_rng(seed)
     bs = v["batch_stats"]["head"]["m2d_out_norm"]
@@ -46,7 +46,7 @@ def tagger1():
 
 
 def encode_chunk(tagger: Tagger, lms) -> np.ndarray:
-    return np.asarray(ViTEncoder(tagger.cfg).apply({"params": tagger.variables["params"]["encoder"]}, lms))
+    return np.asarray(jax.jit(ViTEncoder(tagger.cfg).apply)({"params": tagger.variables["params"]["encoder"]}, lms))
 
 
 def test_front_end_buffers_match_official(golden):

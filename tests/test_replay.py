@@ -156,6 +156,7 @@ def test_vmap_over_configs_and_totals():
     assert np.ptp(means[:, 0]) > 0.1     # the configs do differ
 
 
+@pytest.mark.slow
 def test_sharded_over_8_devices_equals_one_device(tmp_path):
     code = textwrap.dedent("""
         import dataclasses, json, numpy as np, jax

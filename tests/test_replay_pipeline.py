@@ -57,8 +57,10 @@ def runs(tmp_path_factory, world_dir):
     for name, cfg in CONFIGS.items():
         files[name] = root / f"{name}.json"
         files[name].write_text(cfg.to_json())
+    # the default batch size (1 per CPU device), as test_demo's `s5jax demo` runs these models on these
+    # clips: the programs compiled for one file are read from the run's compile cache by the other
     models = ["--tagger", m["tagger-1ch"], "--tagger2", m["tagger-4ch"], "--separator", m["separator"],
-              "--separator2", m["separator2"], "--batch-size", "2", "--quiet"]
+              "--separator2", m["separator2"], "--quiet"]
     args = ["cache", data, *models, "--out", str(root / "cache")]
     for f in files.values():
         args += ["--system", str(f)]
@@ -161,7 +163,7 @@ def test_two_processes_build_the_same_cache_and_outputs(runs, tmp_path):
     root, outs = runs
     m = _models()
     models = ["--tagger", m["tagger-4ch"], "--tagger2", m["tagger-1ch"], "--separator", m["separator"],
-              "--separator2", m["separator2"], "--batch-size", "2", "--quiet"]
+              "--separator2", m["separator2"], "--quiet"]
     data = str(root / "data")
     _two_processes(["cache", data, *models, "--out", str(tmp_path / "cache"), "--system", str(root / "dual.json")],
                    tmp_path)

@@ -22,7 +22,7 @@ SMALL = ResUNetConfig(channels=(4, 8), pools=((2, 2), (1, 2)), bottleneck_channe
 def small_separator():
     mix = np.zeros((1, 4, 2048), np.float32)
     q = np.zeros((1, SMALL.query_dim), np.float32)
-    variables = ResUNetSeparator(SMALL).init(jax.random.PRNGKey(0), mix, q)
+    variables = jax.jit(ResUNetSeparator(SMALL).init)(jax.random.PRNGKey(0), mix, q)   # one program, not op by op
     # non-trivial BatchNorm statistics, so a layout mistake in them would show
     rng = np.random.default_rng(0)
     variables = jax.tree.map(lambda a: jnp.asarray(a * rng.uniform(0.5, 1.5, a.shape).astype(np.float32)
@@ -157,7 +157,7 @@ def test_soft_query_vector_and_gradient(small_separator):
     stems = np.asarray(small_separator.separate_vector(mix, soft))[0]
     assert not stems[1].any() and np.abs(stems[0]).max() > 0 and np.abs(stems[2]).max() > 0
     loss = lambda qv: jnp.sum(small_separator.apply_fn(small_separator.variables, mix, qv) ** 2)
-    g = jax.grad(loss)(jnp.full((1, 54), 1 / 18, jnp.float32))
+    g = jax.jit(jax.grad(loss))(jnp.full((1, 54), 1 / 18, jnp.float32))
     assert g.shape == (1, 54) and np.isfinite(np.asarray(g)).all() and np.abs(np.asarray(g)).max() > 0
 
 

@@ -97,6 +97,23 @@ def test_two_makes_are_byte_identical_and_a_world_is_kept(tiny_world, tmp_path):
     assert "the world is there" in msgs[0]
 
 
+def test_the_tests_test_split_world_is_the_full_makes_test_split(tiny_world, tmp_path):
+    """conftest's world_dir builds the test split alone (the tests read nothing else): the same files,
+    byte for byte, as the test split of a full make, and taken as that world by make_world."""
+    from conftest import make_test_split_world
+
+    part = make_test_split_world(tmp_path / "w", TINY)
+    full = _digest(tiny_world)
+    split = {k: v for k, v in full.items()
+             if k == "world.json" or k.split(os.sep)[1:2] in (["test"], ["test.json"])}
+    assert {k.split(os.sep)[0] for k in split} == {"sound_event", "interference", "noise", "room_ir", "synthesized",
+                                                  "metadata", "world.json"}
+    assert _digest(part) == split
+    msgs = []
+    world.make_world(part, TINY, log=msgs.append)
+    assert "the world is there" in msgs[0]
+
+
 def test_refuses_a_foreign_folder(tmp_path):
     (tmp_path / "mine.txt").write_text("user data")
     with pytest.raises(S5Error, match="not an s5jax world"):
