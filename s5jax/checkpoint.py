@@ -235,6 +235,8 @@ def stored_shapes(ckpt_dir: str | os.PathLike) -> dict[str, tuple]:
         meta = ocp.StandardCheckpointer().metadata(os.path.join(os.path.abspath(ckpt_dir), "variables"))
         tree = getattr(meta, "item_metadata", meta)
         leaves = jax.tree_util.tree_leaves_with_path(tree, is_leaf=lambda x: hasattr(x, "shape"))
+        if tree is None or not leaves:             # orbax logs a warning and returns nothing for damaged files
+            raise ValueError("no array metadata")
         return {"/".join(str(getattr(k, "key", k)) for k in path): tuple(int(d) for d in leaf.shape)
                 for path, leaf in leaves}
     except Exception as e:  # orbax raises many types; the user needs the folder and the reason

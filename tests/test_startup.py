@@ -72,8 +72,10 @@ def test_shape_table_is_kept_and_still_checks_the_weights(tiny_ckpt, memo_dir, m
 
 # orbax's event loop, closed after the failed read, still gets a late callback (a warning, not an error)
 @pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
-def test_unreadable_weights_fail_when_used_not_before(tiny_ckpt, tmp_path):
-    """wait=False returns during the read; the read's error comes, one line, at the first use."""
+def test_unreadable_weights_fail_at_load_before_any_compile(tiny_ckpt, tmp_path):
+    """wait=False returns during the read, but only after the stored weight shapes were checked against
+    the config (orbax's metadata, which lives in the OCDBT data files): weights that cannot be read
+    fail there, one line, before the caller compiles anything."""
     import shutil
 
     from s5jax.separator import Separator
@@ -85,11 +87,26 @@ def test_unreadable_weights_fail_when_used_not_before(tiny_ckpt, tmp_path):
             if len(f) == 32:                                        # the OCDBT data files
                 with open(os.path.join(d, f), "r+b") as fh:
                     fh.truncate(10)
-    sep = Separator.from_checkpoint(bad, wait=False)
-    assert sep.identity["sha256"] == json.loads((bad / "config.json").read_text())["sha256"]
+    with pytest.raises(CheckpointError, match="cannot read the variables") as e:
+        Separator.from_checkpoint(bad, wait=False)
+    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+
+
+def test_a_read_that_fails_later_fails_at_first_use(tiny_ckpt, monkeypatch):
+    """A read that fails after the shape check (a disk error mid-read) surfaces, one line, at the
+    first use of the weights: wait=False has returned by then."""
+    from s5jax.runtime import weight_cache
+    from s5jax.separator import Separator
+
+    def failing(ckpt_dir, *a, **k):
+        raise CheckpointError(f"{ckpt_dir}: cannot read the variables (OSError: I/O error)")
+
+    monkeypatch.setattr(weight_cache, "load", failing)
+    sep = Separator.from_checkpoint(tiny_ckpt["separator"], wait=False)
+    assert sep.identity["sha256"] == json.loads(open(os.path.join(tiny_ckpt["separator"], "config.json")).read())["sha256"]
     with pytest.raises(CheckpointError, match="cannot read the variables") as e:
         sep.variables
-    assert str(bad) in str(e.value) and "\n" not in str(e.value)
+    assert tiny_ckpt["separator"] in str(e.value) and "\n" not in str(e.value)
 
 
 # orbax's event loop, closed after the failed read, still gets a late callback (a warning, not an error)
