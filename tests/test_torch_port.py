@@ -154,13 +154,14 @@ def test_bench_names_the_machine():
 # whole 10 s clip (the DCASE length, where the full-resolution convolutions run in time windows).
 def _s5jax_model(kind, sd):
     from s5jax.models import m2d, resunet
+    from s5jax.official import m2d as m2d_rules, resunet as resunet_rules
     from s5jax.separator import Separator
     from s5jax.tagger import Tagger
 
     if kind == "separator":
-        cfg, variables = resunet.convert_separator_state_dict(sd, kind)
+        cfg, variables = resunet_rules.convert_separator_state_dict(sd, kind)
         return Separator(resunet.ResUNetConfig.from_dict(cfg), variables, kind)
-    cfg, variables = m2d.convert_tagger_state_dict(sd, kind, kind)
+    cfg, variables = m2d_rules.convert_tagger_state_dict(sd, kind, kind)
     return Tagger(m2d.M2DConfig.from_dict(cfg), variables, kind)
 
 
