@@ -37,9 +37,12 @@ def _shapes(tree, prefix: str = "") -> dict[str, tuple]:
 
 def check_shapes(variables: Mapping, want: Mapping[str, tuple], source: str) -> None:
     """CheckpointError naming the first weight that is missing, unexpected or of another shape than
-    `want` ({path: shape}, `LoadedModel.expected_shapes`). `variables`: the weight tree, or already
-    its {path: shape} table (`weight_cache.stored_shapes`)."""
-    got = _shapes(variables) if not all(isinstance(v, tuple) for v in variables.values()) else dict(variables)
+    `want` ({path: shape}, `LoadedModel.expected_shapes`)."""
+    check_shape_table(_shapes(variables), want, source)
+
+
+def check_shape_table(got: Mapping[str, tuple], want: Mapping[str, tuple], source: str) -> None:
+    """`check_shapes` on a {path: shape} table of the weights (`weight_cache.stored_shapes`)."""
     for path in sorted(want):
         if path not in got:
             raise CheckpointError(f"{source}: weights lack {path} that the config implies "
@@ -196,7 +199,7 @@ class LoadedModel:
         if not wait:
             # the caller compiles from `expected` while the read runs: a config.json edited so that it no
             # longer fits the weights must fail now, not after the compile (≈ 25 s for the full models)
-            check_shapes(weight_cache.stored_shapes(source, meta), expected, source)
+            check_shape_table(weight_cache.stored_shapes(source, meta), expected, source)
         identity = checkpoint.stored_identity(source, meta)
         model = cls(cfg, reading, kind, source, identity, expected)
         if wait or identity is None:
