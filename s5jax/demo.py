@@ -48,16 +48,15 @@ def _claim(out: str, settings: dict) -> None:
     holding anything else (a user's files, another command's output) or a demo made with other
     settings (its sweep and runs would be kept and mixed into this table) is refused in one line,
     before any work."""
-    from .files import check_writable, write_json_atomic
+    from .files import check_writable, read_record, write_json_atomic
 
     check_writable(out)
     marker = os.path.join(out, MARKER)
-    if os.path.isfile(marker):
-        try:
-            with open(marker) as f:
-                old = json.load(f)["settings"]
-        except (OSError, ValueError, KeyError, TypeError):
-            raise S5Error(f"{marker}: unreadable demo record; choose another --out") from None
+    record = read_record(marker, "demo record")
+    if record is not None:
+        old = record.get("settings")
+        if not isinstance(old, dict):
+            raise S5Error(f"{marker}: unreadable demo record (no settings); choose another --out")
         if old != settings:
             diff = ", ".join(f"{k} {old.get(k)!r} -> {v!r}" for k, v in settings.items() if old.get(k) != v)
             raise S5Error(f"{out}: a demo made with other settings ({diff}); choose another --out "

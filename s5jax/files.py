@@ -253,6 +253,23 @@ def append_text(path: str | os.PathLike, text: str) -> None:
             os.close(fd)
 
 
+def read_record(path: str | os.PathLike, what: str = "") -> dict | None:
+    """The JSON object a command left in `path` (its run record or folder marker), None when there is
+    none; a one-line S5Error naming the file when it cannot be read or holds no JSON object."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        return None
+    label = f"unreadable {what}" if what else "unreadable"
+    try:
+        with open(path) as f:
+            record = json.load(f)
+    except (OSError, ValueError) as e:
+        raise S5Error(f"{path}: {label} ({e})") from None
+    if not isinstance(record, dict):
+        raise S5Error(f"{path}: {label} (not a JSON object)")
+    return record
+
+
 def check_writable(path: str | os.PathLike) -> str:
     """Before any work: make sure files can be created in the output folder `path` (existing or still
     to be made) by creating and writing a probe file in it or its nearest existing parent; a one-line

@@ -98,3 +98,10 @@ def test_demo_writes_only_into_its_own_folder(tmp_path, monkeypatch):
     assert "\n" not in str(e.value)
     with pytest.raises(S5Error, match=r"grid 'default' -> 'small'"):
         run_demo(str(out), clips=4, folds=2, grid="small", log=lambda m: None)
+    for garbage, why in (("{not json", "unreadable demo record"), ("[1, 2]", "not a JSON object"),
+                         ('{"command": "s5jax demo"}', "no settings")):
+        (out / "demo.json").write_text(garbage)
+        with pytest.raises(S5Error, match=why) as e:
+            run_demo(str(out), clips=4, folds=2, log=lambda m: None)
+        assert str(out / "demo.json") in str(e.value) and "\n" not in str(e.value)
+    assert os.listdir(out) == ["demo.json"]

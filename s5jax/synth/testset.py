@@ -21,7 +21,7 @@ from collections import Counter
 
 from ..audio import write_audio
 from ..errors import DataError, S5Error
-from ..files import write_text_atomic
+from ..files import read_record, write_text_atomic
 from .metadata import check_scene_files, read_scenes, write_scenes
 from .scenes import SceneRenderer, SceneSynth, SynthConfig
 
@@ -46,12 +46,8 @@ def _check_names(path: str, names: list[str]) -> None:
 def _claim(out: str, record: dict) -> None:
     """Refuse an OUT that holds anything but an earlier rendering of the same list; record ours."""
     marker = os.path.join(out, MARKER)
-    if os.path.isfile(marker):
-        try:
-            with open(marker) as f:
-                prev = json.load(f)
-        except (OSError, ValueError) as e:
-            raise S5Error(f"{marker}: unreadable ({e})") from None
+    prev = read_record(marker)
+    if prev is not None:
         if {k: prev.get(k) for k in record} != record:
             raise S5Error(f"{out}: holds scenes rendered from {prev.get('metadata')} with {prev.get('data')}; "
                           "choose another folder")

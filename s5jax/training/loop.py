@@ -30,7 +30,7 @@ import optax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from ..errors import ConfigError, S5Error
-from ..files import append_text, check_writable, write_text_atomic, writing
+from ..files import append_text, check_writable, read_record, write_text_atomic, writing
 from ..metric import Totals, empty_totals, merge_totals, summarize
 from ..runtime.memory import HeapGuard
 from ..runtime.processes import barrier
@@ -62,12 +62,8 @@ def _check_out(cfg: TrainConfig) -> bool:
     out = cfg.out
     run_path = os.path.join(out, "run.json")
     mine = {k: v for k, v in cfg.to_dict().items() if k not in RESUMABLE_CHANGES}
-    if os.path.isfile(run_path):
-        try:
-            with open(run_path) as f:
-                prev = json.load(f)
-        except (OSError, ValueError) as e:
-            raise S5Error(f"{run_path}: unreadable run record ({e})") from None
+    prev = read_record(run_path, "run record")
+    if prev is not None:
         if prev.get("format") != RUN_FORMAT:
             raise S5Error(f"{run_path}: not an s5jax training run")
         theirs = {k: v for k, v in prev.get("config", {}).items() if k not in RESUMABLE_CHANGES}
