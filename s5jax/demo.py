@@ -30,12 +30,17 @@ from .errors import S5Error
 BOOTSTRAP = 2000
 
 
-def _cli(argv: list[str]) -> None:
-    """Run `s5jax ARGV` as its own process, exactly as typed (its output goes to the terminal)."""
+def run_process(argv: list[str]) -> int:
+    """Run `s5jax ARGV` as its own process, exactly as typed (its output goes to the terminal) -> status."""
     import subprocess
     import sys
 
-    code = subprocess.run([sys.executable, "-m", "s5jax.cli", *argv]).returncode
+    return subprocess.run([sys.executable, "-m", "s5jax.cli", *argv]).returncode
+
+
+def _cli(argv: list[str], runner=run_process) -> None:
+    """One demo step: `runner(argv)` -> exit status; any status but 0 stops the demo (one line)."""
+    code = runner(argv)
     if code != 0:
         raise S5Error(f"demo step `s5jax {' '.join(argv)}` ended with status {code}")
 
@@ -178,8 +183,11 @@ def format_table(rows: list[dict]) -> str:
 
 
 def run_demo(out: str = "runs/demo", clips: int | None = None, world: str | None = None, folds: int = 5,
-             grid: str = "default", batch_size: int | None = None, quiet: bool = False, log=print) -> dict:
-    """Steps 1-5 in `out`; returns {"rows": the table rows, "commands": what ran}."""
+             grid: str = "default", batch_size: int | None = None, quiet: bool = False, log=print,
+             runner=run_process) -> dict:
+    """Steps 1-5 in `out`; returns {"rows": the table rows, "commands": what ran}. Each `s5jax` step
+    is `runner(argv)` -> exit status: its own process by default, as a user would type it (a caller
+    that runs many demos, like the tests, can pass `s5jax.cli.main` to keep one process)."""
     from . import bundled, checkpoint
     from .files import write_json_atomic, write_text_atomic
     from .synth.world import WorldConfig, make_world, testset_dir
@@ -223,14 +231,14 @@ def run_demo(out: str = "runs/demo", clips: int | None = None, world: str | None
     log("[3/5] baseline, System 1, System 3 (s5jax infer)")
     for k in ("baseline", "system1", "system3"):
         log(f"$ s5jax {' '.join(commands[k])}")
-        _cli(commands[k] + q)
+        _cli(commands[k] + q, runner)
     log("[4/5] cache, sweep (folds, oracle), the tuned system")
     for k in ("cache", "sweep", "tuned"):
         if k == "sweep" and os.path.isfile(os.path.join(sweep, "summary.json")):
             log(f"{sweep}: the sweep is done (kept)")
             continue
         log(f"$ s5jax {' '.join(commands[k])}")
-        _cli(commands[k] + q)
+        _cli(commands[k] + q, runner)
 
     log("[5/5] the table")
     scores = {}

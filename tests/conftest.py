@@ -305,3 +305,29 @@ def world_dir(tmp_path_factory):
         fcntl.flock(lock, fcntl.LOCK_EX)
         make_test_split_world(shared / "world", render=WORLD_CLIPS, workers=os.cpu_count() or 1)
     return str(shared / "world")
+
+
+@pytest.fixture(scope="session")
+def world_demo(tmp_path_factory, world_dir):
+    """`s5jax demo` on the bundled world's first WORLD_CLIPS test clips (3 folds, small grid), its steps
+    run in this process (`s5jax.cli.main`; test_demo.py checks the step runner's own process path).
+    Made once per test run under a file lock and shared by the xdist workers, like world_dir: the
+    replay == pipeline tests run the same models on the same clips, so the demo's compiled programs
+    (in the run's compile cache) serve them -> (demo folder, run_demo's result, its log lines)."""
+    import fcntl
+
+    from s5jax.cli import main
+    from s5jax.demo import run_demo
+
+    base = tmp_path_factory.getbasetemp()
+    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+    out, record = shared / "demo", shared / "demo.result.json"
+    with open(shared / "demo.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not record.is_file():
+            lines: list[str] = []
+            result = run_demo(str(out), clips=WORLD_CLIPS, world=world_dir, folds=3, grid="small", quiet=True,
+                              log=lines.append, runner=main)
+            record.write_text(json.dumps({"result": result, "log": lines}))
+    saved = json.loads(record.read_text())
+    return out, saved["result"], saved["log"]

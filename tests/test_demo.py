@@ -29,13 +29,22 @@ def test_demo_refuses_bad_counts_before_writing(tmp_path):
     assert not (tmp_path / "d").exists()
 
 
+def test_a_failing_step_stops_the_demo_in_one_line(tmp_path):
+    """The default step runner: `s5jax ARGV` in its own process, its exit status checked."""
+    from s5jax.demo import _cli, run_process
+
+    with pytest.raises(S5Error, match=r"demo step `s5jax infer .*nowhere.*` ended with status 2") as e:
+        _cli(["infer", str(tmp_path / "nowhere"), "--tagger", "world:tagger-4ch", "--separator",
+              "world:separator-a", "--out", str(tmp_path / "out")], run_process)
+    assert "\n" not in str(e.value) and not (tmp_path / "out").exists()
+
+
 @pytest.mark.slow
-def test_demo_table_is_sane(world_dir, tmp_path):
+def test_demo_table_is_sane(world_dir, world_demo):
+    """The demo (conftest.world_demo: its steps in-process, 3 folds, small grid) on 16 clips."""
     from conftest import WORLD_CLIPS
 
-    lines = []
-    res = run_demo(str(tmp_path / "demo"), clips=WORLD_CLIPS, world=world_dir, folds=3, grid="small",
-                   quiet=True, log=lines.append)
+    out, res, lines = world_demo
     rows = {r["system"]: r for r in res["rows"]}
     silence, mixture = rows["all slots silent"], rows["mixture as every true-label stem"]
     base = rows["Baseline (4-ch tagger + separator A)"]
@@ -56,7 +65,6 @@ def test_demo_table_is_sane(world_dir, tmp_path):
     for name in ("System 1: fusion + verify-and-refine, global thr.", "System 3: + dual-separator selection"):
         lo, hi = rows[name]["gain_ci95"]
         assert lo <= rows[name]["gain"] <= hi
-    out = tmp_path / "demo"
     assert (out / "table.md").read_text().count("|") > 30
     assert (out / "sweep" / "report.md").is_file() and (out / "sweep" / "best.json").is_file()
     # where README's quick start says each system's stems and scores are
