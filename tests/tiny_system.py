@@ -3,6 +3,11 @@ tests: the real model code at a few hundred kilobytes, so a clip of ~1 s runs in
 
 The taggers' last layers are scaled up so their softmax is peaked (random heads give near-uniform
 probabilities, under which every decision would be a tie); each checkpoint differs by its seed.
+
+The weights of the four models the tests use (tagger seeds 1, 2; separator seeds 3, 4) are stored in
+tests/tiny_models.npz, made by `python tests/tiny_system.py` from the generators below: Flax's `init`
+of these models runs op by op (every primitive its own compiled program), ≈ 45 s per process for the
+four (≈ 25 s jitted), where reading the stored file takes milliseconds. Other seeds are generated.
 """
 from __future__ import annotations
 
@@ -29,22 +34,50 @@ def _scale_heads(params, factor: float):
     return walk(params)
 
 
-def write_tagger(folder: str, channels: int, seed: int, head_scale: float = 8.0) -> str:
+STORED = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tiny_models.npz")
+_STORED_MODELS = {"tagger-4ch/1": (4, 1), "tagger-1ch/2": (1, 2), "separator/3": (None, 3), "separator/4": (None, 4)}
+
+
+def _stored(name: str):
+    """The stored variables of model `name` ("tagger-4ch/1", "separator/3", ...) or None."""
+    if name not in _STORED_MODELS or not os.path.isfile(STORED):
+        return None
+    from s5jax.official.rules import unflatten
+
+    with np.load(STORED) as z:
+        flat = {k[len(name) + 1:]: z[k] for k in z.files if k.startswith(name + "/")}
+    return unflatten(flat) if flat else None
+
+
+def generate_tagger(channels: int, seed: int, head_scale: float = 8.0) -> dict:
+    """Fresh random tagger variables (Flax init; slow, see the module docstring)."""
     cfg = M2DConfig(in_channels=channels, **TAGGER)
     variables = M2DTagger(cfg).init(jax.random.PRNGKey(seed), jnp.zeros((1, channels, 4000)))
     variables = jax.tree.map(np.asarray, dict(variables))
     variables["params"] = _scale_heads(variables["params"], head_scale)
+    return variables
+
+
+def write_tagger(folder: str, channels: int, seed: int, head_scale: float = 8.0) -> str:
+    cfg = M2DConfig(in_channels=channels, **TAGGER)
+    variables = (_stored(f"tagger-{channels}ch/{seed}") if head_scale == 8.0 else None) \
+        or generate_tagger(channels, seed, head_scale)
     checkpoint.save(folder, f"tagger-{channels}ch", cfg.to_dict(), variables)
     return folder
 
 
-def write_separator(folder: str, seed: int) -> str:
+def generate_separator(seed: int) -> dict:
+    """Fresh random separator variables (Flax init; slow, see the module docstring)."""
     cfg = ResUNetConfig(**SEPARATOR)
     variables = ResUNetSeparator(cfg).init(jax.random.PRNGKey(seed), jnp.zeros((1, 4, 4000)),
                                            jnp.zeros((1, cfg.query_dim)))
-    variables = jax.tree.map(np.asarray, dict(variables))
-    d = cfg.__dict__.copy()
-    checkpoint.save(folder, "separator", d, variables)
+    return jax.tree.map(np.asarray, dict(variables))
+
+
+def write_separator(folder: str, seed: int) -> str:
+    cfg = ResUNetConfig(**SEPARATOR)
+    variables = _stored(f"separator/{seed}") or generate_separator(seed)
+    checkpoint.save(folder, "separator", cfg.__dict__.copy(), variables)
     return folder
 
 
@@ -71,3 +104,14 @@ def load_models(paths: dict[str, str]) -> dict:
 
     return {"t4": Tagger.from_checkpoint(paths["tagger-4ch"]), "t1": Tagger.from_checkpoint(paths["tagger-1ch"]),
             "A": Separator.from_checkpoint(paths["separator"]), "B": Separator.from_checkpoint(paths["separator2"])}
+
+
+if __name__ == "__main__":         # (re)write tests/tiny_models.npz from the generators
+    from s5jax.official.rules import flatten
+
+    out = {}
+    for name, (channels, seed) in _STORED_MODELS.items():
+        v = generate_separator(seed) if channels is None else generate_tagger(channels, seed)
+        out.update({f"{name}/{k}": np.asarray(a) for k, a in flatten(v).items()})
+    np.savez_compressed(STORED, **out)
+    print(f"{STORED}: {len(out)} arrays")
