@@ -302,7 +302,9 @@ def search(start: SystemConfig, ev: Evaluator, weights: np.ndarray | None = None
             continue
         combos, cfgs = _grid_configs(cur, names, [getattr(grids, n) for n in names])
         parts = []
-        with tqdm(total=len(cfgs), desc=f"stage {stage}", unit="config", disable=not progress, leave=False) as bar:
+        # mininterval 0: every chunk is shown (a step is one replay call: few, and fast once compiled)
+        with tqdm(total=len(cfgs), desc=f"stage {stage}", unit="config", disable=not progress, leave=False,
+                  mininterval=0) as bar:
             for i in range(0, len(cfgs), GRID_CHUNK):
                 parts.append(score(cfgs[i:i + GRID_CHUNK]))
                 bar.update(len(parts[-1]))
