@@ -226,7 +226,11 @@ def _totals(params: Params, prep: Prepared, weights: jax.Array, sw: Switches, bl
         per_clip = jnp.stack([s, c.valid.astype(jnp.float32), c.missing.astype(jnp.float32)])   # [3, N]
         return jnp.matmul(per_clip, w, precision=hi)     # [3, G]
 
-    out = jax.lax.map(one, params, batch_size=block)    # [C, 3, G]
+    c = params.w1.shape[0]
+    size = -(-c // block) * block
+    if c > block and size != c:      # a multiple of the block: lax.map compiles a remainder block twice
+        params = Params(*(jnp.concatenate([a, jnp.repeat(a[-1:], size - c, 0)]) for a in params))
+    out = jax.lax.map(one, params, batch_size=block)[:c]   # [C, 3, G]
     return Totals(out[:, 0], out[:, 1], out[:, 2])
 
 
