@@ -6,6 +6,7 @@ import subprocess
 import sys
 import textwrap
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -48,13 +49,23 @@ def complete(world, cfg, rounds=6):
     raise AssertionError("cache never completed")
 
 
+# The rules of system/decisions.py, each compiled on its own (switches and modes static), called clip by
+# clip below: the same functions the pipeline calls, without the ~100 op-by-op dispatches per clip of
+# running them eagerly (minutes over the 6 configs × 60 clips).
+proposals = jax.jit(D.proposals, static_argnums=1)
+fuse = jax.jit(D.fuse, static_argnums=3)
+confirmation = jax.jit(D.confirmation, static_argnums=2)
+refine = jax.jit(D.refine)
+finalize = jax.jit(D.finalize, static_argnums=7)
+
+
 def direct(world, cfg, clip):
     """The system's rules applied to one clip straight from the world's entries, scored by the plain
     python reference metric -> (labels, score or None)."""
     sw, params = cfg.switches(), cfg.params()
-    p1 = D.proposals(world.P1[clip], sw.proposal)
-    p4 = D.proposals(world.P4[clip], sw.proposal)
-    q, conf = D.fuse(p1, p4, params, sw)
+    p1 = proposals(world.P1[clip], sw.proposal)
+    p4 = proposals(world.P4[clip], sw.proposal)
+    q, conf = fuse(p1, p4, params, sw)
     q = np.asarray(q)
 
     def ent(sep, tup):
@@ -62,7 +73,7 @@ def direct(world, cfg, clip):
 
     if sw.refine and (q != SILENCE).any():
         retag, _, _ = ent(0, q)
-        (q2, conf2), _ = D.refine(jnp.asarray(q), conf, D.confirmation(retag, jnp.asarray(q), sw.confirm), params)
+        (q2, conf2), _ = refine(jnp.asarray(q), conf, confirmation(retag, jnp.asarray(q), sw.confirm), params)
         q2 = np.asarray(q2)
     else:
         q2, conf2 = q, conf
@@ -72,11 +83,11 @@ def direct(world, cfg, clip):
     ra, ea, Sa = ent(0, q2)
     if sw.separator_b:
         rb, eb, Sb = ent(1, q2)
-        f = D.finalize(jnp.asarray(q2), conf2, D.confirmation(ra, q2, sw.confirm), D.confirmation(rb, q2, sw.confirm),
-                       ea, eb, params, sw)
+        f = finalize(jnp.asarray(q2), conf2, confirmation(ra, q2, sw.confirm), confirmation(rb, q2, sw.confirm),
+                     ea, eb, params, sw)
         rows = np.where(np.asarray(f.use_b)[:, None], Sb, Sa)
     else:
-        f = D.finalize(jnp.asarray(q2), conf2, D.confirmation(ra, q2, sw.confirm), None, ea, None, params, sw)
+        f = finalize(jnp.asarray(q2), conf2, confirmation(ra, q2, sw.confirm), None, ea, None, params, sw)
         rows = Sa
     labels = np.asarray(f.labels)
     return labels, clip_score_reference(labels, world.ref_labels[clip], rows, world.M[clip])[0]
@@ -214,7 +225,10 @@ def test_sharded_replay_in_chunks_equals_one_program():
     params = stack_params([x.params() for x in cfgs])
     runner = R.ShardedReplay(prep, sw)
     assert [R.config_bucket(n) for n in (1, 3, 100, 128, 129, 1000, R.CONFIG_CHUNK)] == [1, 4, 128, 128, 256, 1024, 1024]
-    for weights in (np.ones((1, 37), np.float32), np.stack([np.arange(37) % 3 == 0, np.arange(37) < 20]).astype(np.float32)):
+    # two clip groupings of the same shape (one compiled program each for the runner and `totals`),
+    # different values: the second call must not reuse the first's placed weights
+    for weights in (np.stack([np.ones(37), np.arange(37) % 2 == 0]).astype(np.float32),
+                    np.stack([np.arange(37) % 3 == 0, np.arange(37) < 20]).astype(np.float32)):
         got = runner(params, weights)
         want = R.totals(params, prep, jnp.asarray(weights), sw)
         for g, w in zip(got, want):

@@ -98,13 +98,30 @@ def _prepare_clip(P1, P4, ref_labels, M, keys, retag, energy, S, sw: Switches):
     return Prepared(pairs, keys, r, energy, table, silent, ref_labels, S, M)
 
 
-@functools.partial(jax.jit, static_argnames=("sw", "block"))
-def prepare(cache: CacheArrays, sw: Switches, block: int = 16) -> Prepared:
-    """The config-independent part of the replay, once per cache and switches (jitted; clips in blocks
-    of `block`, which bounds the memory of the score tables' temporaries)."""
+@functools.partial(jax.jit, static_argnames=("sw", "block", "n"))
+def _prepare(cache: CacheArrays, sw: Switches, block: int, n: int) -> Prepared:
     c = jax.tree_util.tree_map(jnp.asarray, cache)
     xs = (c.P1, c.P4, c.ref_labels.astype(jnp.int32), c.M, c.keys.astype(jnp.int32), c.retag, c.energy_db, c.S)
-    return jax.lax.map(lambda x: _prepare_clip(*x, sw=sw), xs, batch_size=block)
+    out = jax.lax.map(lambda x: _prepare_clip(*x, sw=sw), xs, batch_size=block)
+    return jax.tree_util.tree_map(lambda a: a[:n], out)
+
+
+def prepare(cache: CacheArrays, sw: Switches, block: int = 16) -> Prepared:
+    """The config-independent part of the replay, once per cache and switches (jitted; clips in blocks
+    of `block`, which bounds the memory of the score tables' temporaries).
+
+    The entry axis is padded to a power of two (at least 4; `pad_entries`: never-found entries after
+    the real ones, so entry indices are unchanged): a cache that grows by a few entries per fill round
+    reuses the compiled programs of `prepare` and of the replays instead of compiling them again.
+    More clips than `block` are padded (the last clip repeated, its results dropped) to a multiple of
+    it: `lax.map` would compile the clip computation a second time for a remainder block."""
+    cache = pad_entries(cache, bucket(int(cache.keys.shape[1]), 4))
+    n = int(cache.keys.shape[0])
+    size = -(-n // block) * block
+    if n > block and size != n:
+        cache = CacheArrays(*(np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], size - n, 0)])
+                              for a in cache))
+    return _prepare(cache, sw, block, n)
 
 
 class ClipReplay(NamedTuple):
@@ -209,7 +226,11 @@ def _totals(params: Params, prep: Prepared, weights: jax.Array, sw: Switches, bl
         per_clip = jnp.stack([s, c.valid.astype(jnp.float32), c.missing.astype(jnp.float32)])   # [3, N]
         return jnp.matmul(per_clip, w, precision=hi)     # [3, G]
 
-    out = jax.lax.map(one, params, batch_size=block)    # [C, 3, G]
+    c = params.w1.shape[0]
+    size = -(-c // block) * block
+    if c > block and size != c:      # a multiple of the block: lax.map compiles a remainder block twice
+        params = Params(*(jnp.concatenate([a, jnp.repeat(a[-1:], size - c, 0)]) for a in params))
+    out = jax.lax.map(one, params, batch_size=block)[:c]   # [C, 3, G]
     return Totals(out[:, 0], out[:, 1], out[:, 2])
 
 
@@ -295,6 +316,19 @@ def _grouped_totals(params: Params, groups: tuple, weights: tuple, sw: Switches)
     return Totals(*(sum(x) for x in zip(*parts)))
 
 
+@functools.lru_cache(maxsize=32)
+def _sharded_totals(mesh: Mesh, sw: Switches):
+    """The jitted `_grouped_totals` of one mesh and switches, made once per process: every ShardedReplay
+    over them (a search's Evaluator makes a new one after each fill round, a sweep one per cache)
+    shares its compiled programs, so same-shaped groups are not compiled again."""
+    # params and weights go in as numpy: the jitted call places them itself (cheaper than a
+    # device_put per call, which is most of the cost of replaying a single config)
+    return jax.jit(functools.partial(_grouped_totals, sw=sw),
+                   in_shardings=(NamedSharding(mesh, P("config")), NamedSharding(mesh, P("clip")),
+                                 NamedSharding(mesh, P(None, "clip"))),
+                   out_shardings=NamedSharding(mesh, P("config")))
+
+
 class ShardedReplay:
     """`totals` with configs × clips sharded over a 2-D device mesh ("config", "clip").
 
@@ -302,11 +336,13 @@ class ShardedReplay:
     trimmed to its entry count, padded with weight-0 clips to the mesh, placed once split over the
     "clip" axis and replicated over "config".  A call replays every group in one jitted program (one
     dispatch: a single config costs little more than its arithmetic), the config axis padded to
-    `config_bucket` and split over "config"; more than CONFIG_CHUNK configs go in chunks of that many.
+    `config_bucket` (and to at least `least_configs`, a power of two: a caller replaying a few configs
+    at a time, e.g. one then five then nine, compiles one program for them all instead of one per
+    size) and split over "config"; more than CONFIG_CHUNK configs go in chunks of that many.
     XLA inserts the sum over clip shards."""
 
     def __init__(self, prep: Prepared, sw: Switches, devices=None, config_axis: int | None = None,
-                 least_clips: int = 128):
+                 least_clips: int = 128, least_configs: int = 1):
         devices = list(devices if devices is not None else jax.devices())
         n_dev = len(devices)
         n_cfg = config_axis if config_axis is not None else n_dev
@@ -314,6 +350,7 @@ class ShardedReplay:
             raise ValueError(f"config axis {n_cfg} does not divide {n_dev} devices")
         self.mesh = Mesh(np.array(devices).reshape(n_cfg, n_dev // n_cfg), ("config", "clip"))
         self.sw = sw
+        self.least_configs = least_configs
         n_clip_shards = n_dev // n_cfg
         self.n_clips = int(prep.keys.shape[0])
         prep = jax.tree_util.tree_map(lambda a: np.asarray(a), prep)
@@ -326,12 +363,7 @@ class ShardedReplay:
                                         else v[rows][:, :e]) for f, v in prep._asdict().items()}))
             self.groups.append((idx, pad))
         self._subs = jax.device_put(tuple(subs), NamedSharding(self.mesh, P("clip")))
-        # params and weights go in as numpy: the jitted call places them itself (cheaper than a
-        # device_put per call, which is most of the cost of replaying a single config)
-        self._fn = jax.jit(functools.partial(_grouped_totals, sw=sw),
-                           in_shardings=(NamedSharding(self.mesh, P("config")), NamedSharding(self.mesh, P("clip")),
-                                         NamedSharding(self.mesh, P(None, "clip"))),
-                           out_shardings=NamedSharding(self.mesh, P("config")))
+        self._fn = _sharded_totals(self.mesh, sw)
         self._last_weights = (None, None)
 
     def _weights(self, weights: np.ndarray) -> tuple:
@@ -354,7 +386,7 @@ class ShardedReplay:
         for lo in range(0, c, CONFIG_CHUNK):
             part = Params(*(np.asarray(a, np.float32)[lo:lo + CONFIG_CHUNK] for a in params))
             n = int(part.w1.shape[0])
-            size = config_bucket(n)
+            size = max(config_bucket(n), self.least_configs)
             out.append((n, self._fn(pad_configs(part, size + (-size) % n_cfg), self._subs, ws)))
         return Totals(*(np.concatenate([np.asarray(t[i], np.float64)[:n] for n, t in out]) for i in range(3)))
 

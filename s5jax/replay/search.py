@@ -33,6 +33,15 @@ from . import replay as R
 
 Fill = Callable[[dict], CacheArrays]
 
+# clip scores of a batch of clips [N, ...] as one compiled program (op by op, each of the metric's
+# ~100 primitives would be dispatched and compiled on its own: seconds per new clip count)
+_clip_scores = jax.jit(jax.vmap(clip_score_detail))
+
+# Configs of a replay call are padded to at least this many: the search scores one config, then
+# coordinate-descent and per-class steps of 2-11 values, so one compiled program serves them all
+# (each new config count is a compile of seconds; replaying 16 configs instead of 1 costs milliseconds).
+LEAST_CONFIGS = 16
+
 
 @dataclasses.dataclass(frozen=True)
 class Grids:
@@ -112,7 +121,8 @@ class Evaluator:
 
     def _runner(self, sw) -> R.ShardedReplay:
         if sw not in self._sharded:
-            self._sharded[sw] = R.ShardedReplay(self.prepared(sw), sw, devices=self.devices)
+            self._sharded[sw] = R.ShardedReplay(self.prepared(sw), sw, devices=self.devices,
+                                                least_configs=LEAST_CONFIGS)
         return self._sharded[sw]
 
     def _refill(self, miss: dict) -> bool:
@@ -139,7 +149,7 @@ class Evaluator:
         prep = self.prepared(sw)
         for i in range(0, c, self.chunk):
             part = Params(*(np.asarray(a)[i:i + self.chunk] for a in params))
-            part = R.pad_configs(part, R.bucket(int(part.w1.shape[0])))
+            part = R.pad_configs(part, R.bucket(int(part.w1.shape[0]), LEAST_CONFIGS))
             for n, ks in R.missing_by_clip(R.replay_configs(part, prep, sw).clips).items():
                 miss.setdefault(n, set()).update(ks)
         return miss
@@ -184,7 +194,7 @@ class Evaluator:
         found = have.any(axis=1) | silent
         idx = np.argmax(have, axis=1)
         S = np.asarray(self.cache.S)[np.arange(len(refs)), idx]
-        d = jax.vmap(clip_score_detail)(jnp.asarray(refs), jnp.asarray(refs), jnp.asarray(S), jnp.asarray(self.cache.M))
+        d = _clip_scores(jnp.asarray(refs), jnp.asarray(refs), jnp.asarray(S), jnp.asarray(self.cache.M))
         score = np.where(found, np.asarray(d.score), np.nan)
         return score, ~found
 
@@ -292,7 +302,9 @@ def search(start: SystemConfig, ev: Evaluator, weights: np.ndarray | None = None
             continue
         combos, cfgs = _grid_configs(cur, names, [getattr(grids, n) for n in names])
         parts = []
-        with tqdm(total=len(cfgs), desc=f"stage {stage}", unit="config", disable=not progress, leave=False) as bar:
+        # mininterval 0: every chunk is shown (a step is one replay call: few, and fast once compiled)
+        with tqdm(total=len(cfgs), desc=f"stage {stage}", unit="config", disable=not progress, leave=False,
+                  mininterval=0) as bar:
             for i in range(0, len(cfgs), GRID_CHUNK):
                 parts.append(score(cfgs[i:i + GRID_CHUNK]))
                 bar.update(len(parts[-1]))
@@ -409,7 +421,7 @@ def class_report(out: R.Replay, cache: CacheArrays) -> ClassReport:
     entry = np.asarray(out.clips.entry)
     n = labels.shape[0]
     S = np.asarray(cache.S)[np.arange(n)[:, None], entry, np.arange(3)[None, :]]     # [N, 3 slots, 3 refs]
-    d = jax.vmap(clip_score_detail)(jnp.asarray(labels), jnp.asarray(cache.ref_labels), jnp.asarray(S),
+    d = _clip_scores(jnp.asarray(labels), jnp.asarray(cache.ref_labels), jnp.asarray(S),
                                     jnp.asarray(cache.M))
     ok = ~np.asarray(out.clips.missing)
     conf = np.zeros((SILENCE + 1, SILENCE + 1), np.int64)
