@@ -6,7 +6,8 @@
 
 `tagger.apply_fn(variables, waveform) -> logits` is a pure function (no state, no Python loop over
 clips), so callers may jit or shard it themselves (see s5jax.system.engine); `tagger.variables` holds the
-weights as device arrays. Calls on the object are jitted, one compilation per input shape.
+weights as device arrays. Calls on the object are jitted, one compilation per input shape (shared by
+`tagger(...)`, `predict` and `intermediates`).
 """
 from __future__ import annotations
 
@@ -44,14 +45,16 @@ class Tagger(LoadedModel):
     def __init__(self, cfg: M2DConfig, variables, kind: str = "", source: str | None = None,
                  identity: dict | None = None, expected=None):
         super().__init__(cfg, variables, kind, source, identity, expected)
-        self._logits = jax.jit(self.apply_fn)
-        self._predict = jax.jit(lambda v, w: predict_from_logits(self.apply_fn(v, w)))
 
-        def intermediates(variables, waveform):
+        def forward(variables, waveform):
             logits, inter = self.module.apply(variables, waveform)
             return {"logits": logits, **inter}
 
-        self._intermediates = jax.jit(intermediates)
+        # one compiled program per input shape serves __call__, predict and intermediates: the extra
+        # outputs are on the way to the logits anyway (a few MB), while a program per method compiled
+        # the whole model up to three times for one shape (≈ 10-20 s each for the full-size taggers)
+        self._forward = jax.jit(forward)
+        self._predict = jax.jit(predict_from_logits)     # [b, tracks, classes] only: compiles in ms
 
     @classmethod
     def default_kind(cls, cfg: M2DConfig) -> str:
@@ -95,12 +98,12 @@ class Tagger(LoadedModel):
 
     def __call__(self, waveform) -> jax.Array:
         """waveform [batch, channels, samples] -> logits [batch, tracks, classes] (float32)."""
-        return self._logits(self.variables, self.check_input(waveform))
+        return self._forward(self.variables, self.check_input(waveform))["logits"]
 
     def predict(self, waveform) -> TagPrediction:
         """Per track: class index, its probability, and the softmax over the 19 classes."""
-        return self._predict(self.variables, self.check_input(waveform))
+        return self._predict(self(waveform))
 
     def intermediates(self, waveform) -> dict[str, jax.Array]:
         """logits, lms [b, ch, mels, frames], features [b, ch, time, F*D], pooled [b, ch*F*D]."""
-        return self._intermediates(self.variables, self.check_input(waveform))
+        return self._forward(self.variables, self.check_input(waveform))

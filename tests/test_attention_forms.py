@@ -17,7 +17,7 @@ TINY = M2DConfig(embed_dim=64, num_heads=4, depth=1, mlp_dim=128, head_dim=96, t
 @pytest.fixture(scope="module")
 def setup():
     x = np.random.default_rng(0).standard_normal((2, 11, 64)).astype(np.float32)
-    variables = Attention(dataclasses.replace(TINY, attention="loop")).init(jax.random.PRNGKey(0), x)
+    variables = jax.jit(Attention(dataclasses.replace(TINY, attention="loop")).init)(jax.random.PRNGKey(0), x)
     return x, variables
 
 

@@ -132,13 +132,13 @@ def test_long_input_is_encoded_chunk_by_chunk(tagger4):
 def test_short_chunk_uses_first_pos_embed_columns(tagger4):
     params = tagger4.variables["params"]["encoder"]
     lms = jnp.asarray(np.random.default_rng(3).standard_normal((1, 80, 32)), jnp.float32)  # 2 columns
-    enc = ViTEncoder(tagger4.cfg)
-    base = np.asarray(enc.apply({"params": params}, lms))
+    enc = jax.jit(ViTEncoder(tagger4.cfg).apply)          # one program for the three calls, not op by op
+    base = np.asarray(enc({"params": params}, lms))
     grid = np.asarray(params["pos_embed"][0, 1:]).reshape(5, 4, 64)
 
     def with_grid(g):
         pe = np.concatenate([np.asarray(params["pos_embed"][0, :1]), g.reshape(20, 64)])[None]
-        return np.asarray(enc.apply({"params": {**params, "pos_embed": jnp.asarray(pe)}}, lms))
+        return np.asarray(enc({"params": {**params, "pos_embed": jnp.asarray(pe)}}, lms))
 
     kick = np.random.default_rng(4).standard_normal(64).astype(np.float32)  # not constant: LayerNorm
     g = grid.copy()                                                           # would remove a constant
@@ -215,9 +215,9 @@ def test_attention_equals_timm_multi_head_attention_in_float64():
     cfg = small_cfg(4)
     rng = np.random.default_rng(3)
     x = rng.standard_normal((2, 7, cfg.embed_dim)).astype(np.float32)
-    params = Attention(cfg).init(jax.random.PRNGKey(0), jnp.asarray(x))["params"]
+    params = jax.jit(Attention(cfg).init)(jax.random.PRNGKey(0), jnp.asarray(x))["params"]   # not op by op
     params = jax.tree_util.tree_map(lambda a: rng.standard_normal(a.shape).astype(np.float32) * 0.2, params)
-    ours = np.asarray(Attention(cfg).apply({"params": params}, jnp.asarray(x)), np.float64)
+    ours = np.asarray(jax.jit(Attention(cfg).apply)({"params": params}, jnp.asarray(x)), np.float64)
 
     p = jax.tree_util.tree_map(lambda a: np.asarray(a, np.float64), params)
     b, n, d = x.shape
