@@ -18,11 +18,14 @@ GOLDEN = pathlib.Path(os.environ.get("S5JAX_GOLDEN", ROOT / "tests" / "golden"))
 # split over worker processes file by file (scripts/test.sh: --dist loadfile, and
 # --no-loadscope-reorder, without which xdist orders the files by their number of tests and this order
 # is lost), a long file started last would run alone at the end. Order from `--durations=0`.
-LONG_FIRST = ("test_demo.py", "test_replay_pipeline.py", "test_train.py", "test_search.py",
-              "test_torch_port.py", "test_replay.py", "test_system_pipeline.py", "test_infer.py",
-              "test_resunet_parity.py", "test_infer_safety.py", "test_synth.py", "test_m2d_parity.py",
-              "test_tiny_official.py", "test_segment_models.py", "test_resunet.py", "test_cache.py",
-              "test_write_errors.py", "test_startup.py", "test_weight_cache.py", "test_m2d.py")
+LONG_FIRST = ("test_demo.py", "test_train.py", "test_torch_port.py", "test_search.py",
+              # after a few files: it waits for conftest.world_demo (the demo test's fixture) to reuse
+              # its compiled programs, so it should not start beside it
+              "test_replay_pipeline.py", "test_system_pipeline.py", "test_infer_safety.py", "test_infer.py",
+              "test_resunet_parity.py", "test_replay.py", "test_m2d_parity.py", "test_resunet.py",
+              "test_submit.py", "test_segment_world.py", "test_processes.py", "test_synth.py",
+              "test_segment_models.py", "test_convert_errors.py", "test_tiny_official.py", "test_cache.py",
+              "test_write_errors.py", "test_startup.py", "test_weight_cache.py", "test_m2d.py", "test_metric.py")
 
 
 def pytest_collection_modifyitems(items):
