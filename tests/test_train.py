@@ -34,8 +34,9 @@ def shared_compiles():
     CLI does: a new run builds new jitted closures, so without it every run_training call compiles its
     programs again (the tiny tagger's init alone is ~10 s of XLA compile: each parameter's random
     initialiser is its own threefry program). With it, a program compiled once (init, train and eval
-    steps of one config) is read back by every later run of it, here and in the CLI subprocesses, which
-    inherit S5JAX_CACHE_DIR. The JAX settings are restored after the module."""
+    steps of one config) is read back by every later run of it, here and in the CLI subprocesses
+    (`s5jax train` does not enable the cache itself: run_cli points them at this folder through JAX's
+    own environment variables). The JAX settings are restored after the module."""
     import jax
     from s5jax.runtime import compile_cache
 
@@ -57,7 +58,10 @@ def tagger_cfg(data, out, **kw) -> dict:
 
 
 def run_cli(args, env_extra=None, cwd=None, wait=True):
-    env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
+    # the module's compilation cache (shared_compiles), which `s5jax train` reads through JAX's variables
+    cache = {"JAX_COMPILATION_CACHE_DIR": os.environ["S5JAX_CACHE_DIR"],
+             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = {**os.environ, "PYTHONPATH": ROOT, **cache, **(env_extra or {})}
     cmd = [sys.executable, "-m", "s5jax.cli", *args]
     if not wait:
         return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
