@@ -28,9 +28,25 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("devset"))
 
 
-@pytest.fixture(scope="module")
-def jax_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("jaxcache"))
+@pytest.fixture(scope="module", autouse=True)
+def shared_compiles():
+    """The in-process runs use the session's compilation cache (S5JAX_CACHE_DIR, tests/conftest.py) as the
+    CLI does: a new run builds new jitted closures, so without it every run_training call compiles its
+    programs again (the tiny tagger's init alone is ~10 s of XLA compile: each parameter's random
+    initialiser is its own threefry program). With it, a program compiled once (init, train and eval
+    steps of one config) is read back by every later run of it, here and in the CLI subprocesses
+    (`s5jax train` does not enable the cache itself: run_cli points them at this folder through JAX's
+    own environment variables). The JAX settings are restored after the module."""
+    import jax
+    from s5jax.runtime import compile_cache
+
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes")
+    old = {k: getattr(jax.config, k) for k in keys}
+    assert compile_cache.enable() == os.environ["S5JAX_CACHE_DIR"]
+    yield
+    for k, v in old.items():
+        jax.config.update(k, v)
 
 
 def tagger_cfg(data, out, **kw) -> dict:
@@ -42,7 +58,10 @@ def tagger_cfg(data, out, **kw) -> dict:
 
 
 def run_cli(args, env_extra=None, cwd=None, wait=True):
-    env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
+    # the module's compilation cache (shared_compiles), which `s5jax train` reads through JAX's variables
+    cache = {"JAX_COMPILATION_CACHE_DIR": os.environ["S5JAX_CACHE_DIR"],
+             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+    env = {**os.environ, "PYTHONPATH": ROOT, **cache, **(env_extra or {})}
     cmd = [sys.executable, "-m", "s5jax.cli", *args]
     if not wait:
         return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -130,14 +149,13 @@ def test_separator_loss_falls_and_ca_sdri_improves(data, tmp_path):
 
 # ------------------------------------------------------------------------------------------ resume
 @pytest.mark.slow
-def test_kill_and_resume_continues_bit_identically(data, tmp_path, jax_cache, capsys):
+def test_kill_and_resume_continues_bit_identically(data, tmp_path, capsys):
     steps = 12
-    env = {"JAX_COMPILATION_CACHE_DIR": jax_cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
     ref = run_training(TrainConfig.from_dict({**tagger_cfg(data, tmp_path / "ref", steps=steps, save_every=1,
                                                            valid_every=4), "model": "tagger"}))
     cfg = write_json(tmp_path / "cfg.json", tagger_cfg(data, tmp_path / "killed", steps=steps, save_every=1,
                                                        valid_every=4))
-    proc = run_cli(["train", "tagger", cfg, "--quiet"], env, wait=False)
+    proc = run_cli(["train", "tagger", cfg, "--quiet"], wait=False)      # reads the ref run's compiles
     last = tmp_path / "killed" / "checkpoints" / "last"
     t0 = time.time()
     while time.time() - t0 < 300:
@@ -192,17 +210,16 @@ def test_frozen_parameters_unchanged(data, tmp_path):
 
 # ------------------------------------------------------------------------------------------ scale-out
 @pytest.mark.slow
-def test_eight_devices_and_two_processes_give_the_one_device_losses(data, tmp_path, jax_cache, capsys):
-    env = {"JAX_COMPILATION_CACHE_DIR": jax_cache, "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}
+def test_eight_devices_and_two_processes_give_the_one_device_losses(data, tmp_path, capsys):
     base = tagger_cfg(data, tmp_path / "one", steps=3, valid_every=3, batchnorm="train")
     cfg = write_json(tmp_path / "c.json", base)
     # the 8-device and the 2-process runs in their own processes, all at once; the 1-device run
     # meanwhile in this one (as the CLI runs it): the three overlap instead of queueing
     eight = run_cli(["train", "tagger", cfg, "--quiet", "--out", str(tmp_path / "eight")],
-                    {**env, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, wait=False)
+                    {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}, wait=False)
     port = str(20000 + os.getpid() % 20000)
     procs = [run_cli(["train", "tagger", cfg, "--quiet", "--out", str(tmp_path / "two"), "--coordinator",
-                      f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], env, wait=False)
+                      f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], wait=False)
              for i in range(2)]
     try:
         assert main(["train", "tagger", write_json(tmp_path / "c1.json", base), "--quiet"]) == 0
@@ -277,16 +294,19 @@ def test_a_failed_start_writes_nothing_and_validation_follows_the_data(data, tmp
     dev, out = tmp_path / "dev", tmp_path / "run"
     shutil.copytree(data, dev)
     (tmp_path / "bad.json").write_text('[{"metadata_path": "gone.json"}]')
+    # steps=12 (lr 1e-3), left early with stop_after: the training program of the kill-and-resume test's
+    # runs (the schedule is compiled in), read from the compilation cache instead of compiled again
+    cfg = {**tagger_cfg(dev, out, steps=12, valid_every=2), "model": "tagger"}
     for bad in ({"valid_metadata": str(tmp_path / "bad.json")}, {"data_root": str(tmp_path / "nowhere")}):
         with pytest.raises(S5Error):
-            run_training(TrainConfig.from_dict({**tagger_cfg(dev, out, steps=1), **bad, "model": "tagger"}))
+            run_training(TrainConfig.from_dict({**cfg, **bad}), stop_after=1)
         assert not out.exists()                      # nothing written: the corrected config is not refused
-    run_training(TrainConfig.from_dict({**tagger_cfg(dev, out, steps=1), "model": "tagger"}))
+    run_training(TrainConfig.from_dict(cfg), stop_after=1)
     drawn = read_scenes(out / "valid.json")
     assert len(drawn) == 8 and (out / "valid" / "valid_00000.json").is_file()
     gone = sorted({e["label"] for _, s in drawn for e in s["fg_events"]})[0]
     shutil.rmtree(dev / "sound_event" / "valid" / gone)         # the data changes: validation is redrawn
-    res = run_training(TrainConfig.from_dict({**tagger_cfg(dev, out, steps=2), "model": "tagger"}))
+    res = run_training(TrainConfig.from_dict(cfg), stop_after=2)
     assert res.steps_done == 2 and res.valid[-1]["step"] == 2
     redrawn = read_scenes(out / "valid.json")
     assert len(redrawn) == 8 and gone not in {e["label"] for _, s in redrawn for e in s["fg_events"]}
