@@ -117,10 +117,8 @@ def prepare(cache: CacheArrays, sw: Switches, block: int = 16) -> Prepared:
     it: `lax.map` would compile the clip computation a second time for a remainder block."""
     cache = pad_entries(cache, bucket(int(cache.keys.shape[1]), 4))
     n = int(cache.keys.shape[0])
-    size = -(-n // block) * block
-    if n > block and size != n:
-        cache = CacheArrays(*(np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], size - n, 0)])
-                              for a in cache))
+    if n > block:
+        cache = pad_rows(cache, round_up(n, block))
     return _prepare(cache, sw, block, n)
 
 
@@ -227,9 +225,8 @@ def _totals(params: Params, prep: Prepared, weights: jax.Array, sw: Switches, bl
         return jnp.matmul(per_clip, w, precision=hi)     # [3, G]
 
     c = params.w1.shape[0]
-    size = -(-c // block) * block
-    if c > block and size != c:      # a multiple of the block: lax.map compiles a remainder block twice
-        params = Params(*(jnp.concatenate([a, jnp.repeat(a[-1:], size - c, 0)]) for a in params))
+    if c > block:                    # a multiple of the block: lax.map compiles a remainder block twice
+        params = pad_rows(params, round_up(c, block), jnp)
     out = jax.lax.map(one, params, batch_size=block)[:c]   # [C, 3, G]
     return Totals(out[:, 0], out[:, 1], out[:, 2])
 
@@ -258,15 +255,27 @@ def config_bucket(n: int) -> int:
     block, then a multiple of the block, so padding wastes little and few programs are compiled."""
     if n <= CONFIG_BLOCK:
         return bucket(n, least=1)
-    return -(-n // CONFIG_BLOCK) * CONFIG_BLOCK
+    return round_up(n, CONFIG_BLOCK)
+
+
+def round_up(n: int, multiple: int) -> int:
+    """The smallest multiple of `multiple` that is >= n."""
+    return -(-n // multiple) * multiple
+
+
+def pad_rows(rows: tuple, size: int, xp=np) -> tuple:
+    """A named tuple of arrays padded along axis 0 to `size` rows by repeating each array's last row
+    (unchanged when it has them already). `xp`: numpy, or jax.numpy inside a jitted function."""
+    n = int(xp.asarray(rows[0]).shape[0])
+    if size == n:
+        return rows
+    return type(rows)(*(xp.concatenate([a, xp.repeat(a[-1:], size - n, 0)])
+                        for a in (xp.asarray(a) for a in rows)))
 
 
 def pad_configs(params: Params, size: int) -> Params:
     """Pad the config axis to `size` by repeating the last config."""
-    c = int(np.asarray(params.w1).shape[0])
-    if size == c:
-        return params
-    return Params(*(np.concatenate([np.asarray(a), np.repeat(np.asarray(a)[-1:], size - c, 0)]) for a in params))
+    return pad_rows(params, size)
 
 
 def pad_entries(cache: CacheArrays, size: int) -> CacheArrays:
