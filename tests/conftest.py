@@ -1,6 +1,7 @@
 """Shared test fixtures: the golden folder, official-format checkpoints written from synthetic weights."""
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import json
 import os
@@ -78,6 +79,25 @@ def write_lightning_ckpt(state_dict: dict, path, extra: bool = True) -> str:
     return str(path)
 
 
+def run_folder(tmp_path_factory) -> pathlib.Path:
+    """This test run's folder, shared by its xdist workers (their base temp folders sit in it; without
+    xdist the base temp folder is the run's)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+@contextlib.contextmanager
+def run_lock(tmp_path_factory, name: str):
+    """Hold the run-wide file lock `name` (one worker builds a shared fixture, the others wait) ->
+    the run's folder."""
+    import fcntl
+
+    shared = run_folder(tmp_path_factory)
+    with open(shared / f"{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield shared
+
+
 @pytest.fixture(scope="session", autouse=True)
 def compile_cache_in_tmp(tmp_path_factory):
     """CLI runs in tests use a compilation cache private to this test run, never the user's ~/.cache.
@@ -86,8 +106,7 @@ def compile_cache_in_tmp(tmp_path_factory):
     as two concurrent `s5jax` runs share ~/.cache (JAX writes each entry once; s5jax's own entries
     atomically)."""
     old = os.environ.get("S5JAX_CACHE_DIR")
-    base = tmp_path_factory.getbasetemp()
-    folder = (base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base) / "compile_cache"
+    folder = run_folder(tmp_path_factory) / "compile_cache"
     folder.mkdir(exist_ok=True)
     os.environ["S5JAX_CACHE_DIR"] = str(folder)
     yield
@@ -299,13 +318,7 @@ def world_dir(tmp_path_factory):
     """The bundled world's test split (default config: the one the bundled models were trained on;
     see make_test_split_world) with its first WORLD_CLIPS clips rendered. Made once per test run and
     shared by the xdist workers (a folder beside their base temp folders, built under a file lock)."""
-    import fcntl
-
-    base = tmp_path_factory.getbasetemp()
-    # xdist workers' base folders sit in this run's folder; without xdist the base folder is this run's
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    with open(shared / "world.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with run_lock(tmp_path_factory, "world") as shared:
         make_test_split_world(shared / "world", render=WORLD_CLIPS, workers=os.cpu_count() or 1)
     return str(shared / "world")
 
@@ -317,20 +330,16 @@ def world_demo(tmp_path_factory, world_dir):
     Made once per test run under a file lock and shared by the xdist workers, like world_dir: the
     replay == pipeline tests run the same models on the same clips, so the demo's compiled programs
     (in the run's compile cache) serve them -> (demo folder, run_demo's result, its log lines)."""
-    import fcntl
-
     from s5jax.cli import main
     from s5jax.demo import run_demo
+    from s5jax.files import write_json_atomic
 
-    base = tmp_path_factory.getbasetemp()
-    shared = base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
-    out, record = shared / "demo", shared / "demo.result.json"
-    with open(shared / "demo.lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    with run_lock(tmp_path_factory, "demo") as shared:
+        out, record = shared / "demo", shared / "demo.result.json"
         if not record.is_file():
             lines: list[str] = []
             result = run_demo(str(out), clips=WORLD_CLIPS, world=world_dir, folds=3, grid="small", quiet=True,
                               log=lines.append, runner=main)
-            record.write_text(json.dumps({"result": result, "log": lines}))
+            write_json_atomic(record, {"result": result, "log": lines})
     saved = json.loads(record.read_text())
     return out, saved["result"], saved["log"]
