@@ -12,8 +12,8 @@ Every (round, model, batch, tree) is a fresh subprocess with PYTHONPATH=tree, so
 code and its own peak RSS is measured; trees alternate inside a round and their order flips between
 rounds, so load changes on a shared machine hit all trees alike. A worker converts synthetic weights
 of the full-size official model (`s5jax.synthetic_weights.synthetic_state_dict`, the real conversion), jits the
-plain forward pass (`system` = 4-ch tagger -> silence last -> separator, the `baseline` preset of
-`system.pipeline.make_system`),
+plain forward pass (`system` = 4-ch tagger -> silence last -> separator, the official baseline's three
+steps in one program),
 compiles and warms up once, then times `--runs` calls: wall (perf_counter), CPU (process_time, all
 threads) and minor page faults per call. The process is set up as the `s5jax` CLI sets it up
 (`s5jax.runtime.memory.configure_from_env()` when the tree has it), or, with `--malloc keep|default`, with
@@ -83,13 +83,17 @@ def _apply_fns(model: str):
     if model == "separator":
         q = jnp.zeros((1, 54), jnp.float32).at[0, jnp.array([3, 18 + 15, 36 + 17])].set(1.0)
         return (lambda v, mix: sep_apply(v, mix, jnp.broadcast_to(q, (mix.shape[0], 54)))), sv
-    from s5jax.system.config import preset
-    from s5jax.system.pipeline import make_system
+    from s5jax.separator import query_vector
+    from s5jax.system.pipeline import silence_last
+    from s5jax.tagger import predict_from_logits
 
     tagger, tv = load("tagger-4ch")
-    config = preset("baseline")
-    baseline = make_system(config.switches(), lambda v, mix: tagger.apply(v, mix)[0], None, sep_apply)
-    return (lambda v, mix: baseline((v[0], None, v[1], None, v[2]), mix)), (tv, sv, config.params())
+
+    def baseline(v, mix):           # the official three steps in one program
+        labels, probs, _ = silence_last(*predict_from_logits(tagger.apply(v[0], mix)[0]))
+        return labels, probs, sep_apply(v[1], mix, query_vector(labels))
+
+    return baseline, (tv, sv)
 
 
 def calls_peak_start() -> float:

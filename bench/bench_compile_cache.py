@@ -12,7 +12,7 @@ steadier than wall under load.
 With a short clip (`--seconds 1`) a run is almost all start-up (import, loading both models, tracing,
 compiling or fetching from the cache), so `warm` there is the time a second run takes to start
 computing, plus ≈ 0.1 of a 10 s clip's compute; the `first call` column is that start-up alone: from
-launching the process to the first call of the compiled system program (`DataParallel.__call__`,
+launching the process to the first call of a compiled program (`DataParallel.on_device`,
 timed by a launcher around the CLI). `--tree NAME=DIR` (repeatable) runs another
 checkout's `s5jax` side by side (runs alternate between trees; each tree has its own cache folder);
 by default this checkout alone.
@@ -49,14 +49,14 @@ def prepare(work: pathlib.Path, seconds: float, kinds: tuple[str, ...]) -> None:
 LAUNCHER = """
 import os, sys, time
 import s5jax.runtime.parallel as p
-call = p.DataParallel.__call__
+call = p.DataParallel.on_device
 def first(self, *a, **k):
     path = os.environ["S5JAX_BENCH_FIRST_CALL"]
     if not os.path.exists(path):
         with open(path, "w") as f:
             f.write(repr(time.time()))
     return call(self, *a, **k)
-p.DataParallel.__call__ = first
+p.DataParallel.on_device = first
 from s5jax.cli import main
 sys.exit(main(sys.argv[1:]))
 """

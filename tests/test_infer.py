@@ -233,20 +233,18 @@ def test_forced_silent_slot_end_to_end(tiny_ckpt, tmp_path, capsys):
 
 
 def test_same_shape_batches_are_traced_once(setup, tmp_path, monkeypatch, memo_dir):
-    """infer's per-batch program is traced once for a run: 5 clips of one length at --batch-size 2
-    are three batches, the last one (1 clip) padded to the same shape, so it reuses the program
-    (a retrace per batch or for the short last batch would cost a compile each). `memo_dir`: an
-    empty program cache, so the one trace is the export's (none kept from an earlier test)."""
+    """infer's per-batch programs (the tagger's, the separator's) are traced once each for a run:
+    5 clips of one length at --batch-size 2 are three batches, the last one (1 clip) padded to the
+    same shape, so it reuses them (a retrace per batch or for the short last batch would cost a
+    compile each). `memo_dir`: an empty program cache, so the one trace is the export's (none kept
+    from an earlier test)."""
     import chex
 
-    from s5jax.system import engine
+    from s5jax.system import stages
 
-    real = engine.make_system
-
-    def counted(*a, **k):
-        return chex.assert_max_traces(real(*a, **k), n=1)
-
-    monkeypatch.setattr(engine, "make_system", counted)
+    for name in ("_tag_fn", "_separate_fn"):
+        real = getattr(stages, name)
+        monkeypatch.setattr(stages, name, lambda *a, real=real: chex.assert_max_traces(real(*a), n=1))
     _, data, ckpt = setup
     assert len(os.listdir(data / "soundscape")) == 5
     assert _infer(data, tmp_path / "out", ckpt) == 0

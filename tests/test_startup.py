@@ -142,14 +142,15 @@ def _engine_outputs(tiny_ckpt, mixture, prepare: bool):
 
 
 def test_prepared_and_exported_programs_compute_what_jit_does(tiny_ckpt, memo_dir, monkeypatch):
-    """The baseline engine's program compiled before the weights arrive, then kept as an export and
-    served from it (tracing made impossible), gives exactly what a plain jit call gives."""
+    """The baseline engine's programs compiled before the weights arrive, then kept as exports and
+    served from them (tracing made impossible), gives exactly what a plain jit call gives."""
     from jax import export
 
     mixture = np.random.default_rng(0).standard_normal((2, 4, 8000)).astype(np.float32) * 0.1
     plain = _engine_outputs(tiny_ckpt, mixture, prepare=False)
-    fresh = _engine_outputs(tiny_ckpt, mixture, prepare=True)          # exports and keeps the program
-    (kept,) = (memo_dir / "s5jax-programs").iterdir()
+    fresh = _engine_outputs(tiny_ckpt, mixture, prepare=True)          # exports and keeps the programs
+    kept = sorted((memo_dir / "s5jax-programs").iterdir())
+    assert len(kept) == 2                                             # the tagger's and the separator's
 
     def no_export(*a, **k):
         raise AssertionError("exported again although the program is kept")
@@ -159,12 +160,14 @@ def test_prepared_and_exported_programs_compute_what_jit_does(tiny_ckpt, memo_di
     for a, b, c in zip(plain, fresh, served):
         assert np.array_equal(a, b) and np.array_equal(a, c)
     assert np.abs(plain[2]).max() > 0                                 # real stems, not zeros
-    kept.write_bytes(b"damaged")
+    for k in kept:
+        k.write_bytes(b"damaged")
     monkeypatch.undo()
     real = compile_cache.memo_path
     monkeypatch.setattr(compile_cache, "memo_path", lambda *a, **k: real(*a, folder=str(memo_dir), **k))
-    again = _engine_outputs(tiny_ckpt, mixture, prepare=True)         # re-exported, file replaced
-    assert all(np.array_equal(a, b) for a, b in zip(plain, again)) and kept.read_bytes() != b"damaged"
+    again = _engine_outputs(tiny_ckpt, mixture, prepare=True)         # re-exported, files replaced
+    assert all(np.array_equal(a, b) for a, b in zip(plain, again))
+    assert all(k.read_bytes() != b"damaged" for k in kept)
 
 
 def test_prepared_program_is_not_used_for_other_weights():

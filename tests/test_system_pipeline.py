@@ -157,8 +157,10 @@ def test_a_config_needing_an_absent_model_is_a_one_line_error(setup, capsys):
 
 
 def test_system_program_is_kept_and_served_without_tracing(setup, memo_dir, tmp_path, monkeypatch):
-    """`infer --system`: the refined system's program (its config values are an input) is exported
-    and kept like the baseline's, and a later engine is served from it, computing the same."""
+    """`infer --system`: the refined system's stage programs are exported and kept like the
+    baseline's, and a later engine is served from them, computing the same. Four programs: the 4-ch
+    tagger, the 1-ch tagger on mixtures and on folded stems, and one separator program that serves
+    both A and B (same config, other weights) and both passes."""
     from jax import export
 
     from s5jax.system.engine import system_engine
@@ -175,8 +177,8 @@ def test_system_program_is_kept_and_served_without_tracing(setup, memo_dir, tmp_
         return [np.asarray(a) for a in eng.compute(mix[:2])]
 
     plain = outputs(prepare=False)
-    fresh = outputs(prepare=True)                                   # exports and keeps the program
-    (kept,) = (memo_dir / "s5jax-programs").iterdir()
+    fresh = outputs(prepare=True)                                   # exports and keeps the programs
+    assert len(list((memo_dir / "s5jax-programs").iterdir())) == 4
 
     def no_export(*a, **k):
         raise AssertionError("exported again although the program is kept")

@@ -227,8 +227,7 @@ class CacheBuilder:
     def __init__(self, cache_dir: str, input_dir: str, oracle_dir: str, clips: list[tuple[str, str]],
                  tagger4, tagger1, separators: list, identities: dict, batch_size: int,
                  process: tuple[int, int] = (0, 1), resample: bool = False):
-        from ..runtime.parallel import DataParallel
-        from ..system.pipeline import make_base_fn, make_entry_fn
+        from ..system.stages import Stages
 
         self.cache_dir, self.input_dir, self.oracle_dir = cache_dir, input_dir, oracle_dir
         self.clips = clips
@@ -238,10 +237,8 @@ class CacheBuilder:
         self.batch_size = batch_size
         self.resample = resample
         self.min_samples = max(tagger4.min_samples, tagger1.min_samples, *(s.min_samples for s in separators))
-        self._base = DataParallel(make_base_fn(tagger4.apply_fn, tagger1.apply_fn),
-                                  (tagger4.variables, tagger1.variables))
-        self._entry = [DataParallel(make_entry_fn(s.apply_fn, tagger1.apply_fn), (s.variables, tagger1.variables))
-                       for s in separators]
+        # the system's own stage programs (infer --system compiles the same ones for the same batch size)
+        self._stages = Stages(tagger4, tagger1, separators)
         self._audio: dict[str, tuple] = {}        # a few clips' (mixture, refs, ref_labels), read once per use
         self.computed = 0                         # entries computed by this builder (tests check no repeats)
         self.bad: dict[str, str] = {}             # clip -> one-line reason: its files cannot be used (skipped)
@@ -316,8 +313,7 @@ class CacheBuilder:
             if not batch:
                 continue
             audio = [self._read(n) for n in batch]
-            P1, P4, M = self._base((np.stack([a[0] for a in audio]), np.stack([a[1] for a in audio])),
-                                   pad_to=self.batch_size)
+            P1, P4, M = self._run("base", (np.stack([a[0] for a in audio]), np.stack([a[1] for a in audio])))
             for i, (name, a) in enumerate(zip(batch, audio)):
                 clip = {"P1": P1[i], "P4": P4[i], "M": M[i], "ref_labels": a[2], **empty_entries()}
                 write_base(self.cache_dir, name, clip)
@@ -325,6 +321,15 @@ class CacheBuilder:
             if progress is not None:
                 progress(len(batch))
         return [n for n in todo if n not in self.bad]
+
+    def _run(self, stage: str, batch: tuple, **kw):
+        """s5jax.system.pipeline's `base` or `entry` on a host batch (padded to the batch size, so
+        every call runs the one compiled shape) -> its outputs for the batch's rows, on the host."""
+        from ..system import pipeline
+
+        n = len(batch[0])
+        out = getattr(pipeline, stage)(self._stages, *self._stages.place(batch, pad_to=self.batch_size), **kw)
+        return [np.asarray(a)[:n] for a in out]
 
     def _usable(self, name: str) -> bool:
         """Read a clip's audio (kept for the batch); False, with the reason in `bad`, if it cannot be used."""
@@ -361,7 +366,7 @@ class CacheBuilder:
                 if k in clips[name]["keys"] or k == MISSING_KEY:
                     continue
                 sep, q = decode_key(k)
-                if sep >= len(self._entry):
+                if sep >= len(self._stages.separate):
                     raise CacheError(f"{self.cache_dir}: entry {k} of {name} needs separator B; give --separator2")
                 tasks.append((name, k, sep, q))
         if not tasks:
@@ -370,9 +375,9 @@ class CacheBuilder:
         heap = HeapGuard()
         for batch in self._batches(sorted(tasks, key=lambda t: (t[2], t[0])), lambda t: (t[2], length[t[0]])):
             audio = [self._read(t[0]) for t in batch]
-            retag, energy, S = self._entry[batch[0][2]](
-                (np.stack([a[0] for a in audio]), np.asarray([t[3] for t in batch], np.int32),
-                 np.stack([a[1] for a in audio])), pad_to=self.batch_size)
+            retag, energy, S = self._run("entry", (np.stack([a[0] for a in audio]),
+                                                   np.asarray([t[3] for t in batch], np.int32),
+                                                   np.stack([a[1] for a in audio])), separator=batch[0][2])
             touched = {}
             for i, t in enumerate(batch):
                 touched.setdefault(t[0], []).append(i)

@@ -53,20 +53,22 @@ class DataParallel:
         size = max(n, pad_to)
         return size + (-size) % self.n_devices
 
-    def prepare(self, abstract_weights, batch_shape: tuple, dtype=np.float32, key=None) -> None:
+    def prepare(self, abstract_weights, batch_shape, dtype=np.float32, key=None) -> None:
         """Trace and compile (or fetch from JAX's persistent cache) the program for batches of
-        `batch_shape` (its batch size padded as a call pads it) from `abstract_weights`
-        (jax.ShapeDtypeStruct leaves) alone. A call whose weights turn out to differ in shape or dtype
-        compiles anew as usual.
+        `batch_shape` (a shape tuple of `dtype`, or a tree of jax.ShapeDtypeStruct for a tuple batch;
+        the batch size padded as a call pads it) from `abstract_weights` (jax.ShapeDtypeStruct leaves)
+        alone. A call whose weights turn out to differ in shape or dtype compiles anew as usual.
 
         With `key` (JSON-able: everything `fn` depends on besides the package's code, e.g. the model
         kinds and configs) and JAX's persistent cache on, the traced program is kept there
         (jax.export, `compile_cache.memo_path`): a later run with the same key, shapes and devices
         skips tracing the models (1.5-2 s of a start for the 4-ch tagger + separator on 2 CPU cores)."""
-        shape = (self.padded_size(batch_shape[0]),) + tuple(batch_shape[1:])
+        if isinstance(batch_shape, tuple) and all(isinstance(d, int) for d in batch_shape):
+            batch_shape = jax.ShapeDtypeStruct(batch_shape, dtype)
         w = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=self.replicated),
                          abstract_weights)
-        x = jax.ShapeDtypeStruct(shape, dtype, sharding=self.batch_sharding)
+        x = jax.tree.map(lambda a: jax.ShapeDtypeStruct((self.padded_size(a.shape[0]),) + tuple(a.shape[1:]),
+                                                        a.dtype, sharding=self.batch_sharding), batch_shape)
         program = self._from_export(w, x, key) if key is not None else None
         if program is None:
             program = self._fn.lower(w, x).compile()
@@ -109,9 +111,23 @@ class DataParallel:
         """batch [b, ...] (or a tuple of such) -> outputs for the b clips. `pad_to` pads a short last
         batch to the usual size so it reuses the compiled program instead of compiling a new shape."""
         n = jax.tree.leaves(batch)[0].shape[0]
+        out = self.on_device(self.place(batch, pad_to))
+        return jax.tree.map(lambda a: np.asarray(a)[:n], out)
+
+    def place(self, batch, pad_to: int = 0):
+        """batch [b, ...] (host arrays, or a tuple of such) -> zero-padded to `padded_size(b, pad_to)`
+        and split over the devices: what `on_device` takes."""
+        n = jax.tree.leaves(batch)[0].shape[0]
         pad = self.padded_size(n, pad_to) - n
         if pad:
             batch = jax.tree.map(lambda a: np.concatenate([a, np.zeros((pad,) + a.shape[1:], a.dtype)]), batch)
+        return jax.device_put(batch, self.batch_sharding)
+
+    def on_device(self, batch):
+        """The program on a batch already on the devices (its size a multiple of the device count,
+        e.g. from `place` or another program's output) -> its outputs, left on the devices: programs
+        run one after another pass their arrays on without a copy to the host."""
+        # a no-op for arrays already split this way; others (a decision program's output) are moved
         batch, weights = jax.device_put(batch, self.batch_sharding), self.weights
         key = _avals(batch)
         prepared = self._programs.get(key)
@@ -120,5 +136,4 @@ class DataParallel:
             # mismatch leaves this shape to the jit path for good
             prepared = (None, prepared[1]) if prepared[0] == _avals(weights) else None
             self._programs[key] = prepared
-        out = prepared[1](weights, batch) if prepared is not None else self._fn(weights, batch)
-        return jax.tree.map(lambda a: np.asarray(a)[:n], out)
+        return prepared[1](weights, batch) if prepared is not None else self._fn(weights, batch)

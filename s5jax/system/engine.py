@@ -12,11 +12,11 @@ import jax
 import numpy as np
 
 from ..errors import S5Error
-from ..runtime.parallel import DataParallel
 from ..separator import Separator
 from ..tagger import Tagger
 from .config import PRESETS, load_system
-from .pipeline import make_system
+from .pipeline import run_system
+from .stages import Stages
 
 
 @dataclass
@@ -34,23 +34,35 @@ class Engine:
     prepare: Callable[[int | None], None] | None = None
 
 
-def sharded_system(config, tagger4, tagger1, separator, separator2=None, devices=None):
+class ShardedSystem:
     """The system for `config` (a SystemConfig) over loaded models (Tagger/Separator objects; tagger1
-    and separator2 may be None when the config does not use them), data-parallel over `devices`."""
-    fn = make_system(config.switches(), tagger4.apply_fn, tagger1 and tagger1.apply_fn, separator.apply_fn,
-                     separator2 and separator2.apply_fn)
-    models = (tagger4, tagger1, separator, separator2)
+    and separator2 may be None when the config does not use them), its stages data-parallel over
+    `devices` (default: the local devices): `(mixture [b, 4, n] float32, pad_to=0) -> SystemOutput`
+    (numpy). Weights still being read are waited for at the first call."""
 
-    def weights():         # called at the first call: the models' weights may still be being read
-        return (*(m and m.variables for m in models), config.params())
+    def __init__(self, config, tagger4, tagger1, separator, separator2=None, devices=None):
+        self.switches, self.params = config.switches(), config.params()
+        sw = self.switches
+        self.stages = Stages(tagger4, tagger1 if (sw.use_tagger1 or sw.refine or sw.separator_b) else None,
+                             [separator] + ([separator2] if sw.separator_b and separator2 is not None else []),
+                             devices)
 
-    return DataParallel(fn, weights, devices)
+    def prepare(self, batch_size: int, samples: int) -> None:
+        """Compile the stage programs a batch of `batch_size` clips of `samples` samples runs (from the
+        weights' shapes alone, while they are read; kept as exports with JAX's persistent cache on)."""
+        sw = self.switches
+        self.stages.prepare(batch_size, samples, tag1=sw.use_tagger1, retag=sw.refine or sw.separator_b,
+                            separators=2 if sw.separator_b else 1)
+
+    def __call__(self, mixture: np.ndarray, pad_to: int = 0):
+        n = mixture.shape[0]
+        out = run_system(self.switches, self.stages, self.params, self.stages.place(mixture, pad_to))
+        return jax.tree.map(lambda a: np.asarray(a)[:n], out)
 
 
-def abstract_weights(config, tagger4, tagger1, separator, separator2=None):
-    """What `sharded_system`'s weights will be, as jax.ShapeDtypeStruct leaves (no weights read)."""
-    params = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), config.params())
-    return (*(m and m.abstract_variables for m in (tagger4, tagger1, separator, separator2)), params)
+def sharded_system(config, tagger4, tagger1, separator, separator2=None, devices=None) -> ShardedSystem:
+    """The system for `config` over loaded models, data-parallel over `devices` (see ShardedSystem)."""
+    return ShardedSystem(config, tagger4, tagger1, separator, separator2, devices)
 
 
 def load_models(tagger_dirs, separator_dir: str, separator2_dir: str | None = None, precision: str | None = None,
@@ -92,10 +104,8 @@ def _engine(config, models: dict, settings: dict, batch_size: int) -> Engine:
     def prepare(samples: int | None) -> None:
         """Compile for the first clip's length while the weights are read, then wait for them."""
         if samples is not None:
-            key = {"system": config.to_dict(),
-                   "models": {k: m and [m.kind, m.cfg.to_dict()] for k, m in models.items()}}
-            run.prepare(abstract_weights(config, t4, t1, sep_a, sep_b), (batch_size, 4, samples), key=key)
-        run.weights
+            run.prepare(batch_size, samples)
+        run.stages.wait()
 
     def compute(mixture: np.ndarray):
         out = run(mixture, pad_to=batch_size)

@@ -1,38 +1,28 @@
-"""The refined system over the models: pure, jitted, batched functions of (weights, mixture).
+"""The refined system over the models, run stage by stage (s5jax.system.stages: one compiled program
+per model and shape), with the decisions between the stages as small jitted programs:
 
-    P4 = tag(4-ch tagger, mixture); P1 = tag(1-ch tagger, mixture channel 0)
+    P4 = tag4(x); P1 = tag1(x channel 0)
     Q, conf = fuse(P1, P4)                            (s5jax.system.decisions)
     stems¹ = Sep_A(x, Q); Retag = 1-ch tagger on each stem
     Q' = refine(Q, conf, confirm(Retag, Q))           second pass Sep_A(x, Q') only where Q' != Q
     [separator B on Q', per-slot selection by the re-tag confirmation]
     gates on the kept stems -> labels, probabilities, stems (like the baseline's output)
 
-The model-side pieces (`tag`, `retag`, `energy_db`, `entry`) are shared with the cache builder
-(s5jax.replay.cache), so a cached entry is what the pipeline computes for the same clip and tuple.
+The cache builder (s5jax.replay.cache) runs the same stage programs (`base`, `entry`), so a cached
+entry is what the system computes for the same clip and tuple.
 """
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+import functools
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 
 from .. import metric
 from ..labels import NUM_SLOTS, SILENCE
-from ..separator import query_vector
 from . import decisions as D
 from .config import Params
-
-
-def tag(tagger_apply: Callable, variables, mixture: jax.Array) -> jax.Array:
-    """Tagger softmax [b, 3, 19] of mixture [b, C, n] (a 1-ch tagger reads channel 0)."""
-    return jax.nn.softmax(tagger_apply(variables, mixture), axis=-1)
-
-
-def retag(tagger1_apply: Callable, variables, stems: jax.Array) -> jax.Array:
-    """1-ch tagger softmax of every stem: stems [b, 3, n] -> [b, slot 3, track 3, 19]."""
-    b, k, n = stems.shape
-    return tag(tagger1_apply, variables, stems.reshape(b * k, 1, n)).reshape(b, k, NUM_SLOTS, -1)
 
 
 def energy_db(stems: jax.Array, mix0: jax.Array) -> jax.Array:
@@ -43,40 +33,6 @@ def energy_db(stems: jax.Array, mix0: jax.Array) -> jax.Array:
     return 10.0 * jnp.log10(p / p0)
 
 
-class Entry(NamedTuple):
-    """What the system computes for one (clip, separator, ordered query tuple)."""
-    stems: jax.Array       # [b, 3, n]
-    retag: jax.Array       # [b, 3, 3, 19]
-    energy_db: jax.Array   # [b, 3]
-
-
-def entry(separator_apply: Callable, separator_vars, tagger1_apply: Callable, tagger1_vars,
-          mixture: jax.Array, queries: jax.Array) -> Entry:
-    """Separate mixture [b, 4, n] with queries [b, 3] (class ids, 18 = silence), re-tag each stem."""
-    stems = separator_apply(separator_vars, mixture, query_vector(queries))
-    return Entry(stems, retag(tagger1_apply, tagger1_vars, stems), energy_db(stems, mixture[:, 0]))
-
-
-def make_base_fn(tagger4_apply: Callable, tagger1_apply: Callable) -> Callable:
-    """Pure ((t4 vars, t1 vars), (mixture [b,4,n], refs [b,3,n])) -> (P1, P4, M [b,3]): a clip's
-    config-independent part of the cache."""
-    def base(weights, batch):
-        mixture, refs = batch
-        return (tag(tagger1_apply, weights[1], mixture[:, :1]), tag(tagger4_apply, weights[0], mixture),
-                metric.mixture_snr(mixture[:, 0], refs))
-    return base
-
-
-def make_entry_fn(separator_apply: Callable, tagger1_apply: Callable) -> Callable:
-    """Pure ((separator vars, t1 vars), (mixture, queries [b,3], refs [b,3,n])) ->
-    (retag [b,3,3,19], energy_db [b,3], S [b,3,3]): one cache entry per clip of the batch."""
-    def fn(weights, batch):
-        mixture, queries, refs = batch
-        e = entry(separator_apply, weights[0], tagger1_apply, weights[1], mixture, queries)
-        return e.retag, e.energy_db, metric.snr_matrix(e.stems, refs)
-    return fn
-
-
 class SystemOutput(NamedTuple):
     """The system's output for a batch, like the baseline's, plus what it decided on the way."""
     labels: jax.Array     # [b, 3] int32 final class per slot (18 = silence; gated slots in place)
@@ -85,15 +41,6 @@ class SystemOutput(NamedTuple):
     queries: jax.Array    # [b, 3] the fused query tuple Q
     refined: jax.Array    # [b, 3] the tuple Q' after verify-and-refine (= Q when refine is off)
     use_b: jax.Array      # [b, 3] bool: slot's stem from separator B
-
-
-# so an exported system program (DataParallel.prepare with a key) can be kept on disk: its output and
-# its traced config values (an input beside the weights) are named tuples export must know by name
-for _type, _name in ((SystemOutput, "s5jax.system.SystemOutput"), (Params, "s5jax.system.Params")):
-    try:
-        jax.export.register_namedtuple_serialization(_type, serialized_name=_name)
-    except ValueError:     # registered already (module reloaded)
-        pass
 
 
 def silence_last(labels: jax.Array, *per_slot: jax.Array):
@@ -133,66 +80,109 @@ def _not_finite(x: jax.Array) -> jax.Array:
     return ~jnp.all(jnp.isfinite(x), axis=tuple(range(1, x.ndim)))
 
 
-def make_system(switches, tagger4_apply: Callable, tagger1_apply: Callable | None,
-                separator_apply: Callable, separator2_apply: Callable | None = None) -> Callable:
-    """The refined system for one set of static switches (s5jax.system.config.Switches), as a pure
-    function (weights, mixture [b, 4, n]) -> SystemOutput, weights = (tagger4 vars, tagger1 vars,
-    separator A vars, separator B vars, Params). The thresholds are traced: one compiled program
-    serves every config with these switches. The 1-ch tagger is needed for fusion with it, for
-    refine and for selection; separator B for selection (ValueError otherwise)."""
-    sw = switches
-    if tagger1_apply is None and (sw.use_tagger1 or sw.refine or sw.separator_b):
+
+
+# ------------------------------------------------------------------------------ the system
+@functools.partial(jax.jit, static_argnums=0)
+def _propose(sw, params, P1, P4):
+    """-> (Q, conf): the fused, ordered query tuple [b, 3] and its confidences."""
+    P1 = jnp.zeros_like(P4) if P1 is None else P1
+    return D.fuse(D.proposals(P1, sw.proposal), D.proposals(P4, sw.proposal), params, sw)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _confirm(mode: str, retag, queries):
+    return D.confirmation(retag, queries, mode)
+
+
+@jax.jit
+def _refine(params, q, conf, r):
+    """-> (Q', conf', changed [b]: the clip's tuple changed, its second pass is needed)."""
+    (q2, conf2), _ = D.refine(q, conf, r, params)
+    return q2, conf2, jnp.any(q2 != q, axis=-1)
+
+
+@jax.jit
+def _where_changed(changed, new, old):
+    """Per clip: `new` where its tuple changed, else `old` (trees of [b, ...] arrays)."""
+    return jax.tree.map(lambda a, b: jnp.where(changed.reshape((-1,) + (1,) * (a.ndim - 1)), a, b), new, old)
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def _decide(sw, params, mixture, P1, P4, q, q2, conf2, stems, r_a, stems_b, r_b) -> "SystemOutput":
+    """The gates, the selection and the output of a batch from what the stages computed."""
+    mix0 = mixture[:, 0]
+    energy_a = energy_db(stems, mix0)
+    # a clip whose model outputs are not finite must fail (infer refuses non-finite outputs), not
+    # be decided from NaNs (every comparison with NaN is false) and zeroed into a finite answer
+    broken = _not_finite(P4) | _not_finite(stems)
+    if P1 is not None:
+        broken = broken | _not_finite(P1)
+    if stems_b is not None:
+        final = D.finalize(q2, conf2, r_a, r_b, energy_a, energy_db(stems_b, mix0), params, sw)
+        stems = jnp.where(final.use_b[..., None], stems_b, stems)
+        broken = broken | _not_finite(stems_b)
+    else:
+        final = D.finalize(q2, conf2, None, None, energy_a, None, params, sw)
+    silent = final.labels == SILENCE
+    stems = jnp.where(silent[..., None], 0.0, stems)
+    probs = jnp.where(silent, silent_probs(P4, final.labels), conf2)
+    probs = jnp.where(broken[:, None], jnp.nan, probs)
+    return SystemOutput(final.labels, probs, stems, q, q2, final.use_b)
+
+
+def run_system(sw, stages, params: Params, mixture: jax.Array) -> SystemOutput:
+    """The refined system for static switches `sw` (s5jax.system.config.Switches) and thresholds
+    `params` on a batch `mixture` [b, 4, n] already on the stages' devices (`stages.place`), over
+    `stages` (s5jax.system.stages.Stages: the 1-ch tagger is needed for fusion with it, for refine
+    and for selection; a second separator for selection). -> SystemOutput, on the devices.
+
+    The thresholds are traced: the decision programs serve every config with these switches, and
+    the model programs every config at all."""
+    if stages.tag1 is None and (sw.use_tagger1 or sw.refine or sw.separator_b):
         raise ValueError("this system config needs the 1-ch tagger")
-    if separator2_apply is None and sw.separator_b:
+    if len(stages.separate) < 2 and sw.separator_b:
         raise ValueError("this system config needs a second separator")
+    P4 = stages.tag4.on_device(mixture)
+    P1 = stages.tag1.on_device(mixture) if sw.use_tagger1 else None
+    q, conf = _propose(sw, params, P1, P4)
+    stems = stages.separate[0].on_device((mixture, q))
+    q2, conf2, r_a, stems_b, r_b = q, conf, None, None, None
+    if sw.refine or sw.separator_b:
+        r_a = _confirm(sw.confirm, stages.retag(stems), q)
+    if sw.refine:
+        q2, conf2, changed = _refine(params, q, conf, r_a)
+        # the second pass (and its re-tag) only when some clip of the batch changed its tuple
+        if bool(jnp.any(changed)):
+            s2 = stages.separate[0].on_device((mixture, q2))
+            r2 = _confirm(sw.confirm, stages.retag(s2), q2) if sw.separator_b else r_a
+            stems, r_a = _where_changed(changed, (s2, r2), (stems, r_a))
+    if sw.separator_b:
+        stems_b = stages.separate[1].on_device((mixture, q2))
+        r_b = _confirm(sw.confirm, stages.retag(stems_b), q2)
+    return _decide(sw, params, mixture, P1, P4, q, q2, conf2, stems, r_a, stems_b, r_b)
 
-    def separate(apply, variables, mixture, queries):
-        return apply(variables, mixture, query_vector(queries))
 
-    def system(weights, mixture):
-        t4, t1, sep_a, sep_b, params = weights
-        mix0 = mixture[:, 0]
-        P4 = tag(tagger4_apply, t4, mixture)
-        P1 = tag(tagger1_apply, t1, mixture[:, :1]) if sw.use_tagger1 else jnp.zeros_like(P4)
-        q, conf = D.fuse(D.proposals(P1, sw.proposal), D.proposals(P4, sw.proposal), params, sw)
-        stems = separate(separator_apply, sep_a, mixture, q)
-        q2, conf2 = q, conf
-        need_r = sw.separator_b
-        if sw.refine or need_r:
-            retag_a = retag(tagger1_apply, t1, stems)
-            r_a = D.confirmation(retag_a, q, sw.confirm)
-        if sw.refine:
-            (q2, conf2), _ = D.refine(q, conf, r_a, params)
-            changed = jnp.any(q2 != q, axis=-1)                       # [b]: second pass needed
+# ------------------------------------------------------------------------------ the cache's share
+@jax.jit
+def _mixture_snr(mixture, refs):
+    return metric.mixture_snr(mixture[:, 0], refs)
 
-            def second(_):
-                s2 = separate(separator_apply, sep_a, mixture, q2)
-                s2 = jnp.where(changed[:, None, None], s2, stems)
-                if not need_r:
-                    return s2, r_a
-                r2 = D.confirmation(retag(tagger1_apply, t1, s2), q2, sw.confirm)
-                return s2, jnp.where(changed[:, None], r2, r_a)
 
-            # skip the second pass (and its re-tag) when no clip of the batch changed its tuple
-            stems, r_a = jax.lax.cond(jnp.any(changed), second, lambda _: (stems, r_a), None)
-        energy_a = energy_db(stems, mix0)
-        # a clip whose model outputs are not finite must fail (infer refuses non-finite outputs), not
-        # be decided from NaNs (every comparison with NaN is false) and zeroed into a finite answer
-        broken = _not_finite(P4) | _not_finite(stems)
-        if sw.use_tagger1:
-            broken = broken | _not_finite(P1)
-        if sw.separator_b:
-            e_b = entry(separator2_apply, sep_b, tagger1_apply, t1, mixture, q2)
-            r_b = D.confirmation(e_b.retag, q2, sw.confirm)
-            final = D.finalize(q2, conf2, r_a, r_b, energy_a, e_b.energy_db, params, sw)
-            stems = jnp.where(final.use_b[..., None], e_b.stems, stems)
-            broken = broken | _not_finite(e_b.stems)
-        else:
-            final = D.finalize(q2, conf2, None, None, energy_a, None, params, sw)
-        silent = final.labels == SILENCE
-        stems = jnp.where(silent[..., None], 0.0, stems)
-        probs = jnp.where(silent, silent_probs(P4, final.labels), conf2)
-        probs = jnp.where(broken[:, None], jnp.nan, probs)
-        return SystemOutput(final.labels, probs, stems, q, q2, final.use_b)
+@jax.jit
+def _entry_scores(stems, mixture, refs):
+    return energy_db(stems, mixture[:, 0]), metric.snr_matrix(stems, refs)
 
-    return system
+
+def base(stages, mixture: jax.Array, refs: jax.Array):
+    """A clip's config-independent part of the cache: mixture [b, 4, n], refs [b, 3, n] (on the
+    stages' devices) -> (P1, P4 [b, 3, 19], M [b, 3]: the mixture's SNR against each reference)."""
+    return stages.tag1.on_device(mixture), stages.tag4.on_device(mixture), _mixture_snr(mixture, refs)
+
+
+def entry(stages, mixture: jax.Array, queries: jax.Array, refs: jax.Array, separator: int = 0):
+    """One cache entry per clip of the batch: separate `mixture` with `queries` [b, 3] (class ids,
+    18 = silence) by separator `separator`, re-tag each stem -> (retag [b, 3, 3, 19], energy_db [b, 3],
+    S [b, 3, 3]: each stem's SNR against each reference)."""
+    stems = stages.separate[separator].on_device((mixture, queries))
+    return (stages.retag(stems), *_entry_scores(stems, mixture, refs))
