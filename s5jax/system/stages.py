@@ -10,9 +10,11 @@ s5jax.system.pipeline runs them one after another (the decisions between them ar
 their own), data-parallel over one device mesh, the arrays staying on the devices. Why stages and not
 one program per switch set with the models inlined: XLA's compile time grows with the program, and
 that program held the separator once per pass (A, A's second pass, B) and the 1-ch tagger once per
-re-tag, compiled again for every switch set, `cache` and `sweep` fill (the bundled world's system3:
-82 s of trace + compile on 2 CPU cores for one program; its stages 11 + 10 + 17 + 10 s, shared by every
-switch set, the baseline and the cache builder). A stage's function is the same object for the same
+re-tag, compiled again for every switch set, `cache` and `sweep` fill (the bundled world's models, one
+10 s clip, 2 CPU cores: system3's one program 82 s of trace + compile; the 4-ch tagger's program 11 s,
+the 1-ch tagger's 10 s, the separator's 17 s, shared by every switch set, the baseline and the cache
+builder; `python bench/bench_system.py --models world`: first calls of baseline, system1, system3 in
+one process 171 s → 67 s). A stage's function is the same object for the same
 model config (`_tag_fn`, `_separate_fn`), so separators A and B of one config share one compiled
 program, and its program is the same across processes (JAX's persistent compile cache serves it).
 """
