@@ -12,7 +12,9 @@ import pytest
 
 from conftest import ROOT, _rel, golden_state_dict, load_synth, require_torch
 
-pytestmark = pytest.mark.slow
+# the golden weights are read-only memory maps: torch warns when it wraps one (the port's build only
+# copies them into its parameters)
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")]
 
 TAGGERS = {"tagger-4ch": ("manifest_4c.json", "fixed_4c.npz", "golden_4c.npz"),
            "tagger-1ch": ("manifest_1c.json", "fixed_1c.npz", "golden_1c.npz")}
