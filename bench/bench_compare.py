@@ -420,9 +420,10 @@ def main(argv=None) -> int:
     p.add_argument("--worker", nargs=2, metavar=("MODEL", "BATCH"), help=argparse.SUPPRESS)
     p.add_argument("--torch", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--gemm", help=argparse.SUPPRESS)
+    p.add_argument("--gemm-reps", type=int, default=20, help=argparse.SUPPRESS)   # tests: fewer calls
     args = p.parse_args(argv)
     if args.gemm:
-        print(json.dumps(gemm_worker(args.gemm)))
+        print(json.dumps(gemm_worker(args.gemm, args.gemm_reps)))
         return 0
     if args.worker and args.torch:
         print(json.dumps(torch_worker(args.worker[0], int(args.worker[1]), args.runs, args.seconds,

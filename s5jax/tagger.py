@@ -92,7 +92,7 @@ class Tagger(LoadedModel):
         if not (np.issubdtype(dtype, np.floating) or dtype == jnp.bfloat16):
             raise AudioError(f"{self.kind}: waveform must be floating point, got {dtype}")
         x = jnp.asarray(waveform, dtype=jnp.float32)
-        if not bool(jnp.isfinite(x).all()):
+        if not np.isfinite(np.asarray(x)).all():      # numpy: jnp compiled two programs per new shape
             raise AudioError(f"{self.kind}: waveform holds NaN or infinite samples")
         return x
 

@@ -61,6 +61,36 @@ def golden_state_dict(folder: str, manifest: str, fixed: str) -> dict[str, np.nd
     return synth.synth_state_dict(man, fx)
 
 
+def stored_golden_state_dict(root, folder: str, manifest: str, fixed: str) -> dict[str, np.ndarray]:
+    """golden_state_dict, generated once into `root` (one .npy file per tensor, written under a
+    temporary name and renamed) and returned as read-only memory-mapped arrays: a test that tries to
+    change one in place gets an error instead of poisoning the others (copy first, `dict(sd)` to
+    replace entries). Regenerating a full-size one took 0.4-3 s CPU per use."""
+    name = f"{folder}-{pathlib.Path(manifest).stem}"
+    target = pathlib.Path(root) / "golden_weights" / name
+    if not (target / "keys.json").is_file():
+        sd = golden_state_dict(folder, manifest, fixed)
+        part = target.with_name(f"{name}.part-{os.getpid()}")
+        part.mkdir(parents=True)
+        for i, value in enumerate(sd.values()):
+            np.save(part / f"{i}.npy", np.asarray(value))
+        (part / "keys.json").write_text(json.dumps(list(sd)))
+        os.rename(part, target)
+    keys = json.loads((target / "keys.json").read_text())
+    return {key: np.load(target / f"{i}.npy", mmap_mode="r") for i, key in enumerate(keys)}
+
+
+@pytest.fixture(scope="session")
+def golden_weights(tmp_path_factory):
+    """(folder, manifest, fixed) -> the golden synthetic state_dict (conftest.golden_state_dict), made
+    once per test run and shared by the xdist workers (files in the run's folder, made under a file
+    lock); its arrays are read-only memory maps (see stored_golden_state_dict)."""
+    def get(folder: str, manifest: str, fixed: str) -> dict[str, np.ndarray]:
+        with run_lock(tmp_path_factory, f"golden-{folder}-{pathlib.Path(manifest).stem}") as shared:
+            return stored_golden_state_dict(shared, folder, manifest, fixed)
+    return get
+
+
 def write_lightning_ckpt(state_dict: dict, path, extra: bool = True) -> str:
     """Write `state_dict` as an official Lightning checkpoint (with the non-weight entries a real one has)."""
     from s5jax.official.torchfile import save_torch_file
@@ -201,22 +231,60 @@ def _rel(ours, ref) -> float:
     return float(np.linalg.norm(ours - ref) / np.linalg.norm(ref))
 
 
-def compare_separator_case(sep, g, i: int, rtol: float = 1e-4) -> dict:
+def traced_separator(sep):
+    """One jitted program (variables, mixture [b, 4, n], query vector [b, 54]) -> (stems, outputs):
+    `sep.apply_fn` itself (the library's pure function, so `stems` is what a user call computes) traced
+    with every submodule's `__call__` output recorded on the way, `outputs` nested as Flax's
+    `capture_intermediates` nests them ({name: ... {"__call__": (output of each call,)}}; the whole
+    model's own output at the root). One compile per input shape serves the field comparison and the
+    user call (`sep(...)` with this program in place of its own jit of `apply_fn`, see
+    test_resunet_parity): a second program of the same model and shape compiled the full-size
+    separator twice per golden length."""
+    import jax
+    from flax import linen as nn
+
+    def forward(variables, mixture, query):
+        outputs: dict = {}
+
+        def record(next_fun, args, kwargs, context):
+            out = next_fun(*args, **kwargs)
+            if context.method_name == "__call__":
+                node = outputs
+                for name in context.module.path:
+                    node = node.setdefault(name, {})
+                node.setdefault("__call__", []).append(out)
+            return out
+
+        with nn.intercept_methods(record):
+            stems = sep.apply_fn(variables, mixture, query)
+        return stems, _tuples(outputs)
+
+    return jax.jit(forward)
+
+
+def _tuples(tree):
+    """The recorded outputs' lists of calls as tuples, as capture_intermediates gives them."""
+    if isinstance(tree, dict):
+        return {k: tuple(v) if k == "__call__" else _tuples(v) for k, v in tree.items()}
+    return tree
+
+
+def compare_separator_case(sep, g, i: int, rtol: float = 1e-4, program=None) -> dict:
     """Every field of separator golden case i against our forward: stems, mag_ch0, source_mask,
     conditions, FiLM betas, bottleneck, head logits (first frames), ISTFT inputs of slot 0, n_frames.
 
-    Inner activations are read with Flax's `capture_intermediates` (each submodule's output), so the
-    model code is not changed for testing. The golden `film` vector holds all 38 FiLM outputs, but the
-    official forward never applies the decoder blocks' own `beta2` (6 of them; our model does not even
-    compute them): the 32 applied ones are compared. Returns {field: relative error}."""
+    Inner activations are each submodule's output recorded while `sep.apply_fn` is traced
+    (`traced_separator`; `program`: one made before, so that a caller's other calls of this shape reuse
+    its compile), so the model code is not changed for testing. The golden `film` vector holds all 38
+    FiLM outputs, but the official forward never applies the decoder blocks' own `beta2` (6 of them;
+    our model does not even compute them): the 32 applied ones are compared. Returns {field: relative
+    error}."""
     wav = load_synth().synth_waveform(int(g["seeds"][i]), int(g["channels"]), float(g["seconds"][i]))[None]
     qv = np.asarray(g[f"case{i}_label_vector"])[None]
-    import jax
 
-    # one jitted program: op by op (eager), each of the model's many primitives is compiled on its own
-    forward = jax.jit(lambda v, w, q: sep.module.apply(v, w, q, capture_intermediates=True, mutable=["intermediates"]))
-    (stems, aux), state = forward(sep.variables, wav, qv)
-    inter = state["intermediates"]["base"]
+    stems, outputs = (program or traced_separator(sep))(sep.variables, wav, qv)
+    (_, aux), = outputs["__call__"]               # the whole model's output: (stems, aux)
+    inter = outputs["base"]
 
     def out_of(*path):
         node = inter

@@ -9,16 +9,22 @@ import zipfile
 import numpy as np
 import pytest
 
-from conftest import golden_state_dict, require_torch, write_lightning_ckpt
+from conftest import require_torch, write_lightning_ckpt
 from s5jax.cli import main
-from s5jax.official.convert import convert_checkpoint
+from s5jax.official.convert import convert_checkpoint, read_state_dict
 from s5jax.errors import CheckpointError
 from s5jax.official.torchfile import load_torch_file, save_torch_file
 
 
 @pytest.fixture(scope="module")
-def sd_1c():
-    return golden_state_dict("m2d", "manifest_1c.json", "fixed_1c.npz")
+def sd_1c(golden):
+    """The official tiny 1-channel tagger's state_dict (golden/m2d/tiny_lightning_1c.ckpt: every key of
+    the full-size one, 2 blocks of width 64): each bad checkpoint below is written and read in
+    milliseconds, not as a 400 MB full-size file. Read-only arrays: a test replaces entries in a copy."""
+    sd = read_state_dict(str(golden / "m2d" / "tiny_lightning_1c.ckpt"))
+    for value in sd.values():
+        value.flags.writeable = False
+    return sd
 
 
 def cli_error(argv, capsys) -> str:
@@ -70,10 +76,11 @@ def test_key_removed(tmp_path, sd_1c, capsys):
 
 def test_shape_changed(tmp_path, sd_1c, capsys):
     sd = dict(sd_1c)
-    sd["model.backbone.blocks.3.attn.qkv.weight"] = np.zeros((2304, 760), np.float32)
+    assert sd["model.backbone.blocks.1.attn.qkv.weight"].shape == (192, 64)
+    sd["model.backbone.blocks.1.attn.qkv.weight"] = np.zeros((192, 60), np.float32)
     ckpt = write_lightning_ckpt(sd, tmp_path / "shape.ckpt", extra=False)
     err = cli_error(["convert", ckpt, str(tmp_path / "out")], capsys)
-    assert "backbone.blocks.3.attn.qkv.weight" in err and "(2304, 760)" in err
+    assert "backbone.blocks.1.attn.qkv.weight" in err and "(192, 60)" in err
 
 
 @pytest.mark.parametrize("dtype", [np.int64, np.bool_])
@@ -104,8 +111,11 @@ def test_wrong_front_end_buffer(tmp_path, sd_1c, capsys):
     assert "mel_basis" in err
 
 
-def test_m2d_encoder_file(tmp_path, sd_1c):
-    """The M2D pretrained encoder .pth: bare encoder keys under module.ar.runtime.backbone."""
+def test_m2d_encoder_file(tmp_path, sd_1c, golden):
+    """The M2D pretrained encoder .pth: bare encoder keys under module.ar.runtime.backbone (the tiny
+    official encoder's: the layout and the rules are those of the full-size file)."""
+    import json
+
     from s5jax import checkpoint
 
     enc = {k[len("model.backbone."):]: v for k, v in sd_1c.items() if k.startswith("model.backbone.")}
@@ -116,9 +126,10 @@ def test_m2d_encoder_file(tmp_path, sd_1c):
     kind, cfg, var = checkpoint.load(tmp_path / "enc")
     assert kind == "m2d-encoder" and list(var) == ["params"] and list(var["params"]) == ["encoder"]
     assert (cfg["norm_mean"], cfg["norm_std"]) == (-7.1, 4.2)         # defaults: no norm_stats in file
-    assert cfg["depth"] == 12 and cfg["embed_dim"] == 768
-    np.testing.assert_array_equal(var["params"]["encoder"]["blocks_5"]["attn"]["qkv"]["kernel"],
-                                  enc["blocks.5.attn.qkv.weight"].T)
+    vit = json.loads(str(np.load(golden / "m2d" / "tiny_1c_golden.npz")["config"]))["vit"]
+    assert (cfg["depth"], cfg["embed_dim"]) == (vit["depth"], vit["embed_dim"]) == (2, 64)   # from the weights
+    np.testing.assert_array_equal(var["params"]["encoder"]["blocks_1"]["attn"]["qkv"]["kernel"],
+                                  enc["blocks.1.attn.qkv.weight"].T)
     # with norm_stats they go to the config; a decoder key of a pre-training file is refused by name
     save_torch_file({**enc, "norm_stats": stats * 2}, path)
     convert_checkpoint(str(path), str(tmp_path / "enc"))

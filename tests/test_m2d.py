@@ -20,13 +20,32 @@ def small_cfg(in_channels: int) -> M2DConfig:
 
 
 def random_variables(cfg: M2DConfig, seed: int = 0):
-    v = jax.jit(M2DTagger(cfg).init)(jax.random.PRNGKey(seed), jnp.zeros((1, cfg.in_channels, 16000)))   # not op by op
-    # non-trivial running stats, so a BatchNorm mix-up would show
+    """Random weights for every variable the config implies: kernels and embeddings at
+    unit-variance-preserving scale, biases in ±0.1, norm scales in 0.5-1.5, and non-trivial BatchNorm
+    running stats (means in ±0.1, variances in 0.5-1.5), so a BatchNorm mix-up would show. Only the
+    shapes are traced (eval_shape): a jitted `init` compiled the whole model once more per config."""
+    shapes = Tagger.expected_variables(cfg)
     rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        shape, name = leaf.shape, str(getattr(path[-1], "key", path[-1]))
+        if len(shape) >= 2:
+            return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
+        if name in ("scale", "var"):
+            return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        return rng.uniform(-0.1, 0.1, shape).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
+def test_random_variables_cover_every_weight():
+    cfg = small_cfg(4)
+    v = random_variables(cfg)
+    assert jax.tree.map(np.shape, v) == jax.tree.map(np.shape, Tagger.expected_variables(cfg))
+    assert set(v) == {"params", "batch_stats"}
     bs = v["batch_stats"]["head"]["m2d_out_norm"]
-    bs = {"mean": jnp.asarray(rng.uniform(-0.1, 0.1, bs["mean"].shape), jnp.float32),
-          "var": jnp.asarray(rng.uniform(0.5, 1.5, bs["var"].shape), jnp.float32)}
-    return {"params": v["params"], "batch_stats": {"head": {"m2d_out_norm": bs}}}
+    assert np.all((bs["var"] >= 0.5) & (bs["var"] <= 1.5)) and np.ptp(bs["mean"]) > 0
+    assert all(a.dtype == np.float32 and np.ptp(a) > 0 for a in jax.tree.leaves(v) if a.size > 1)
 
 
 def wave(seed: int, batch: int, channels: int, samples: int) -> np.ndarray:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import golden_state_dict, load_synth, write_lightning_ckpt
+from conftest import load_synth, write_lightning_ckpt
 from s5jax.cli import main
 from s5jax.tagger import Tagger
 
@@ -24,11 +24,11 @@ def rel(ours, ref) -> float:
 
 
 @pytest.fixture(scope="module", params=["1c", "4c"])
-def case(request, tmp_path_factory, golden):
+def case(request, tmp_path_factory, golden, golden_weights):
     tag = request.param
     kind = "tagger-1ch" if tag == "1c" else "tagger-4ch"
     tmp = tmp_path_factory.mktemp(f"m2d_{tag}")
-    ckpt = write_lightning_ckpt(golden_state_dict("m2d", f"manifest_{tag}.json", f"fixed_{tag}.npz"),
+    ckpt = write_lightning_ckpt(golden_weights("m2d", f"manifest_{tag}.json", f"fixed_{tag}.npz"),
                                 tmp / "official.ckpt")
     out = str(tmp / "converted")
     assert main(["convert", ckpt, out]) == 0

@@ -18,17 +18,37 @@ from s5jax.separator import Separator, query_vector
 SMALL = ResUNetConfig(channels=(4, 8), pools=((2, 2), (1, 2)), bottleneck_channels=8, condition_dim=16)
 
 
+def random_variables(cfg: ResUNetConfig, seed: int = 0) -> dict:
+    """Random weights for every variable the config implies: kernels at unit-variance-preserving scale,
+    biases and BatchNorm means in ±0.1, norm scales and variances in 0.5-1.5 (non-trivial statistics, so
+    a layout mistake in them would show). Only the shapes are traced (eval_shape): XLA's compile of
+    the jitted `init` of even this small model took 50 s CPU."""
+    shapes = Separator.expected_variables(cfg)
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        shape, name = leaf.shape, str(getattr(path[-1], "key", path[-1]))
+        if len(shape) >= 2:
+            return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
+        if name in ("scale", "var"):
+            return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        return rng.uniform(-0.1, 0.1, shape).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 @pytest.fixture(scope="module")
 def small_separator():
-    mix = np.zeros((1, 4, 2048), np.float32)
-    q = np.zeros((1, SMALL.query_dim), np.float32)
-    variables = jax.jit(ResUNetSeparator(SMALL).init)(jax.random.PRNGKey(0), mix, q)   # one program, not op by op
-    # non-trivial BatchNorm statistics, so a layout mistake in them would show
-    rng = np.random.default_rng(0)
-    variables = jax.tree.map(lambda a: jnp.asarray(a * rng.uniform(0.5, 1.5, a.shape).astype(np.float32)
-                                                   + rng.uniform(-0.1, 0.1, a.shape).astype(np.float32)),
-                             variables)
-    return Separator(SMALL, variables)
+    return Separator(SMALL, random_variables(SMALL))
+
+
+def test_random_variables_cover_every_kind_of_weight():
+    """The fixture's weights: every variable of the model (the shapes init gives), none constant."""
+    variables = random_variables(SMALL)
+    assert jax.tree.map(np.shape, variables) == jax.tree.map(np.shape, Separator.expected_variables(SMALL))
+    assert set(variables) == {"params", "batch_stats"}
+    leaves = jax.tree.leaves(variables)
+    assert len(leaves) > 50 and all(a.dtype == np.float32 and np.ptp(a) > 0 for a in leaves if a.size > 1)
 
 
 def _noise(batch, samples, seed=0):

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import compare_separator_case, golden_state_dict, load_synth, write_lightning_ckpt
+from conftest import compare_separator_case, load_synth, traced_separator, write_lightning_ckpt
+from s5jax import checkpoint
 from s5jax.cli import main
 from s5jax.errors import CheckpointError
 from s5jax.official.resunet import convert_separator_state_dict
@@ -19,21 +20,38 @@ def _rel(ours, ref):
 
 
 @pytest.fixture(scope="module")
-def state_dict():
-    return golden_state_dict("resunet", "manifest.json", "fixed.npz")
+def state_dict(golden_weights):
+    return golden_weights("resunet", "manifest.json", "fixed.npz")
 
 
 @pytest.fixture(scope="module")
 def separator(state_dict, tmp_path_factory):
+    """The full-size checkpoint converted once, its kind detected from the keys (an explicit `--kind
+    separator` gives the same folder: test_explicit_kind_converts_as_the_detected_one, on the tiny
+    official checkpoint: the same code path without a second full-size conversion and load)."""
     root = tmp_path_factory.mktemp("resunet")
     ckpt = write_lightning_ckpt(state_dict, root / "separator.ckpt")
     assert main(["convert", ckpt, str(root / "auto")]) == 0                       # kind detected
-    assert main(["convert", ckpt, str(root / "explicit"), "--kind", "separator"]) == 0
-    a, b = Separator.from_checkpoint(root / "auto"), Separator.from_checkpoint(root / "explicit")
-    assert a.config == b.config
-    for x, y in zip(_leaves(a.variables), _leaves(b.variables)):
+    return Separator.from_checkpoint(root / "auto")
+
+
+@pytest.fixture(scope="module")
+def program(separator):
+    """One jitted program of the full-size separator for both checks of each golden length."""
+    return traced_separator(separator)
+
+
+def test_explicit_kind_converts_as_the_detected_one(golden, tmp_path):
+    ckpt = str(golden / "resunet" / "tiny_lightning.ckpt")
+    assert main(["convert", ckpt, str(tmp_path / "auto"), "--set", "hop=40"]) == 0
+    assert main(["convert", ckpt, str(tmp_path / "explicit"), "--kind", "separator", "--set", "hop=40"]) == 0
+    (kind_a, config_a, var_a), (kind_b, config_b, var_b) = (checkpoint.load(tmp_path / n) for n in ("auto", "explicit"))
+    assert kind_a == kind_b == "separator" and config_a == config_b
+    assert checkpoint.identity(tmp_path / "auto")["sha256"] == checkpoint.identity(tmp_path / "explicit")["sha256"]
+    leaves_a, leaves_b = _leaves(var_a), _leaves(var_b)
+    assert len(leaves_a) == len(leaves_b) > 0
+    for x, y in zip(leaves_a, leaves_b):
         np.testing.assert_array_equal(x, y)
-    return a
 
 
 def _leaves(tree):
@@ -44,15 +62,21 @@ def _leaves(tree):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("case", [0, 1])
-def test_every_golden_field(separator, golden, case):
+def test_every_golden_field(separator, program, golden, case, monkeypatch):
     """stems, STFT magnitude, source mask, conditions, FiLM betas, bottleneck, head logits and ISTFT
-    inputs (see conftest.compare_separator_case), and the user call (class ids) against the golden stems."""
+    inputs (see conftest.compare_separator_case), and the user call (class ids) against the golden stems.
+    The user call runs Separator.__call__ (input checks, class ids -> query vector) on the program the
+    fields were read from (`apply_fn` traced, conftest.traced_separator): the same compile, not a
+    second full-size one of the same shape."""
     g = dict(np.load(golden / "resunet" / "golden.npz"))
-    errors = compare_separator_case(separator, g, case)
+    errors = compare_separator_case(separator, g, case, program=program)
     assert len(errors) >= 8 + 32
     mix = load_synth().synth_waveform(int(g["seeds"][case]), 4, float(g["seconds"][case]))[None]
     queries = g["queries"][case][None]
+    calls = []
+    monkeypatch.setattr(separator, "_jitted", lambda *args: calls.append(args) or program(*args)[0])
     stems = np.asarray(separator(mix, queries))[0]
+    assert len(calls) == 1
     ref = g[f"case{case}_stems"]
     for slot, cls in enumerate(queries[0]):
         if cls == 18:

@@ -12,7 +12,9 @@ import pytest
 
 from conftest import ROOT, _rel, golden_state_dict, load_synth, require_torch
 
-pytestmark = pytest.mark.slow
+# the golden weights are read-only memory maps: torch warns when it wraps one (the port's build only
+# copies them into its parameters)
+pytestmark = [pytest.mark.slow, pytest.mark.filterwarnings("ignore:The given NumPy array is not writable")]
 
 TAGGERS = {"tagger-4ch": ("manifest_4c.json", "fixed_4c.npz", "golden_4c.npz"),
            "tagger-1ch": ("manifest_1c.json", "fixed_1c.npz", "golden_1c.npz")}
@@ -33,33 +35,35 @@ def torch_port():
     return _bench("torch_port")
 
 
-def _official(folder, manifest, fixed):
-    return {k[len("model."):]: v for k, v in golden_state_dict(folder, manifest, fixed).items()}
-
-
-def _official_of(kind: str) -> dict:
-    """The official state_dict of `kind` (golden synthetic weights, keys without `model.`)."""
+def _official_of(golden_weights, kind: str) -> dict:
+    """The official state_dict of `kind` (golden synthetic weights, keys without `model.`; read-only
+    arrays made once per test run, conftest.golden_weights)."""
     if kind == "separator":
-        return _official("resunet", "manifest.json", "fixed.npz")
-    manifest, fixed, _ = TAGGERS[kind]
-    return _official("m2d", manifest, fixed)
+        sd = golden_weights("resunet", "manifest.json", "fixed.npz")
+    else:
+        manifest, fixed, _ = TAGGERS[kind]
+        sd = golden_weights("m2d", manifest, fixed)
+    return {k[len("model."):]: v for k, v in sd.items()}
 
 
 @pytest.fixture(scope="module")
-def built(torch_port):
-    """kind -> (official state_dict, the port's model, s5jax's model), made once per kind and kept
-    while the next tests ask for the same kind (the tests below are ordered by kind): the synthetic
-    weights, the port's build and our conversion took seconds each, per test. One kind is held at a
-    time (a full-size tagger is ≈ 1 GB as state_dict, torch model and s5jax model). The models are
-    only called (eval, no state); every s5jax call of one shape shares one compile."""
-    held = {}
+def built(torch_port, golden_weights):
+    """kind -> (official state_dict, the port's model, s5jax's model), each part made on first use and
+    kept while the next tests ask for the same kind (the tests below are ordered by kind): the port's
+    build and our conversion took seconds each, per test; a test that needs only the port does not
+    convert ours. One kind's models are held at a time (a full-size tagger is ≈ 1 GB as torch model
+    and s5jax model); the state_dict is a memory map of the run's copy. The models are only called
+    (eval, no state); every s5jax call of one shape shares one compile."""
+    held: dict = {}
 
-    def get(kind: str):
-        if kind not in held:
+    def get(kind: str, ours: bool = True):
+        if held.get("kind") != kind:
             held.clear()
-            sd = _official_of(kind)
-            held[kind] = (sd, torch_port.build(kind, sd), _s5jax_model(kind, sd))
-        return held[kind]
+            held.update(kind=kind, sd=_official_of(golden_weights, kind))
+            held["port"] = torch_port.build(kind, held["sd"])
+        if ours and "ours" not in held:
+            held["ours"] = _s5jax_model(kind, held["sd"])
+        return held["sd"], held["port"], held.get("ours")
 
     return get
 
@@ -69,7 +73,7 @@ def test_tagger_port_gives_the_official_logits(built, golden, kind):
     import torch
 
     _, _, gold = TAGGERS[kind]
-    _, model, _ = built(kind)
+    _, model, _ = built(kind, ours=False)
     g, synth = np.load(golden / "m2d" / gold), load_synth()
     for i in range(len(g["seeds"])):                     # 10 s, 3.7 s, 12.5 s (two chunks)
         mix = synth.synth_waveform(int(g["seeds"][i]), 4, float(g["seconds"][i]))
@@ -85,7 +89,7 @@ def test_onednn_gemm_port_computes_the_same_logits(torch_port, built, golden):
     import torch
 
     _, _, gold = TAGGERS["tagger-4ch"]
-    sd = built("tagger-4ch")[0]
+    sd = built("tagger-4ch", ours=False)[0]
     model = torch_port.use_onednn_gemm(torch_port.build("tagger-4ch", sd))   # in place: a model of its own
     g, synth = np.load(golden / "m2d" / gold), load_synth()
     mix = synth.synth_waveform(int(g["seeds"][0]), 4, float(g["seconds"][0]))
@@ -199,14 +203,16 @@ def test_bench_torch_worker_times_real_calls(torch_port):
 def test_bench_names_the_machine(monkeypatch):
     """Every bench_compare table says which CPU and what fp32 GEMM rate it was measured with."""
     bench_compare = _bench("bench_compare")
-    # each rate is a real worker process (≈ 10 s: an import of jax or torch, then the GEMMs); the second
-    # line's "xla" worker is the first line's, reused (same arguments), not measured twice
+    # each rate is a real worker process (an import of jax or torch, then the GEMMs: 3 timed calls
+    # here, not the 20 of a bench run); the second line's "xla" worker is the first line's, reused
+    # (same arguments), not measured twice
     runs, run_worker = {}, bench_compare._run_worker
 
     def once(tree, args, *rest, **kw):
         key = (str(tree), tuple(args), rest, tuple(sorted(kw.items())))
         if key not in runs:
-            runs[key] = run_worker(tree, args, *rest, **kw)
+            assert args[:2] == ["gemm", "0"] and "--gemm" in args
+            runs[key] = run_worker(tree, [*args, "--gemm-reps", "3"], *rest, **kw)
         return runs[key]
 
     monkeypatch.setattr(bench_compare, "_run_worker", once)
@@ -223,7 +229,7 @@ def test_bench_names_the_machine(monkeypatch):
 def test_separator_port_gives_the_official_stems(torch_port, built, golden):
     import torch
 
-    sd, model, _ = built("separator")
+    sd, model, _ = built("separator", ours=False)
     g, synth = np.load(golden / "resunet" / "golden.npz"), load_synth()
     for i in range(len(g["seeds"])):                     # a silent slot, and one class twice
         mix = synth.synth_waveform(int(g["seeds"][i]), 4, float(g["seconds"][i]))
