@@ -46,7 +46,8 @@ def main(argv=None) -> int:
     staged = sharded_system(preset("baseline"), t4, None, sep)
     mix = np.random.default_rng(0).standard_normal((1, 4, int(args.seconds * 32000))).astype(np.float32) * 0.1
     a, b = one(mix), staged(mix)                       # compile both
-    same = bool((a[0] == b.labels).all() and a[2].tobytes() == b.stems.tobytes())
+    # equal values (the system writes +0.0 into silent slots where the separator may give -0.0)
+    same = bool(np.array_equal(a[0], b.labels) and np.array_equal(a[1], b.probs) and np.array_equal(a[2], b.stems))
     times = {"one program": [], "stages": []}
     for _ in range(args.calls):
         for name, fn in (("one program", one), ("stages", staged)):
@@ -54,7 +55,7 @@ def main(argv=None) -> int:
             jax.block_until_ready(fn(mix))
             times[name].append(time.perf_counter() - t)
     print(f"{args.calls} calls of {args.seconds:g} s, batch 1, load {os.getloadavg()[0]:.1f}; "
-          f"labels and stems bit-identical: {same}")
+          f"labels, probabilities and stems equal: {same}")
     for name, ts in times.items():
         print(f"{name:<12} median {statistics.median(ts):.3f} s ({min(ts):.3f}-{max(ts):.3f})")
     return 0
