@@ -16,10 +16,10 @@ from s5jax import checkpoint
 from s5jax.cli import main
 from s5jax.training.config import TrainConfig
 from s5jax.training.loop import run_training
-from tinyset import make_dataset
+from tinyset import TRAIN_TAGGER, make_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_TAGGER = dict(chunk_frames=64, embed_dim=32, depth=2, num_heads=2, mlp_dim=64, head_dim=48, track_dim=16)
+TINY_TAGGER = TRAIN_TAGGER
 TINY_SEPARATOR = dict(channels=[4, 8], pools=[[2, 2], [1, 2]], bottleneck_channels=8, condition_dim=16)
 
 
@@ -190,6 +190,29 @@ def test_kill_and_resume_continues_bit_identically(data, tmp_path, capsys):
     assert main(["train", "tagger", cfg2, "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "other settings (lr)" in err and len(err.strip().splitlines()) == 1
+
+
+def test_init_program_options_keep_the_default_parameters():
+    """init_variables compiles the init program with INIT_COMPILER_OPTIONS (for compile time): the
+    parameters must be those of XLA's default options bit for bit (a fresh model, and the bundled models'
+    recipe, start from them). The models' random initialisers on a small module: a truncated-normal
+    kernel (lecun_normal: every Dense and Conv) and a normal(0.02) embedding (level 0 changes them)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from s5jax.training import state as st
+
+    class Small(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            pos = self.param("pos", nn.initializers.normal(0.02), (1, 5, 8))
+            return nn.Dense(6)(x + pos)
+
+    x, key = jnp.zeros((1, 5, 8)), jax.random.PRNGKey(3)
+    lowered = jax.jit(Small().init).lower(key, x)
+    default, ours = lowered.compile()(key, x), lowered.compile(st.INIT_COMPILER_OPTIONS)(key, x)
+    assert len(jax.tree.leaves(default)) == 3
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, default), jax.tree.map(np.asarray, ours))
 
 
 def test_frozen_parameters_unchanged(data, tmp_path):
