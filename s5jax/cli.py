@@ -254,6 +254,7 @@ def _cmd_world(args) -> int:
 def _cmd_train(args) -> int:
     from .training.launch import train_main
 
+    _compile_cache(args)          # init, training and validation programs: a second run or a resume skips XLA
     return train_main(args)
 
 
@@ -479,6 +480,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-host: jax.distributed coordinator address (same on every process)")
     t.add_argument("--num-processes", type=int, default=None, help="multi-host: number of processes")
     t.add_argument("--process-id", type=int, default=None, help="multi-host: this process's index")
+    _cache_option(t)
     t.set_defaults(func=_cmd_train)
 
     wd = sub.add_parser("world", help="the bundled procedural sound world (official dev-set layout, rooms, "

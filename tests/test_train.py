@@ -16,10 +16,10 @@ from s5jax import checkpoint
 from s5jax.cli import main
 from s5jax.training.config import TrainConfig
 from s5jax.training.loop import run_training
-from tinyset import make_dataset
+from tinyset import TRAIN_TAGGER, make_dataset
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY_TAGGER = dict(chunk_frames=64, embed_dim=32, depth=2, num_heads=2, mlp_dim=64, head_dim=48, track_dim=16)
+TINY_TAGGER = TRAIN_TAGGER
 TINY_SEPARATOR = dict(channels=[4, 8], pools=[[2, 2], [1, 2]], bottleneck_channels=8, condition_dim=16)
 
 
@@ -30,13 +30,13 @@ def data(tmp_path_factory):
 
 @pytest.fixture(scope="module", autouse=True)
 def shared_compiles():
-    """The in-process runs use the session's compilation cache (S5JAX_CACHE_DIR, tests/conftest.py) as the
-    CLI does: a new run builds new jitted closures, so without it every run_training call compiles its
-    programs again (the tiny tagger's init alone is ~10 s of XLA compile: each parameter's random
-    initialiser is its own threefry program). With it, a program compiled once (init, train and eval
-    steps of one config) is read back by every later run of it, here and in the CLI subprocesses
-    (`s5jax train` does not enable the cache itself: run_cli points them at this folder through JAX's
-    own environment variables). The JAX settings are restored after the module."""
+    """The in-process `run_training` calls (library calls: the library never turns the persistent
+    cache on, `s5jax train` does) use the session's compilation cache (S5JAX_CACHE_DIR,
+    tests/conftest.py) as the CLI does: a new run builds new jitted closures, so without it every run
+    compiles its programs again (the tiny tagger's init alone is tens of seconds of XLA compile under
+    load: each parameter's random initialiser is its own threefry program). With it, a program compiled
+    once (init, train and eval steps of one config) is read back by every later run of it, here and in
+    the `s5jax train` subprocesses (which enable it themselves). JAX's settings are restored after."""
     import jax
     from s5jax.runtime import compile_cache
 
@@ -57,12 +57,15 @@ def tagger_cfg(data, out, **kw) -> dict:
     return d
 
 
+# `s5jax train` in a process of its own that says at its end which compilation cache it used (set up by
+# the command from S5JAX_CACHE_DIR: the session's, tests/conftest.py) and whether it imported torch
+LAUNCHER = ("import sys, jax; from s5jax.cli import main; rc = main(sys.argv[1:]); "
+            "print('cache', jax.config.jax_compilation_cache_dir, 'torch', 'torch' in sys.modules); sys.exit(rc)")
+
+
 def run_cli(args, env_extra=None, cwd=None, wait=True):
-    # the module's compilation cache (shared_compiles), which `s5jax train` reads through JAX's variables
-    cache = {"JAX_COMPILATION_CACHE_DIR": os.environ["S5JAX_CACHE_DIR"],
-             "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
-    env = {**os.environ, "PYTHONPATH": ROOT, **cache, **(env_extra or {})}
-    cmd = [sys.executable, "-m", "s5jax.cli", *args]
+    env = {**os.environ, "PYTHONPATH": ROOT, **(env_extra or {})}
+    cmd = [sys.executable, "-c", LAUNCHER, *args]
     if not wait:
         return subprocess.Popen(cmd, env=env, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return subprocess.run(cmd, env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
@@ -189,6 +192,29 @@ def test_kill_and_resume_continues_bit_identically(data, tmp_path, capsys):
     assert "other settings (lr)" in err and len(err.strip().splitlines()) == 1
 
 
+def test_init_program_options_keep_the_default_parameters():
+    """init_variables compiles the init program with INIT_COMPILER_OPTIONS (for compile time): the
+    parameters must be those of XLA's default options bit for bit (a fresh model, and the bundled models'
+    recipe, start from them). The models' random initialisers on a small module: a truncated-normal
+    kernel (lecun_normal: every Dense and Conv) and a normal(0.02) embedding (level 0 changes them)."""
+    import flax.linen as nn
+    import jax
+    import jax.numpy as jnp
+    from s5jax.training import state as st
+
+    class Small(nn.Module):
+        @nn.compact
+        def __call__(self, x):
+            pos = self.param("pos", nn.initializers.normal(0.02), (1, 5, 8))
+            return nn.Dense(6)(x + pos)
+
+    x, key = jnp.zeros((1, 5, 8)), jax.random.PRNGKey(3)
+    lowered = jax.jit(Small().init).lower(key, x)
+    default, ours = lowered.compile()(key, x), lowered.compile(st.INIT_COMPILER_OPTIONS)(key, x)
+    assert len(jax.tree.leaves(default)) == 3
+    chex.assert_trees_all_equal(jax.tree.map(np.asarray, default), jax.tree.map(np.asarray, ours))
+
+
 def test_frozen_parameters_unchanged(data, tmp_path):
     from s5jax.training import state as st
 
@@ -227,6 +253,9 @@ def test_eight_devices_and_two_processes_give_the_one_device_losses(data, tmp_pa
         out8 = eight.communicate(timeout=600)
         assert eight.returncode == 0, out8[1]
         assert "over 8 device(s) in 1 process(es)" in out8[0]
+        # the command set up the session's compilation cache itself, and never imported torch
+        # (tensorboardX imports it when installed: seconds of every training process's start)
+        assert f"cache {os.environ['S5JAX_CACHE_DIR']} torch False" in out8[0], out8[0]
         outs = [p.communicate(timeout=600) for p in procs]
     finally:
         for p in (eight, *procs):
@@ -235,6 +264,7 @@ def test_eight_devices_and_two_processes_give_the_one_device_losses(data, tmp_pa
                 p.wait()
     assert all(p.returncode == 0 for p in procs), outs
     assert "in 2 process(es)" in outs[0][0]
+    assert all(f"cache {os.environ['S5JAX_CACHE_DIR']} torch False" in o for o, _ in outs), outs
     ref = train_losses(tmp_path / "one")
     assert len(ref) == 3
     for other in ("eight", "two"):
@@ -263,6 +293,21 @@ def test_config_with_unknown_keys_is_refused(data, tmp_path, capsys):
     cfg = write_json(tmp_path / "s.json", tagger_cfg(data, tmp_path / "o", synth={"secs": 1}))
     err = cli_error(["train", "tagger", cfg], capsys)
     assert "secs" in err and len(err.strip().splitlines()) == 1
+
+
+def test_train_cli_enables_the_compile_cache_unless_told_not_to(data, tmp_path, capsys):
+    import jax
+
+    old = jax.config.jax_compilation_cache_dir
+    cfg = write_json(tmp_path / "c.json", tagger_cfg(data, tmp_path / "o", learning_rate=1e-3))
+    try:
+        for flag, expected in (([], os.environ["S5JAX_CACHE_DIR"]), (["--no-compile-cache"], None)):
+            jax.config.update("jax_compilation_cache_dir", None)
+            # refused at the config (an unknown key), after the command set up the cache
+            assert "unknown keys ['learning_rate']" in cli_error(["train", "tagger", cfg, *flag], capsys)
+            assert jax.config.jax_compilation_cache_dir == expected
+    finally:
+        jax.config.update("jax_compilation_cache_dir", old)
 
 
 def test_bad_dataset_and_bad_out_folder_are_one_line_errors(data, tmp_path, capsys):

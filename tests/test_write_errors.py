@@ -21,6 +21,7 @@ import pytest
 
 from s5jax.cli import main
 from tiny_system import write_scenes
+from tinyset import TRAIN_TAGGER
 
 ORBAX_ENOSPC = ('RESOURCE_EXHAUSTED: Error writing "params.head.tracks_2_3.kernel/0.0" in OCDBT database at '
                 'local file "{path}/ocdbt.process_0/": Failed writing: "{path}/ocdbt.process_0/d/8099b76f": '
@@ -419,11 +420,13 @@ def test_train_checkpoint_on_a_full_disk(devset, tmp_path, monkeypatch, capfd):
     folder (not orbax's pages), the log ends on a whole line, TensorBoard's writer does not hang."""
     out = tmp_path / "run"
     cfg = tmp_path / "train.json"
+    # test_train's tiny tagger, batch, clip length and steps (its kill-and-resume runs'): the same init,
+    # training and validation programs, read from the run's compile cache when that test ran first
+    # (the first save, of the best checkpoint at step 2, fails: the later steps never run)
     cfg.write_text(json.dumps({
-        "data_root": devset, "init": "scratch", "scope": "all", "steps": 2, "batch_size": 8, "valid_every": 2,
-        "save_every": 2, "log_every": 1, "valid_scenes": 8, "synth": {"seconds": 0.5},
-        "model_config": dict(chunk_frames=64, embed_dim=32, depth=1, num_heads=2, mlp_dim=64, head_dim=48,
-                             track_dim=16)}))
+        "data_root": devset, "init": "scratch", "scope": "all", "steps": 12, "batch_size": 8, "lr": 1e-3,
+        "valid_every": 2, "save_every": 2, "log_every": 1, "valid_scenes": 8, "synth": {"seconds": 0.5},
+        "model_config": TRAIN_TAGGER}))
     orbax_full(monkeypatch, "CheckpointManager", str(out / "checkpoints" / "best" / "2.orbax-checkpoint-tmp"))
     assert main(["train", "tagger", str(cfg), "--out", str(out), "--quiet"]) == 2
     lines = [line for line in capfd.readouterr().err.splitlines() if line.strip() and not _xla_alarm(line)]

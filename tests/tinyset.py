@@ -11,6 +11,9 @@ from s5jax.labels import CLASSES, SAMPLE_RATE
 
 POSITIONS_DEG = np.arange(0, 360, 45)     # 8 source azimuths around the array, 1.5 m away
 TAPS = 2400                # 75 ms: longer than the direct-path window (6 ms + 50 ms)
+# The tiny tagger the training tests train on this dataset (test_train, test_write_errors): one config,
+# so runs with the same steps and batch share their compiled programs through the run's compile cache
+TRAIN_TAGGER = dict(chunk_frames=64, embed_dim=32, depth=2, num_heads=2, mlp_dim=64, head_dim=48, track_dim=16)
 
 
 def write_sofa(path, irs, rate=SAMPLE_RATE, azimuths=POSITIONS_DEG):

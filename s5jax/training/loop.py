@@ -382,6 +382,7 @@ class _TensorBoard:
     block training for ever on its full queue; here the failure is one WriteError line.)"""
 
     def __init__(self, folder: str, purge_step: int | None):
+        _import_tensorboardx()
         from tensorboardX.event_file_writer import EventsWriter
         from tensorboardX.proto.event_pb2 import Event, SessionLog
 
@@ -413,3 +414,21 @@ class _TensorBoard:
     def close(self) -> None:
         with contextlib.suppress(OSError):   # everything was flushed already
             self.writer.close()
+
+
+def _import_tensorboardx() -> None:
+    """Import tensorboardX without torch. Its package __init__ imports its SummaryWriter, which imports
+    torch when installed (only to accept torch tensors, which scalars never are): 5-15 s of every
+    training process's start on 2 cores, for nothing. torch is hidden for that import only (a None
+    entry in sys.modules makes `import torch` raise ImportError, which tensorboardX handles); a torch
+    already imported, or imported later, is untouched."""
+    import sys
+
+    if "tensorboardX" in sys.modules or "torch" in sys.modules:
+        return
+    sys.modules["torch"] = None
+    try:
+        import tensorboardX  # noqa: F401
+    finally:
+        if sys.modules.get("torch", 0) is None:
+            del sys.modules["torch"]
