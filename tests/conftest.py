@@ -167,14 +167,16 @@ def tiny_models(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_forced(tmp_path_factory, tiny_models):
-    """Forced-label copies (see forced_tagger) of tiny_models' 1-ch tagger: {"forced": (silence,
-    Buzzer, Speech), "forced_other": (5, silence, 9), "silent": every track silence}. Same config as
-    tiny_models' tagger-1ch, so every infer run with them and tiny_models' separator at one clip length
-    and batch size shares one compiled program (the infer, safety and submit tests run at 1 s, batch 2)."""
+    """Forced-label copies (see forced_tagger) of tiny_models' taggers: of the 1-ch one {"forced":
+    (silence, Buzzer, Speech), "forced_other": (5, silence, 9)}, of the 4-ch one {"silent": every
+    track silence}. Each has its source's config, so every infer run with tiny_models' separator at
+    one clip length and batch size shares one compiled program per tagger config (the infer, safety
+    and submit tests run at 1 s, batch 2)."""
     root = tmp_path_factory.mktemp("tiny_forced")
-    src = tiny_models["paths"]["tagger-1ch"]
-    return {name: forced_tagger(src, str(root / name), classes)
-            for name, classes in (("forced", (18, 3, 15)), ("forced_other", (5, 18, 9)), ("silent", (18, 18, 18)))}
+    paths = tiny_models["paths"]
+    return {name: forced_tagger(paths[src], str(root / name), classes)
+            for name, src, classes in (("forced", "tagger-1ch", (18, 3, 15)), ("forced_other", "tagger-1ch", (5, 18, 9)),
+                                       ("silent", "tagger-4ch", (18, 18, 18)))}
 
 
 def write_tiny_official_4ch(path) -> str:
