@@ -18,7 +18,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 
 from s5jax.runtime.processes import BARRIER_TIMEOUT_S
 
