@@ -92,7 +92,7 @@ def wav_chunks(f, size: int) -> WavChunks | None:
     return WavChunks(fmt, cut, None, 0)
 
 
-def _wav_truncation(path: str) -> str | None:
+def wav_truncation(path: str) -> str | None:
     """For RIFF/WAVE files: a reason if the data chunk declares more bytes than the file holds.
 
     libsndfile silently shortens such files, so a wav cut off mid-copy would otherwise pass as a
@@ -128,7 +128,7 @@ def read_audio_rate(path: str | os.PathLike, channels: int | None = None, sample
     """`read_audio`, also returning the file's own rate and frame count: (wav [c, n], rate, frames)."""
     path = os.fspath(path)
     try:
-        reason = _wav_truncation(path)
+        reason = wav_truncation(path)
         if reason:
             raise AudioError(f"{path}: {reason}")
         data, sr = sf.read(path, dtype="float32", always_2d=True)
@@ -166,7 +166,7 @@ class AudioStream:
                  resample: bool = False, block: int = 1 << 16):
         self.path = path = os.fspath(path)
         try:
-            reason = _wav_truncation(path)
+            reason = wav_truncation(path)
             if reason:
                 raise AudioError(f"{path}: {reason}")
             info = sf.info(path)

@@ -41,7 +41,8 @@ from typing import TYPE_CHECKING, Callable
 
 import numpy as np
 
-from .audio import fit_length, read_audio_rate, resample as resample_audio, resampled_length, resampler_identity, write_audio
+from .audio import (fit_length, read_audio_rate, resample as resample_audio, resampled_length, resampler_identity,
+                    wav_truncation, write_audio)
 from .dataset import estimate_name, list_soundscapes, oracle_folder, reference_files, soundscape_folder
 from .errors import S5Error, WriteError
 from .files import check_writable, clean_stale_parts, part_prefix, write_csv_atomic, write_json_atomic
@@ -127,6 +128,17 @@ def _check_folders(input_dir: str, out_dir: str, oracle_dir: str | None) -> None
                           f"folder {folder}; choose a separate --out (infer never writes among its inputs)")
 
 
+def _check_top_level(out_dir: str) -> None:
+    """Make sure the top-level results in `out_dir` (if any) are ours to replace: checked before any
+    model is loaded, and again when the folder is prepared."""
+    ours = os.path.isfile(os.path.join(out_dir, ".s5jax", RUN_FILE))
+    if not ours and os.path.isdir(out_dir):
+        foreign = [f for f in TOP_LEVEL if os.path.lexists(os.path.join(out_dir, f))]
+        if foreign:
+            raise S5Error(f"{out_dir}: holds {foreign[0]} not written by s5jax infer; refusing to "
+                          "overwrite it (choose another --out)")
+
+
 def _prepare_out(out_dir: str, settings: dict) -> None:
     """Create the output folders, prove they are writable (a probe of this process), drop temporaries
     of dead processes, and make sure the top-level results there are ours to replace."""
@@ -134,12 +146,7 @@ def _prepare_out(out_dir: str, settings: dict) -> None:
     try:
         if os.path.isfile(out_dir):
             raise S5Error(f"{out_dir}: is a file, not an output folder")
-        ours = os.path.isfile(os.path.join(out_dir, ".s5jax", RUN_FILE))
-        if not ours and os.path.isdir(out_dir):
-            foreign = [f for f in TOP_LEVEL if os.path.lexists(os.path.join(out_dir, f))]
-            if foreign:
-                raise S5Error(f"{out_dir}: holds {foreign[0]} not written by s5jax infer; refusing to "
-                              "overwrite it (choose another --out)")
+        _check_top_level(out_dir)
         os.makedirs(clips, exist_ok=True)
         for folder in (out_dir, clips, os.path.join(out_dir, "scores")):
             clean_stale_parts(folder)
@@ -212,12 +219,15 @@ def default_batch_size() -> int:
 
 def _first_length(clips: list[tuple[str, str]], min_samples: int, resample: bool = False) -> int | None:
     """Samples in the first soundscape whose header says it will run (4 channels, 32 kHz or resampled,
-    long enough): the length `Engine.prepare` compiles for. None when no header says so."""
+    long enough, not a truncated wav): the length `Engine.prepare` compiles for. None when no header
+    says so."""
     import soundfile as sf
 
     for _, path in clips:
         try:
             info = sf.info(path)
+            if wav_truncation(path):   # libsndfile reports the frames it holds: a length no clip has
+                continue
         except Exception:        # unreadable: it is reported when its turn comes
             continue
         frames = resampled_length(info.frames, info.samplerate) if resample else info.frames
@@ -255,6 +265,7 @@ def run_infer(input_dir: str, out_dir: str, tagger_dir: str | None = None, separ
         raise S5Error(f"{oracle_dir}: no such oracle folder")
     _check_folders(input_dir, out_dir, oracle_dir)
     check_writable(out_dir)              # a read-only --out fails before any model is loaded
+    _check_top_level(out_dir)            # so does a foreign results.json, labels.csv or scores
     if oracle_dir is not None:
         listing = sorted(os.listdir(oracle_dir))
         if not any(reference_files(oracle_dir, name, listing) for name, _ in clips):

@@ -195,6 +195,20 @@ def tiny_models(tmp_path_factory):
     return {"paths": paths, "models": load_models(paths)}
 
 
+@pytest.fixture(scope="session")
+def tiny_forced(tmp_path_factory, tiny_models):
+    """Forced-label copies (see forced_tagger) of tiny_models' taggers: of the 1-ch one {"forced":
+    (silence, Buzzer, Speech), "forced_other": (5, silence, 9)}, of the 4-ch one {"silent": every
+    track silence}. Each has its source's config, so every infer run with tiny_models' separator at
+    one clip length and batch size shares one compiled program per tagger config (the infer, safety
+    and submit tests run at 1 s, batch 2)."""
+    root = tmp_path_factory.mktemp("tiny_forced")
+    paths = tiny_models["paths"]
+    return {name: forced_tagger(paths[src], str(root / name), classes)
+            for name, src, classes in (("forced", "tagger-1ch", (18, 3, 15)), ("forced_other", "tagger-1ch", (5, 18, 9)),
+                                       ("silent", "tagger-4ch", (18, 18, 18)))}
+
+
 def write_tiny_official_4ch(path) -> str:
     """A tiny official-format 4-channel tagger checkpoint (`model.m2d.*` keys, a head over 4 channels'
     features), built from the golden tiny 1-channel one: its encoder, its heads' track layers, the

@@ -1,6 +1,9 @@
-"""`s5jax infer` end to end: synthetic scenes in the official layout, tiny official-format checkpoints
-converted by `s5jax convert` (the file handling does not depend on the models' size; full-size models
-run end to end in test_demo.py), outputs checked against the models and the metric."""
+"""`s5jax infer` end to end: synthetic scenes in the official layout, the tiny random-weight models of
+tests/tiny_system.py and forced-label copies of its 1-ch tagger (the file handling does not depend on
+the models' size; full-size models run end to end in test_demo.py), outputs checked against the models
+and the metric. Every run here is at 1 s clips and batch size 2 with one of two model pairs (4-ch or
+1-ch tagger + separator A), so the whole module compiles two system programs, shared with the
+safety and submit tests through the run's compile cache."""
 from __future__ import annotations
 
 import json
@@ -20,16 +23,18 @@ from s5jax.dataset import reference_files
 from s5jax.labels import LABELS, SILENCE
 from s5jax.synth.toy import SceneConfig, write_scene_set
 
-SECONDS = 1.5           # short clips; any length works
+SECONDS = 1.0           # short clips; any length works
 NAME_RE = re.compile(r"^(synth_\d{4})_([0-2])_([A-Za-z]+)\.wav$")
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_ckpt, tiny_tagger_4ch):
+def setup(tmp_path_factory, tiny_models, tiny_forced):
     root = tmp_path_factory.mktemp("infer")
     data = root / "data"
     write_scene_set(data, 5, seed=7, cfg=SceneConfig(seconds=SECONDS, silent_rate=0.2))
-    ckpt = {"tagger-4ch": tiny_tagger_4ch, "tagger-1ch": tiny_ckpt["tagger"], "separator": tiny_ckpt["separator"]}
+    paths = tiny_models["paths"]
+    ckpt = {"tagger-4ch": paths["tagger-4ch"], "tagger-1ch": paths["tagger-1ch"], "separator": paths["separator"],
+            "forced": tiny_forced["forced"]}
     return root, data, ckpt
 
 
@@ -38,9 +43,7 @@ def _infer(data, out, ckpt, tagger="tagger-4ch", extra=()):
                  "--out", str(out), "--batch-size", "2", "--quiet", *extra])
 
 
-def test_infer_outputs_stems_and_scores(setup, capsys):
-    import s5jax
-
+def test_infer_outputs_stems_and_scores(setup, tiny_models, capsys):
     root, data, ckpt = setup
     out = root / "out"
     assert _infer(data, out, ckpt) == 0
@@ -53,8 +56,9 @@ def test_infer_outputs_stems_and_scores(setup, capsys):
     names = sorted(p[:-4] for p in os.listdir(data / "soundscape"))
     assert [r["soundscape"] for r in results["probabilities"]] == names
 
-    tagger = s5jax.Tagger.from_checkpoint(ckpt["tagger-4ch"])
-    separator = s5jax.Separator.from_checkpoint(ckpt["separator"])
+    # the models of ckpt's tagger-4ch and separator folders, loaded once per session (their jitted
+    # forward passes shared with other tests)
+    tagger, separator = tiny_models["models"]["t4"], tiny_models["models"]["A"]
     wavs = [f for f in os.listdir(out) if f.endswith(".wav")]
     assert all(NAME_RE.match(f) for f in wavs), wavs
     per_clip = {row.split(",")[0]: row.split(",")[1]
@@ -118,7 +122,9 @@ def test_infer_outputs_stems_and_scores(setup, capsys):
            [[e["filename"] for e in c["estimate"]] for c in results["probabilities"]]
 
 
-def test_bad_inputs_are_skipped_with_one_line_each(setup, tmp_path, capsys):
+def test_bad_inputs_are_skipped_with_one_line_each(setup, tmp_path, monkeypatch, capsys):
+    from s5jax.system import engine
+
     root, data, ckpt = setup
     bad = tmp_path / "bad"
     (bad / "soundscape").mkdir(parents=True)
@@ -135,7 +141,20 @@ def test_bad_inputs_are_skipped_with_one_line_each(setup, tmp_path, capsys):
     raw = (data / "soundscape" / good[0]).read_bytes()
     (bad / "soundscape" / "cut.wav").write_bytes(raw[: len(raw) // 2])
     out = tmp_path / "out"
+    prepared = []           # the clip lengths the engine compiles for before the run
+
+    def spied(*a, **k):
+        eng = real(*a, **k)
+        prepare = eng.prepare
+        eng.prepare = lambda samples: (prepared.append(samples), prepare(samples))[1]
+        return eng
+
+    real = engine.baseline_engine
+    monkeypatch.setattr(engine, "baseline_engine", spied)
     assert _infer(bad, out, ckpt) == 1
+    # the good clips' length, not the truncated cut.wav's (the first by name, whose header libsndfile
+    # reads as a shorter clip): no program compiled for a length no clip has
+    assert prepared == [n]
     err = capsys.readouterr().out
     for f, why in [("rate.wav", "sample rate 16000 Hz"), ("mono.wav", "1 channel(s), expected 4"),
                    ("nan.wav", "NaN or Inf"), ("cut.wav", "truncated wav"), ("short.wav", "too short")]:
@@ -160,21 +179,25 @@ def test_empty_and_unwritable_are_one_line_errors(setup, tmp_path, capsys):
 
 @pytest.mark.slow
 def test_eight_devices_give_the_same_outputs(setup, tmp_path):
-    """Data parallel over 8 forced CPU devices (1-ch tagger) equals the single-device run."""
+    """Data parallel over 8 forced CPU devices (1-ch tagger; a process of its own, as the device count
+    is fixed when JAX starts) equals the single-device run (this process's one CPU device)."""
+    import jax
+
     root, data, ckpt = setup
-    outs = {}
-    for devices in (1, 8):
-        out = tmp_path / f"out{devices}"
-        env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={devices}")
-        code = ("import jax, sys; from s5jax.cli import main; "
-                f"assert jax.local_device_count() == {devices}; sys.exit(main(sys.argv[1:]))")
-        r = subprocess.run([sys.executable, "-c", code, "infer", str(data), "--tagger", ckpt["tagger-1ch"],
-                            "--separator", ckpt["separator"], "--out", str(out), "--batch-size", "5",
-                            "--quiet"], env=env, capture_output=True, text=True)
-        assert r.returncode == 0, r.stderr[-2000:]
-        outs[devices] = out
+    assert jax.local_device_count() == 1
+    outs = {1: tmp_path / "out1", 8: tmp_path / "out8"}
+    assert _infer(data, outs[1], ckpt, tagger="tagger-1ch") == 0
+    # compiled from nothing (no other test runs on 8 devices): at LLVM -O0, about half the compile time
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8 --xla_backend_optimization_level=0")
+    code = ("import jax, sys; from s5jax.cli import main; "
+            "assert jax.local_device_count() == 8; sys.exit(main(sys.argv[1:]))")
+    r = subprocess.run([sys.executable, "-c", code, "infer", str(data), "--tagger", ckpt["tagger-1ch"],
+                        "--separator", ckpt["separator"], "--out", str(outs[8]), "--batch-size", "2",
+                        "--quiet"], env=env, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr[-2000:]
     r1 = json.loads((outs[1] / "results.json").read_text())
     r8 = json.loads((outs[8] / "results.json").read_text())
+    assert len(r1["probabilities"]) == 5
     assert [[e["filename"] for e in c["estimate"]] for c in r1["probabilities"]] == \
            [[e["filename"] for e in c["estimate"]] for c in r8["probabilities"]]
     for c1, c8 in zip(r1["probabilities"], r8["probabilities"]):
@@ -199,18 +222,16 @@ def test_unreadable_oracle_target_is_reported_and_fails_the_run(setup, tmp_path,
     assert len(summary["skipped"]) == 1 and summary["clips"] == 4
 
 
-def test_forced_silent_slot_end_to_end(tiny_ckpt, tmp_path, capsys):
+def test_forced_silent_slot_end_to_end(setup, tiny_models, tmp_path, capsys):
     """A tagger forced to (silence, Buzzer, Speech): silence moves last, stems are named by their slot
     after the move, no file for the silent slot, the record keeps it, and scoring counts it."""
+    _, _, ckpt = setup
     data = tmp_path / "data"
-    write_scene_set(data, 2, seed=3, cfg=SceneConfig(seconds=1.0, silent_rate=0.0))
+    write_scene_set(data, 2, seed=3, cfg=SceneConfig(seconds=SECONDS, silent_rate=0.0))
     out = tmp_path / "out"
-    assert main(["infer", str(data), "--tagger", tiny_ckpt["forced"], "--separator", tiny_ckpt["separator"],
-                 "--out", str(out), "--quiet"]) == 0
+    assert _infer(data, out, ckpt, tagger="forced") == 0
     capsys.readouterr()
-    from s5jax import Separator
-
-    separator = Separator.from_checkpoint(tiny_ckpt["separator"])
+    separator = tiny_models["models"]["A"]            # ckpt["separator"], loaded once per session
     rows = (out / "scores" / "per_clip.csv").read_text().splitlines()[1:]
     for name in sorted(p[:-4] for p in os.listdir(data / "soundscape")):
         assert sorted(f for f in os.listdir(out) if f.startswith(name)) == \

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 
 import numpy as np
 import pytest
@@ -13,9 +12,6 @@ import soundfile as sf
 
 from s5jax.cli import main
 from s5jax.labels import LABELS
-
-sys.path.insert(0, os.path.dirname(__file__))
-import tiny_system  # noqa: E402
 
 # The 32 kHz original holds content below 12 kHz (a scene low-passed by zeroing its FFT bins above);
 # its 48 / 44.1 kHz versions are its exact band-limited interpolation (FFT resampling, scipy), so what
@@ -34,10 +30,9 @@ def _rel(a, b) -> float:
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory):
+def world(tmp_path_factory, tiny_models):
     root = tmp_path_factory.mktemp("segment_models")
-    models = {"tagger": tiny_system.write_tagger(str(root / "t4"), 4, seed=1),
-              "separator": tiny_system.write_separator(str(root / "sep"), seed=3)}
+    models = {"tagger": tiny_models["paths"]["tagger-4ch"], "separator": tiny_models["paths"]["separator"]}
     from s5jax.synth.toy import SceneConfig, write_scene_set
 
     write_scene_set(str(root / "set"), 1, seed=11, cfg=SceneConfig(seconds=10.0, silent_rate=0.0))
@@ -164,8 +159,9 @@ def test_segment_resampled_and_system_preset(world):
     x = _lowpass(np.ascontiguousarray(x[:3 * 32000].T))
     sf.write(str(root / "r32.wav"), x.T, 32000, subtype="FLOAT")
     sf.write(str(root / "r48.wav"), _at(x, 48000).T, 48000, subtype="FLOAT")
+    # batch size 2: 1 s windows at the infer tests' batch size (test_infer.py), one compiled program
     common = ["--tagger", models["tagger"], "--separator", models["separator"], "--window", "1", "--hop", "0.5",
-              "--quiet"]
+              "--batch-size", "2", "--quiet"]
     assert main(["segment", str(root / "r32.wav"), "--out", str(root / "s32"), *common]) == 0
     assert main(["segment", str(root / "r32.wav"), "--out", str(root / "ssys"), "--system", "baseline", *common]) == 0
     assert main(["segment", str(root / "r48.wav"), "--out", str(root / "s48"), "--resample", "--out-rate", "input",

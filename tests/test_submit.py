@@ -12,7 +12,6 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 import zipfile
 
 import numpy as np
@@ -33,47 +32,6 @@ KEYS_DEV = ["CAPI-SDRi", "label_metrics", "nparams", "details", "config"]
 KEYS_EVAL = ["nparams", "probabilities", "config"]
 
 
-def _tiny_checkpoint(folder, kind: str, seed: int, silence_bias: float = 0.0) -> str:
-    """A tiny tagger-4ch or separator checkpoint with random weights (shapes from the Flax module,
-    traced without computing). silence_bias is added to the tagger's silence logit."""
-    import jax
-    import jax.numpy as jnp
-
-    from s5jax import checkpoint
-    from s5jax.models.m2d import M2DConfig, M2DTagger
-    from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator
-
-    x = jnp.zeros((1, 4, 16000))
-    if kind == "separator":
-        cfg = ResUNetConfig(channels=(8,) * 6, bottleneck_channels=8, condition_dim=16)
-        shapes = jax.eval_shape(lambda: ResUNetSeparator(cfg).init(jax.random.PRNGKey(0), x, jnp.zeros((1, 54))))
-    else:
-        cfg = M2DConfig(in_channels=4, embed_dim=32, depth=1, num_heads=2, mlp_dim=64, head_dim=96, track_dim=16)
-        shapes = jax.eval_shape(lambda: M2DTagger(cfg).init(jax.random.PRNGKey(0), x))
-    rng = np.random.default_rng(seed)
-
-    def fill(path, s):
-        leaf = path[-1].key
-        if leaf == "var":
-            return np.ones(s.shape, np.float32)
-        if leaf in ("mean", "bias"):
-            return rng.uniform(-0.1, 0.1, s.shape).astype(np.float32)
-        if len(s.shape) <= 1:
-            return np.ones(s.shape, np.float32)
-        return (rng.standard_normal(s.shape) / np.sqrt(np.prod(s.shape[:-1]))).astype(np.float32)
-
-    variables = jax.tree_util.tree_map_with_path(fill, shapes)
-    variables = jax.tree.map(np.asarray, variables)
-    if silence_bias:
-        head = variables["params"]["head"]
-        for t in range(cfg.num_tracks):          # the per-track output layers
-            head[f"tracks_{t}_3"]["bias"] = head[f"tracks_{t}_3"]["bias"].copy()
-            head[f"tracks_{t}_3"]["bias"][SILENCE] += silence_bias
-    path = os.path.join(folder, f"{kind}-{seed}")
-    checkpoint.save(path, "separator" if kind == "separator" else "tagger-4ch", cfg.to_dict(), variables)
-    return path
-
-
 def _eval_set(root, count: int, seed: int) -> str:
     """An evaluation set: `soundscape/eval_XXXX.wav` only, no references."""
     write_scene_set(root, count, seed=seed, cfg=SceneConfig(seconds=SECONDS, silent_rate=0.0), prefix="eval")
@@ -82,24 +40,22 @@ def _eval_set(root, count: int, seed: int) -> str:
 
 
 @pytest.fixture(scope="module")
-def sets(tmp_path_factory):
+def sets(tmp_path_factory, tiny_models, tiny_forced):
+    """The dev-test and eval sets, and checkpoints: tiny_models' 4-ch tagger and separator A (1 s clips
+    at batch size 2, as the infer tests: one compiled program serves both), a tagger that always says
+    silence (conftest.tiny_forced)."""
     root = tmp_path_factory.mktemp("submit")
     dev = root / "dev"
     write_scene_set(dev, 4, seed=3, cfg=SceneConfig(seconds=SECONDS, silent_rate=0.3))
-    ckpt = root / "ckpt"
-    tagger = _tiny_checkpoint(ckpt, "tagger", 1)
-    _relabel_to_predictions(dev, tagger)
+    _relabel_to_predictions(dev, tiny_models["models"]["t4"])
     return {"root": root, "dev": str(dev), "eval": _eval_set(root / "eval", 3, seed=5),
-            "tagger": tagger, "separator": _tiny_checkpoint(ckpt, "separator", 2),
-            "silent": _tiny_checkpoint(ckpt, "tagger", 3, silence_bias=100.0)}
+            "tagger": tiny_models["paths"]["tagger-4ch"], "separator": tiny_models["paths"]["separator"],
+            "silent": tiny_forced["silent"]}
 
 
-def _relabel_to_predictions(dev, tagger_dir):
+def _relabel_to_predictions(dev, tagger):
     """Random weights rarely name a true class; so that classes match (and CA-SDRi values are not all
     0.0), the first oracle target of every clip that has one is renamed to the tagger's slot-0 class."""
-    from s5jax import Tagger
-
-    tagger = Tagger.from_checkpoint(tagger_dir)
     oracle = os.path.join(dev, "oracle_target")
     for f in (sorted(os.listdir(os.path.join(dev, "soundscape")))):
         refs = reference_files(oracle, f[:-4])
@@ -518,35 +474,38 @@ def test_other_settings_do_not_mix_into_a_package(sets, package, capsys):
     assert _listing(package) == before
 
 
+# `s5jax submit` that SIGKILLs itself as the dev-test set's infer is about to write its second clip
+_KILLED = r"""
+import os, signal, sys
+import s5jax.infer
+from s5jax.cli import main
+write, calls = s5jax.infer._write_clip, []
+def killing(*a, **k):
+    calls.append(a[1])
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return write(*a, **k)
+s5jax.infer._write_clip = killing
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 @pytest.mark.slow
-def test_killed_submit_resumes(sets, tmp_path):
-    """SIGKILL while the dev-test set is being inferred; the re-run resumes the finished clips and
+def test_killed_submit_resumes(sets, tmp_path, capsys):
+    """A real SIGKILL while the dev-test set is being inferred (the process kills itself as its second
+    clip is about to be written: the same place every time); the re-run resumes the finished clip and
     completes the package."""
     work = tmp_path / ".s5jax-submit" / NAME / "dev" / ".s5jax" / "clips"
-    cmd = [sys.executable, "-c", "import sys; from s5jax.cli import main; sys.exit(main(sys.argv[1:]))",
-           *_submit_args(sets, tmp_path, extra=["--batch-size", "1"])]
     env = dict(os.environ, PYTHONPATH=os.getcwd() + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 300
-
-    def complete() -> int:       # clip records infer has marked complete (its stems all written)
-        n = 0
-        for f in (work.iterdir() if work.is_dir() else []):
-            try:
-                n += json.loads(f.read_text()).get("complete", False) is True
-            except (OSError, ValueError):
-                pass
-        return n
-    while time.time() < deadline and p.poll() is None and not complete():
-        time.sleep(0.01)
-    p.send_signal(signal.SIGKILL)
-    p.wait()
-    assert p.returncode == -signal.SIGKILL, "the run ended before it could be killed"
-    done = complete()
-    assert 1 <= done < 4 and not (tmp_path / NAME).exists()
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr[-2000:]
-    assert f"resuming: {done} clip(s) already done" in r.stdout
+    r = subprocess.run([sys.executable, "-c", _KILLED, *_submit_args(sets, tmp_path)], env=env,
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    assert r.returncode == -signal.SIGKILL, r.stderr[-2000:]
+    records = [json.loads(f.read_text()) for f in sorted(work.iterdir()) if f.suffix == ".json"]
+    assert [(rec["soundscape"], rec["complete"]) for rec in records] == [("synth_0000", True)]
+    assert not (tmp_path / NAME).exists()
+    capsys.readouterr()
+    assert main(_submit_args(sets, tmp_path)) == 0            # (the re-run in this process)
+    assert "resuming: 1 clip(s) already done, 3 to go" in capsys.readouterr().out
     check_package(str(tmp_path / f"{NAME}.zip"), sets["dev"], sets["eval"])
 
 

@@ -156,8 +156,9 @@ def expect_full(capfd, out) -> str:
 def test_infer_on_a_full_disk(world, tmp_path, monkeypatch, capfd, budget):
     out = tmp_path / "out"
     disk = full_disk(monkeypatch, tmp_path, budget)
+    # (batch size 2: the infer tests' program for these configs and clip length, see test_infer.py)
     code = main(["infer", world["set"], "--tagger", world["tagger-4ch"], "--separator", world["separator"],
-                 "--out", str(out), "--quiet"])
+                 "--out", str(out), "--batch-size", "2", "--quiet"])
     assert code == 2
     line = expect_full(capfd, out)
     if budget:          # the run got as far as a stem: that stem is named, nothing of it is left
