@@ -7,9 +7,10 @@ import numpy as np
 import pytest
 
 from s5jax.errors import AudioError
-from s5jax.models.m2d import (M2DConfig, M2DTagger, ViTEncoder, chunk_layout, front_end_buffers,
+from s5jax.models.m2d import (M2DConfig, ViTEncoder, chunk_layout, front_end_buffers,
                               log_mel)
 from s5jax.tagger import Tagger
+import tiny_system
 
 # 64-frame chunks (4 time columns), 2 blocks of width 64: compiles and runs in seconds on CPU
 SMALL = dict(chunk_frames=64, embed_dim=64, depth=2, num_heads=4, mlp_dim=128, head_dim=96, track_dim=32)
@@ -20,22 +21,8 @@ def small_cfg(in_channels: int) -> M2DConfig:
 
 
 def random_variables(cfg: M2DConfig, seed: int = 0):
-    """Random weights for every variable the config implies: kernels and embeddings at
-    unit-variance-preserving scale, biases in ±0.1, norm scales in 0.5-1.5, and non-trivial BatchNorm
-    running stats (means in ±0.1, variances in 0.5-1.5), so a BatchNorm mix-up would show. Only the
-    shapes are traced (eval_shape): a jitted `init` compiled the whole model once more per config."""
-    shapes = Tagger.expected_variables(cfg)
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        shape, name = leaf.shape, str(getattr(path[-1], "key", path[-1]))
-        if len(shape) >= 2:
-            return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
-        if name in ("scale", "var"):
-            return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        return rng.uniform(-0.1, 0.1, shape).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+    """Random weights for every variable of a Tagger under `cfg` (tiny_system.random_variables)."""
+    return tiny_system.random_variables(Tagger, cfg, seed)
 
 
 def test_random_variables_cover_every_weight():

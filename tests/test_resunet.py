@@ -11,30 +11,17 @@ import pytest
 from s5jax import checkpoint, stft
 from s5jax.cli import main
 from s5jax.errors import CheckpointError, S5Error
-from s5jax.models.resunet import ResUNetConfig, ResUNetSeparator
+from s5jax.models.resunet import ResUNetConfig
 from s5jax.official.resunet import official_keys
 from s5jax.separator import Separator, query_vector
+import tiny_system
 
 SMALL = ResUNetConfig(channels=(4, 8), pools=((2, 2), (1, 2)), bottleneck_channels=8, condition_dim=16)
 
 
-def random_variables(cfg: ResUNetConfig, seed: int = 0) -> dict:
-    """Random weights for every variable the config implies: kernels at unit-variance-preserving scale,
-    biases and BatchNorm means in ±0.1, norm scales and variances in 0.5-1.5 (non-trivial statistics, so
-    a layout mistake in them would show). Only the shapes are traced (eval_shape): XLA's compile of
-    the jitted `init` of even this small model took 50 s CPU."""
-    shapes = Separator.expected_variables(cfg)
-    rng = np.random.default_rng(seed)
-
-    def draw(path, leaf):
-        shape, name = leaf.shape, str(getattr(path[-1], "key", path[-1]))
-        if len(shape) >= 2:
-            return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
-        if name in ("scale", "var"):
-            return rng.uniform(0.5, 1.5, shape).astype(np.float32)
-        return rng.uniform(-0.1, 0.1, shape).astype(np.float32)
-
-    return jax.tree_util.tree_map_with_path(draw, shapes)
+def random_variables(cfg: ResUNetConfig, seed: int = 0):
+    """Random weights for every variable of a Separator under `cfg` (tiny_system.random_variables)."""
+    return tiny_system.random_variables(Separator, cfg, seed)
 
 
 @pytest.fixture(scope="module")

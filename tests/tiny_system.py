@@ -25,6 +25,26 @@ TAGGER = dict(embed_dim=32, depth=1, num_heads=2, mlp_dim=64, head_dim=48, track
 SEPARATOR = dict(channels=(4, 4, 4, 4, 4, 4), bottleneck_channels=4, condition_dim=8)
 
 
+def random_variables(model_cls, cfg, seed: int = 0) -> dict:
+    """Random weights for every variable `model_cls` (Tagger or Separator) has under `cfg`: kernels and
+    embeddings (≥ 2-D) at unit-variance-preserving scale, biases and BatchNorm means in ±0.1, norm scales
+    and BatchNorm variances in 0.5-1.5 (non-trivial statistics, so a mix-up in them would show). Only
+    the shapes are traced (eval_shape): XLA's compile of a jitted `init` took 50 s CPU for even a small
+    separator, and a model once more per config."""
+    shapes = model_cls.expected_variables(cfg)
+    rng = np.random.default_rng(seed)
+
+    def draw(path, leaf):
+        shape, name = leaf.shape, str(getattr(path[-1], "key", path[-1]))
+        if len(shape) >= 2:
+            return (rng.standard_normal(shape) / np.sqrt(np.prod(shape[:-1]))).astype(np.float32)
+        if name in ("scale", "var"):
+            return rng.uniform(0.5, 1.5, shape).astype(np.float32)
+        return rng.uniform(-0.1, 0.1, shape).astype(np.float32)
+
+    return jax.tree_util.tree_map_with_path(draw, shapes)
+
+
 def _scale_heads(params, factor: float):
     """Multiply the tagger's per-track output layers (tracks_t_3) by `factor`: peaked softmax."""
     def walk(tree, path=()):
