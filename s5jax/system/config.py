@@ -78,6 +78,16 @@ class Switches(NamedTuple):
     separator_b: bool
     gate_before_select: bool
 
+    @property
+    def retags(self) -> bool:
+        """The 1-ch tagger re-tags separated stems (verify-and-refine or dual-separator selection)."""
+        return self.refine or self.separator_b
+
+    @property
+    def needs_tagger1(self) -> bool:
+        """The 1-ch tagger is used at all: fused with the 4-ch tagger, or re-tagging stems."""
+        return self.use_tagger1 or self.retags
+
 
 class Params(NamedTuple):
     """The traced part of a config: float32 arrays; scalars [] and per-class [18] (add a leading

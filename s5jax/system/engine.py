@@ -43,7 +43,7 @@ class ShardedSystem:
     def __init__(self, config, tagger4, tagger1, separator, separator2=None, devices=None):
         self.switches, self.params = config.switches(), config.params()
         sw = self.switches
-        self.stages = Stages(tagger4, tagger1 if (sw.use_tagger1 or sw.refine or sw.separator_b) else None,
+        self.stages = Stages(tagger4, tagger1 if sw.needs_tagger1 else None,
                              [separator] + ([separator2] if sw.separator_b and separator2 is not None else []),
                              devices)
 
@@ -51,7 +51,7 @@ class ShardedSystem:
         """Compile the stage programs a batch of `batch_size` clips of `samples` samples runs (from the
         weights' shapes alone, while they are read; kept as exports with JAX's persistent cache on)."""
         sw = self.switches
-        self.stages.prepare(batch_size, samples, tag1=sw.use_tagger1, retag=sw.refine or sw.separator_b,
+        self.stages.prepare(batch_size, samples, tag1=sw.use_tagger1, retag=sw.retags,
                             separators=2 if sw.separator_b else 1)
 
     def __call__(self, mixture: np.ndarray, pad_to: int = 0):
@@ -89,7 +89,7 @@ def check_models(config, name: str, tagger4, tagger1, separator2) -> None:
     sw = config.switches()
     if tagger4 is None:
         raise S5Error(f"system {name} needs a 4-ch tagger (--tagger or --tagger2)")
-    if tagger1 is None and (sw.use_tagger1 or sw.refine or sw.separator_b):
+    if tagger1 is None and sw.needs_tagger1:
         raise S5Error(f"system {name} fuses or re-tags with the 1-ch tagger: give it with --tagger2")
     if separator2 is None and sw.separator_b:
         raise S5Error(f"system {name} selects between two separators: give --separator2")
@@ -123,7 +123,7 @@ def system_engine(system: str, tagger_dirs, separator_dir: str, separator2_dir: 
     t4, t1, sep_a, sep_b = load_models(tagger_dirs, separator_dir, separator2_dir, precision, wait=False)
     check_models(config, system, t4, t1, sep_b)
     sw = config.switches()
-    t1 = t1 if (sw.use_tagger1 or sw.refine or sw.separator_b) else None   # loaded but unused: not recorded
+    t1 = t1 if sw.needs_tagger1 else None   # loaded but unused: not recorded
     sep_b = sep_b if sw.separator_b else None
     models = {"tagger": t4, "tagger2": t1, "separator": sep_a, "separator2": sep_b}
     settings = {"system": system if system in PRESETS else "custom", "system_config": config.to_dict(),

@@ -139,7 +139,7 @@ def run_system(sw, stages, params: Params, mixture: jax.Array) -> SystemOutput:
 
     The thresholds are traced: the decision programs serve every config with these switches, and
     the model programs every config at all."""
-    if stages.tag1 is None and (sw.use_tagger1 or sw.refine or sw.separator_b):
+    if stages.tag1 is None and sw.needs_tagger1:
         raise ValueError("this system config needs the 1-ch tagger")
     if len(stages.separate) < 2 and sw.separator_b:
         raise ValueError("this system config needs a second separator")
@@ -148,7 +148,7 @@ def run_system(sw, stages, params: Params, mixture: jax.Array) -> SystemOutput:
     q, conf = _propose(sw, params, P1, P4)
     stems = stages.separate[0].on_device((mixture, q))
     q2, conf2, r_a, stems_b, r_b = q, conf, None, None, None
-    if sw.refine or sw.separator_b:
+    if sw.retags:
         r_a = _confirm(sw.confirm, stages.retag(stems), q)
     if sw.refine:
         q2, conf2, changed = _refine(params, q, conf, r_a)
