@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -351,11 +352,18 @@ KINDS = {"tagger-4ch": Tagger4ch, "tagger-1ch": Tagger1ch, "separator": Separato
 def build(kind: str, state_dict: dict) -> nn.Module:
     """The model of `kind` in eval mode with `state_dict` (numpy or torch values, official keys without
     `model.`) loaded strictly: a missing or unexpected key is an error."""
-    model = KINDS[kind]()
-    sd = {k: torch.as_tensor(v).reshape(model.state_dict()[k].shape) if k in model.state_dict() else
-          torch.as_tensor(v) for k, v in state_dict.items()}
-    model.load_state_dict(sd, strict=True)
+    with torch.device("meta"):     # no random initialisation of what the state_dict replaces (seconds)
+        model = KINDS[kind]()
+    own = model.state_dict()       # once: a call per key made the build quadratic (10 s for a tagger)
+    sd = {k: _copy(v).to(own[k].dtype).reshape(own[k].shape) if k in own else torch.as_tensor(v)
+          for k, v in state_dict.items()}
+    model.load_state_dict(sd, strict=True, assign=True)       # the copies become the model's tensors
     return model.eval()
+
+
+def _copy(value) -> torch.Tensor:
+    """A writable tensor of its own from a numpy array (a read-only memory map too) or a tensor."""
+    return value.detach().clone() if isinstance(value, torch.Tensor) else torch.from_numpy(np.array(value))
 
 
 def baseline_system(tagger: nn.Module, separator: nn.Module, mixture):
