@@ -1,21 +1,26 @@
 """Full-size parity with the official PyTorch M2D taggers (goldens in tests/golden/m2d).
 
-Official-format Lightning .ckpt (synthetic weights, true front-end buffers) -> `s5jax convert` ->
-Tagger.from_checkpoint -> log-mel, encoder features, logits and probabilities vs the official outputs.
-One conversion and three compilations (10 s, 3.7 s and the two-chunk 12.5 s input) per tagger; every
-field of every golden case is compared.
+Official state_dict (synthetic weights, true front-end buffers) -> its kind detected from the keys ->
+`s5jax convert`'s conversion -> Tagger -> log-mel, encoder features, logits and probabilities vs the
+official outputs. Three compilations (10 s, 3.7 s and the two-chunk 12.5 s input) per tagger; every
+field of every golden case is compared. The conversion runs in this process: what `s5jax convert`
+adds around it (the .ckpt read, the folder written and loaded again) is the same code at any size,
+run here on the tiny official checkpoints (test_convert_detected_kind); through the files the
+full-size one took 30 s per tagger.
 """
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from conftest import load_synth, write_lightning_ckpt
-from s5jax.cli import main
+from conftest import load_synth
+from s5jax import checkpoint
+from s5jax.official.convert import convert_state_dict, detect_kind
 from s5jax.tagger import Tagger
 
 pytestmark = pytest.mark.slow
 RTOL = 1e-4
+KINDS = {"1c": "tagger-1ch", "4c": "tagger-4ch"}
 
 
 def rel(ours, ref) -> float:
@@ -24,16 +29,14 @@ def rel(ours, ref) -> float:
 
 
 @pytest.fixture(scope="module", params=["1c", "4c"])
-def case(request, tmp_path_factory, golden, golden_weights):
+def case(request, golden, golden_weights):
     tag = request.param
-    kind = "tagger-1ch" if tag == "1c" else "tagger-4ch"
-    tmp = tmp_path_factory.mktemp(f"m2d_{tag}")
-    ckpt = write_lightning_ckpt(golden_weights("m2d", f"manifest_{tag}.json", f"fixed_{tag}.npz"),
-                                tmp / "official.ckpt")
-    out = str(tmp / "converted")
-    assert main(["convert", ckpt, out]) == 0
-    tagger = Tagger.from_checkpoint(out)
-    assert tagger.kind == kind and tagger.cfg.in_channels == (4 if tag == "4c" else 1)
+    sd = golden_weights("m2d", f"manifest_{tag}.json", f"fixed_{tag}.npz")      # official keys, "model." first
+    kind = detect_kind(sd)
+    assert kind == KINDS[tag]                                   # the full-size key set's kind
+    config, variables = convert_state_dict(sd, kind, f"golden {tag}")
+    tagger = Tagger(Tagger.CONFIG.from_dict(config), variables, kind)
+    assert tagger.cfg.in_channels == (4 if tag == "4c" else 1)
     g = dict(np.load(golden / "m2d" / f"golden_{tag}.npz"))
     synth = load_synth()
     results = []
@@ -43,9 +46,14 @@ def case(request, tmp_path_factory, golden, golden_weights):
     return tag, tagger, g, results
 
 
-def test_convert_detected_kind(case):
-    tag, tagger, _, _ = case
-    assert tagger.kind == ("tagger-1ch" if tag == "1c" else "tagger-4ch")
+@pytest.mark.parametrize("tag", ["1c", "4c"])
+def test_convert_detected_kind(tag, request):
+    """`s5jax convert` without --kind on an official .ckpt (the tiny ones, conftest.tiny_ckpt /
+    tiny_tagger_4ch) writes a folder of the kind its keys say, which loads as that tagger."""
+    folder = request.getfixturevalue("tiny_ckpt")["tagger"] if tag == "1c" else request.getfixturevalue("tiny_tagger_4ch")
+    assert checkpoint.load(folder)[0] == KINDS[tag]
+    tagger = Tagger.from_checkpoint(folder)
+    assert tagger.kind == KINDS[tag] and tagger.cfg.in_channels == (4 if tag == "4c" else 1)
 
 
 def test_golden_covers_three_cases_with_a_two_chunk_one(case):

@@ -1,5 +1,7 @@
-"""The full-size separator against the official PyTorch code's outputs (golden/resunet), through the
-whole user path: official Lightning .ckpt -> `s5jax convert` -> Separator.from_checkpoint."""
+"""The full-size separator against the official PyTorch code's outputs (golden/resunet): official
+state_dict -> its kind detected from the keys -> `s5jax convert`'s conversion -> Separator. What the
+command adds around the conversion (the .ckpt read, the folder written and loaded) is the same code at
+any size, run here on the tiny official checkpoint (test_explicit_kind_converts_as_the_detected_one)."""
 from __future__ import annotations
 
 import numpy as np
@@ -9,6 +11,7 @@ from conftest import compare_separator_case, load_synth, traced_separator, write
 from s5jax import checkpoint
 from s5jax.cli import main
 from s5jax.errors import CheckpointError
+from s5jax.official.convert import convert_state_dict, detect_kind
 from s5jax.official.resunet import convert_separator_state_dict
 from s5jax.separator import Separator
 
@@ -25,14 +28,15 @@ def state_dict(golden_weights):
 
 
 @pytest.fixture(scope="module")
-def separator(state_dict, tmp_path_factory):
-    """The full-size checkpoint converted once, its kind detected from the keys (an explicit `--kind
-    separator` gives the same folder: test_explicit_kind_converts_as_the_detected_one, on the tiny
-    official checkpoint: the same code path without a second full-size conversion and load)."""
-    root = tmp_path_factory.mktemp("resunet")
-    ckpt = write_lightning_ckpt(state_dict, root / "separator.ckpt")
-    assert main(["convert", ckpt, str(root / "auto")]) == 0                       # kind detected
-    return Separator.from_checkpoint(root / "auto")
+def separator(state_dict):
+    """The full-size state_dict converted once in this process, its kind detected from the keys (through
+    the files, `s5jax convert` + Separator.from_checkpoint, it took 10 s more; an explicit `--kind
+    separator` gives the same folder as the detected kind: test_explicit_kind_converts_as_the_detected_one,
+    on the tiny official checkpoint)."""
+    kind = detect_kind(state_dict)
+    assert kind == "separator"
+    config, variables = convert_state_dict(state_dict, kind, "golden separator")
+    return Separator(Separator.CONFIG.from_dict(config), variables, kind)
 
 
 @pytest.fixture(scope="module")
