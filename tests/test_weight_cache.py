@@ -76,28 +76,29 @@ def test_second_load_maps_the_kept_file_and_reads_no_checkpoint(tiny_ckpt, kept,
 
 
 def test_models_loaded_from_the_kept_file_compute_the_same(tiny_ckpt, kept, monkeypatch):
+    """Tagger/Separator.from_checkpoint(wait=False) from orbax (round 0, the weights then kept) and from
+    the mapped file (round 1): the same config and the same weight tree, every leaf bit for bit in
+    dtype, shape and value, so every call computes the same. (Compared as weights, not as the outputs
+    of one call: that compiled both tiny models for 13 s and missed weights the call does not use.)"""
     from s5jax.separator import Separator
     from s5jax.tagger import Tagger
 
-    rng = np.random.default_rng(0)
-    x = rng.standard_normal((1, 1, 4000)).astype(np.float32)
-    mix = rng.standard_normal((1, 4, 4000)).astype(np.float32)
-    query = np.eye(18, dtype=np.float32)[[3, 7, 11]].reshape(1, 54)
-    outs, programs = [], None
+    rounds = []
     for round_ in range(2):                          # 0: orbax read (and kept), 1: mapped
         if round_:
             monkeypatch.setattr(checkpoint, "load", _no_orbax)
         tagger = Tagger.from_checkpoint(tiny_ckpt["tagger"], wait=False)
         separator = Separator.from_checkpoint(tiny_ckpt["separator"], wait=False)
-        # one jitted program per model for both rounds (the same config): only the weights differ
-        programs = programs or (jax.jit(tagger.apply_fn), jax.jit(separator.apply_fn))
-        outs.append((np.asarray(programs[0](tagger.variables, x)),
-                     np.asarray(programs[1](separator.variables, mix, query))))
+        rounds.append([(m.cfg, jax.tree.structure(m.variables), jax.tree.leaves(m.variables))
+                       for m in (tagger, separator)])
         _load(tiny_ckpt["tagger"])                    # (waits for the files being written)
         assert tagger.identity == checkpoint.identity(tiny_ckpt["tagger"])
     assert len(list(kept.iterdir())) == 2
-    for a, b in zip(*outs):
-        np.testing.assert_array_equal(a, b)
+    for (cfg_a, tree_a, leaves_a), (cfg_b, tree_b, leaves_b) in zip(*rounds):
+        assert cfg_a == cfg_b and tree_a == tree_b and len(leaves_a) > 10
+        for a, b in zip(leaves_a, leaves_b):
+            assert np.asarray(a).dtype == np.asarray(b).dtype
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b), strict=True)
 
 
 def test_changed_damaged_or_foreign_files_are_not_used(tiny_ckpt, kept, tmp_path):
