@@ -125,7 +125,7 @@ def test_missing_entries_are_reported_never_scored():
     cfg = dataclasses.replace(preset("system1"), solo4=0.2, solo1=0.2)   # false positives enter, get dropped
     sw = cfg.switches()
     out = R.replay(cfg.params(), R.prepare(world.cache(), sw), sw)
-    q, _ = D.fuse(D.proposals(world.P1, sw.proposal), D.proposals(world.P4, sw.proposal), cfg.params(), sw)
+    q, _ = fuse(proposals(world.P1, sw.proposal), proposals(world.P4, sw.proposal), cfg.params(), sw)   # jitted: not ~60 op-by-op compiles
     q = np.asarray(q)
     needs = (q != SILENCE).any(-1)
     assert needs.sum() > N // 2
@@ -209,21 +209,24 @@ def test_sharded_over_8_devices_equals_one_device(tmp_path):
 
 
 def test_sharded_replay_in_chunks_equals_one_program():
-    """More configs than one call takes (CONFIG_CHUNK) go in chunks, each padded to `config_bucket`;
-    the totals equal one plain `totals` over all configs, and new weights are not served from the
-    previous call's (the runner keeps the last weights it placed)."""
+    """More configs than one call takes (`chunk`, CONFIG_CHUNK by default; 16 here, every call padded
+    to it as the search's Evaluator runs it: one compiled program) go in chunks; the totals equal one
+    plain `totals` over all configs, and new weights are not served from the previous call's (the
+    runner keeps the last weights it placed)."""
     world = SyntheticWorld(37, seed=8)
     base = dataclasses.replace(preset("system1"), energy_db=-100.0)
     sw = base.switches()
     rng = np.random.default_rng(0)
-    c = R.CONFIG_CHUNK + 6
+    chunk = 16
+    c = 2 * chunk + 6             # two full chunks and a padded one
     cfgs = [dataclasses.replace(base, solo4=float(s), verify=(float(v),) * 18)
             for s, v in zip(rng.choice([0.2, 0.5], c), rng.choice([0.05, 0.3, 0.9], c))]
     for cfg in {(x.solo4, x.verify[0]): x for x in cfgs}.values():
         complete(world, cfg)
     prep = R.prepare(world.cache(), sw)
     params = stack_params([x.params() for x in cfgs])
-    runner = R.ShardedReplay(prep, sw)
+    runner = R.ShardedReplay(prep, sw, chunk=chunk, least_configs=chunk)
+    programs = R._sharded_totals(runner.mesh, sw)._cache_size()
     assert [R.config_bucket(n) for n in (1, 3, 100, 128, 129, 1000, R.CONFIG_CHUNK)] == [1, 4, 128, 128, 256, 1024, 1024]
     # two clip groupings of the same shape (one compiled program each for the runner and `totals`),
     # different values: the second call must not reuse the first's placed weights
@@ -235,3 +238,4 @@ def test_sharded_replay_in_chunks_equals_one_program():
             assert g.shape == (c, weights.shape[0])
             np.testing.assert_allclose(g, np.asarray(w, np.float64), atol=1e-3)
         assert np.asarray(got.missing).sum() == 0 and np.ptp(R.mean_score(got)[:, 0]) > 0.1
+    assert R._sharded_totals(runner.mesh, sw)._cache_size() - programs <= 1     # every chunk one program

@@ -28,8 +28,13 @@ def test_search_finds_the_known_optimum():
     assert abs(world.optimum() - best_possible) < 1e-9
     oracle, missing = ev.oracle()
     assert not missing.any() and abs(float(np.nanmean(oracle)) - best_possible) < 1e-4
+    from s5jax.replay import replay as R
+    sizes = lambda: (R._prepare._cache_size(), R.replay_configs._cache_size(), R.replay._cache_size(),   # noqa: E731
+                     R._sharded_totals(ev._runner(LOOSE.switches()).mesh, LOOSE.switches())._cache_size())
+    before = sizes()
     res = search(LOOSE, ev, grids=SMALL_GRIDS, steps=("fusion", "verification", "gates", "coordinate"),
                  progress=False, log=lambda *a: None)
+    assert ev.fill_rounds >= 2          # the cache grew round by round ...
     assert res.start_score < best_possible - 0.5          # the start is far from it
     assert abs(res.score - best_possible) < 1e-4, (res.score, best_possible)
     # the tuned config scores the same when replayed on its own, and keeps the start's switches
@@ -37,6 +42,11 @@ def test_search_finds_the_known_optimum():
     assert abs(float(np.nanmean(np.asarray(out.clips.score, np.float64))) - best_possible) < 1e-4
     assert res.best.switches() == LOOSE.switches()
     assert SystemConfig.from_dict(json.loads(res.best.to_json())) == res.best
+    # ... yet the whole search (grids of 1-144 configs, fills, the final replay) compiled at most one
+    # program each for preparing, per-clip replay and totals (`ev._runner` made before the search
+    # already prepared the first cache): configs go in calls of one size, entries padded to one size
+    grown = [b - a for a, b in zip(before, sizes())]
+    assert grown[0] <= 1 and grown[1] <= 1 and grown[2] == 0 and grown[3] <= 1, grown
 
 
 def test_margin_rejects_a_gain_below_it_accepts_above():

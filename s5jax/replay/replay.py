@@ -302,14 +302,15 @@ def missing_by_clip(clips: ClipReplay) -> dict[int, set[int]]:
     return out
 
 
-def entry_groups(keys: np.ndarray, least_clips: int = 128) -> list[tuple[np.ndarray, int]]:
+def entry_groups(keys: np.ndarray, least_clips: int = 128, least_entries: int = 2) -> list[tuple[np.ndarray, int]]:
     """Clips grouped by how many entries they hold -> [(clip indices, E of the group)].
 
     A look-up scans a clip's E entries and a few clips reach many tuples, so replaying every clip at
     the largest E would waste most of the work; each group is padded only to its own largest count
-    (a power of two), and groups under `least_clips` clips join the next larger one."""
+    (a power of two, at least `least_entries`), and groups under `least_clips` clips join the next
+    larger one."""
     count = np.sum(np.asarray(keys) != MISSING_KEY, axis=1)
-    size = np.array([bucket(int(c), least=2) for c in count])
+    size = np.array([bucket(int(c), least=least_entries) for c in count])
     groups, pending = [], np.zeros(0, np.int64)
     for e in sorted(set(size.tolist())):
         pending = np.concatenate([pending, np.nonzero(size == e)[0]])
@@ -347,11 +348,15 @@ class ShardedReplay:
     dispatch: a single config costs little more than its arithmetic), the config axis padded to
     `config_bucket` (and to at least `least_configs`, a power of two: a caller replaying a few configs
     at a time, e.g. one then five then nine, compiles one program for them all instead of one per
-    size) and split over "config"; more than CONFIG_CHUNK configs go in chunks of that many.
-    XLA inserts the sum over clip shards."""
+    size) and split over "config"; more than `chunk` (default CONFIG_CHUNK) configs go in chunks of
+    that many.  With least_configs = chunk every call runs one program of exactly `chunk` configs,
+    whatever the count; `least_entries` is the smallest entry count a group is padded to (a cache
+    that grows by a few entries per fill round then keeps its groups' shapes).  XLA inserts the sum
+    over clip shards."""
 
     def __init__(self, prep: Prepared, sw: Switches, devices=None, config_axis: int | None = None,
-                 least_clips: int = 128, least_configs: int = 1):
+                 least_clips: int = 128, least_configs: int = 1, chunk: int = CONFIG_CHUNK,
+                 least_entries: int = 2):
         devices = list(devices if devices is not None else jax.devices())
         n_dev = len(devices)
         n_cfg = config_axis if config_axis is not None else n_dev
@@ -360,12 +365,13 @@ class ShardedReplay:
         self.mesh = Mesh(np.array(devices).reshape(n_cfg, n_dev // n_cfg), ("config", "clip"))
         self.sw = sw
         self.least_configs = least_configs
+        self.chunk = chunk
         n_clip_shards = n_dev // n_cfg
         self.n_clips = int(prep.keys.shape[0])
         prep = jax.tree_util.tree_map(lambda a: np.asarray(a), prep)
         entry_fields = {"keys", "r", "energy", "table", "S"}
         self.groups, subs = [], []
-        for idx, e in entry_groups(prep.keys, least_clips):
+        for idx, e in entry_groups(prep.keys, least_clips, least_entries):
             pad = (-len(idx)) % n_clip_shards
             rows = np.concatenate([idx, np.repeat(idx[:1], pad)])
             subs.append(Prepared(**{f: (jax.tree_util.tree_map(lambda a: a[rows], v) if f not in entry_fields
@@ -392,8 +398,8 @@ class ShardedReplay:
         n_cfg = self.mesh.shape["config"]
         ws = self._weights(weights)
         out = []
-        for lo in range(0, c, CONFIG_CHUNK):
-            part = Params(*(np.asarray(a, np.float32)[lo:lo + CONFIG_CHUNK] for a in params))
+        for lo in range(0, c, self.chunk):
+            part = Params(*(np.asarray(a, np.float32)[lo:lo + self.chunk] for a in params))
             n = int(part.w1.shape[0])
             size = max(config_bucket(n), self.least_configs)
             out.append((n, self._fn(pad_configs(part, size + (-size) % n_cfg), self._subs, ws)))
