@@ -74,15 +74,15 @@ def _claim(out: str, settings: dict) -> None:
     write_json_atomic(marker, {"command": "s5jax demo", "settings": settings})
 
 
-def _subset(src: str, dst: str, clips: int) -> str:
-    """The first `clips` soundscapes of set `src` and their oracle targets, as hard links (copies where
-    links are not possible) in `dst`."""
+def _subset(src: str, dst: str, clips: int, start: int = 0) -> str:
+    """`clips` soundscapes of set `src` from its `start`-th on (in name order) and their oracle
+    targets, as hard links (copies where links are not possible) in `dst`."""
     import shutil
 
     from .dataset import list_soundscapes, reference_files
     from .files import atomic_writer
 
-    names = list_soundscapes(src)[:clips]
+    names = list_soundscapes(src)[start:start + clips]
     oracle = os.path.join(src, "oracle_target")
     listing = sorted(os.listdir(oracle))
     for sub in ("soundscape", "oracle_target"):
