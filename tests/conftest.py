@@ -29,9 +29,37 @@ LONG_FIRST = ("test_demo.py", "test_train.py", "test_torch_port.py", "test_searc
               "test_write_errors.py", "test_startup.py", "test_weight_cache.py", "test_m2d.py", "test_metric.py")
 
 
+# XLA's backend optimisations (LLVM -O3 and its expensive passes) are about half of every compile and
+# pay off only in programs that run long; most tests compile many small programs and run each once or
+# twice. So a test compiles with `jax_disable_most_optimizations`, in this process and in the processes
+# it starts (JAX_DISABLE_MOST_OPTIMIZATIONS), unless it has the `xla_default` marker: the tests that
+# compare with the official outputs (they use the goldens or torch) check the numbers a user gets, at
+# XLA's defaults; the bundled-model files run many 10 s clips (there -O0 costs more run time than it saves
+# compile time: bundled separator on a 10 s clip, compile 17.3 -> 7.2 s, run 1.7-2.0 -> 3.5-3.6 s).
+XLA_DEFAULT_FILES = ("test_torch_port.py", "test_losses.py", "test_demo.py", "test_replay_pipeline.py")
+OFFICIAL_FIXTURES = ("golden", "golden_weights")
+
+
 def pytest_collection_modifyitems(items):
     rank = {name: i for i, name in enumerate(LONG_FIRST)}
     items.sort(key=lambda item: rank.get(item.path.name, len(LONG_FIRST)))   # stable: file order kept
+    for item in items:
+        if item.path.name in XLA_DEFAULT_FILES or set(OFFICIAL_FIXTURES) & set(item.fixturenames):
+            item.add_marker(pytest.mark.xla_default)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item):
+    """Before the test's fixtures: XLA's optimisations as the test's marker asks (see XLA_DEFAULT_FILES).
+    The flag is read at each compile; programs compiled for an earlier test are reused as they are."""
+    import jax
+
+    fast = item.get_closest_marker("xla_default") is None
+    jax.config.update("jax_disable_most_optimizations", fast)
+    if fast:
+        os.environ["JAX_DISABLE_MOST_OPTIMIZATIONS"] = "1"
+    else:
+        os.environ.pop("JAX_DISABLE_MOST_OPTIMIZATIONS", None)
 
 
 @pytest.fixture

@@ -192,6 +192,7 @@ def test_kill_and_resume_continues_bit_identically(data, tmp_path, capsys):
     assert "other settings (lr)" in err and len(err.strip().splitlines()) == 1
 
 
+@pytest.mark.xla_default          # the comparison is with XLA's default options
 def test_init_program_options_keep_the_default_parameters():
     """init_variables compiles the init program with INIT_COMPILER_OPTIONS (for compile time): the
     parameters must be those of XLA's default options bit for bit (a fresh model, and the bundled models'
