@@ -19,6 +19,7 @@ Run folder OUT (every file written atomically; a resumed run continues bit-ident
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -148,6 +149,15 @@ def make_steps(task: st.Task, optimizer: Callable[[jax.Array], optax.GradientTra
     return train, evaluate
 
 
+@functools.lru_cache(maxsize=4)
+def _official_steps(task: st.Task, opt: tuple, train_bn: bool, repl, data_sh):
+    """make_steps with the official optimiser of constants opt = (clip, b1, b2, eps, weight_decay), kept
+    per process: a later run of the same task, scope shapes and constants in this process (tests, a
+    notebook, a resume in-process) reuses the traced and compiled steps instead of tracing and lowering
+    them again (seconds per run; the persistent cache saves only the backend compile)."""
+    return make_steps(task, lambda lr: official_optimizer(lr, *opt), train_bn, repl, data_sh)
+
+
 def _step_lr(lr_at, step: int) -> np.ndarray:
     """The learning rate of 0-based step `step` as the train step's float32 input (the schedule's value
     in float32, as it was when the schedule was compiled into the step)."""
@@ -250,14 +260,12 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
         raise ConfigError(f"batch_size {batch} does not split over {len(devices)} devices")
     mesh = Mesh(np.array(devices), ("data",))
     repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    def optimizer(lr):
-        return official_optimizer(lr, cfg.clip, cfg.b1, cfg.b2, cfg.eps, cfg.weight_decay)
-
+    opt = (cfg.clip, cfg.b1, cfg.b2, cfg.eps, cfg.weight_decay)
     lr_at = schedule(cfg.schedule, cfg.effective_lr, cfg.steps, cfg.warmup_steps)   # of the 0-based step
     state = {"step": np.zeros([], np.int32), "trainable": trainable, "frozen": frozen,
-             "batch_stats": variables["batch_stats"], "opt_state": optimizer(0.0).init(trainable)}
+             "batch_stats": variables["batch_stats"], "opt_state": official_optimizer(0.0, *opt).init(trainable)}
     state = jax.device_put(jax.tree.map(jnp.asarray, state), repl)
-    train_step, eval_step = make_steps(task, optimizer, cfg.batchnorm == "train", repl, data_sh)
+    train_step, eval_step = _official_steps(task, opt, cfg.batchnorm == "train", repl, data_sh)
 
     maker = BatchMaker(synth, cfg.seed, batch, jax.process_index(), jax.process_count(), cfg.zero_share_at,
                        with_refs=not task.is_tagger)
