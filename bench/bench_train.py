@@ -44,7 +44,8 @@ def _worker(model: str, scope: str, batch: int, steps: int, seconds: float) -> d
     repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
     state = jax.device_put({"step": np.zeros([], np.int32), "trainable": trainable, "frozen": frozen,
                             "batch_stats": variables["batch_stats"], "opt_state": tx.init(trainable)}, repl)
-    train_step, _ = make_steps(task, tx, True, repl, data_sh)
+    train_step, _ = make_steps(task, official_optimizer, True, repl, data_sh)
+    lr = jax.device_put(np.float32(1e-4), repl)             # the step's learning rate: a program input
     rng = np.random.default_rng(0)
     n = int(seconds * 32000)
     b = {"mixture": (0.1 * rng.standard_normal((batch, 4, n))).astype(np.float32),
@@ -55,7 +56,7 @@ def _worker(model: str, scope: str, batch: int, steps: int, seconds: float) -> d
     times = []
     for _ in range(steps):
         t = time.perf_counter()
-        state, loss = train_step(state, b)
+        state, loss = train_step(state, b, lr)
         float(loss)
         times.append(time.perf_counter() - t)
     n_train = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(trainable))

@@ -19,9 +19,11 @@ Run folder OUT (every file written atomically; a resumed run continues bit-ident
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 from dataclasses import dataclass, field
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -114,10 +116,17 @@ def _valid_specs(cfg: TrainConfig) -> tuple[SceneRenderer, list[dict], list | No
 
 
 # -------------------------------------------------------------------------------------- the steps
-def make_steps(task: st.Task, tx: optax.GradientTransformation, train_bn: bool, repl, data_sh):
-    """-> (train_step(state, batch) -> (state, loss), eval_step(state, batch) -> (per-clip loss, metrics))."""
+def make_steps(task: st.Task, optimizer: Callable[[jax.Array], optax.GradientTransformation], train_bn: bool,
+               repl, data_sh):
+    """-> (train_step(state, batch, lr) -> (state, loss), eval_step(state, batch) -> (per-clip loss, metrics)).
 
-    def train_step(state, batch):
+    `optimizer(lr)` builds the optimiser for the learning rate of the step; lr is a program input (a
+    float32 scalar, the schedule evaluated outside), so one compiled train step serves every learning
+    rate, schedule and number of steps (optimizer(x).init must not depend on x)."""
+
+    def train_step(state, batch, lr):
+        tx = optimizer(lr)
+
         def loss_fn(trainable):
             variables = {"params": st.merge_params(trainable, state["frozen"]), "batch_stats": state["batch_stats"]}
             out, bs = task.forward(variables, batch, train_bn)
@@ -135,9 +144,24 @@ def make_steps(task: st.Task, tx: optax.GradientTransformation, train_bn: bool, 
         out, _ = task.forward(variables, batch, train_bn=False)
         return task.per_clip_loss(out, batch), task.clip_metrics(out, batch)
 
-    train = jax.jit(train_step, in_shardings=(repl, data_sh), out_shardings=(repl, repl), donate_argnums=0)
+    train = jax.jit(train_step, in_shardings=(repl, data_sh, repl), out_shardings=(repl, repl), donate_argnums=0)
     evaluate = jax.jit(eval_step, in_shardings=(repl, data_sh), out_shardings=repl)
     return train, evaluate
+
+
+@functools.lru_cache(maxsize=4)
+def _official_steps(task: st.Task, opt: tuple, train_bn: bool, repl, data_sh):
+    """make_steps with the official optimiser of constants opt = (clip, b1, b2, eps, weight_decay), kept
+    per process: a later run of the same task, scope shapes and constants in this process (tests, a
+    notebook, a resume in-process) reuses the traced and compiled steps instead of tracing and lowering
+    them again (seconds per run; the persistent cache saves only the backend compile)."""
+    return make_steps(task, lambda lr: official_optimizer(lr, *opt), train_bn, repl, data_sh)
+
+
+def _step_lr(lr_at, step: int) -> np.ndarray:
+    """The learning rate of 0-based step `step` as the train step's float32 input (the schedule's value
+    in float32, as it was when the schedule was compiled into the step)."""
+    return np.asarray(lr_at(step), np.float32)
 
 
 def _global_batch(local: dict, data_sh) -> dict:
@@ -236,12 +260,12 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
         raise ConfigError(f"batch_size {batch} does not split over {len(devices)} devices")
     mesh = Mesh(np.array(devices), ("data",))
     repl, data_sh = NamedSharding(mesh, P()), NamedSharding(mesh, P("data"))
-    tx = official_optimizer(schedule(cfg.schedule, cfg.effective_lr, cfg.steps, cfg.warmup_steps), cfg.clip,
-                            cfg.b1, cfg.b2, cfg.eps, cfg.weight_decay)
+    opt = (cfg.clip, cfg.b1, cfg.b2, cfg.eps, cfg.weight_decay)
+    lr_at = schedule(cfg.schedule, cfg.effective_lr, cfg.steps, cfg.warmup_steps)   # of the 0-based step
     state = {"step": np.zeros([], np.int32), "trainable": trainable, "frozen": frozen,
-             "batch_stats": variables["batch_stats"], "opt_state": tx.init(trainable)}
+             "batch_stats": variables["batch_stats"], "opt_state": official_optimizer(0.0, *opt).init(trainable)}
     state = jax.device_put(jax.tree.map(jnp.asarray, state), repl)
-    train_step, eval_step = make_steps(task, tx, cfg.batchnorm == "train", repl, data_sh)
+    train_step, eval_step = _official_steps(task, opt, cfg.batchnorm == "train", repl, data_sh)
 
     maker = BatchMaker(synth, cfg.seed, batch, jax.process_index(), jax.process_count(), cfg.zero_share_at,
                        with_refs=not task.is_tagger)
@@ -275,7 +299,9 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
             log.scalars(0, {f"valid/{k}": x for k, x in v.items() if x is not None})
         while step < cfg.steps and (stop_after is None or step - step0 < stop_after):
             local = next(batches)
-            state, loss = train_step(state, _global_batch(local, data_sh))
+            lr = _step_lr(lr_at, step)
+            state, loss = train_step(state, _global_batch(local, data_sh),
+                                     jax.make_array_from_callback((), repl, lambda _: lr))
             step += 1
             loss = float(loss)
             heap.after_call()
@@ -286,8 +312,7 @@ def run_training(cfg: TrainConfig, progress: bool | None = None, stop_after: int
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss:.4f}")
             if step % cfg.log_every == 0 or step == cfg.steps:
-                lr = float(schedule(cfg.schedule, cfg.effective_lr, cfg.steps, cfg.warmup_steps)(step - 1))
-                log.scalars(step, {"train/loss": loss, "train/lr": lr,
+                log.scalars(step, {"train/loss": loss, "train/lr": float(lr),
                                    "train/zero_share": cfg.zero_share_at(step - 1) or -1.0})
             if step % cfg.valid_every == 0 or step == cfg.steps:
                 if step == cfg.steps:            # the last stretch takes a while with full-size models

@@ -7,6 +7,7 @@ backward pass never computes gradients for the frozen part.
 """
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -85,12 +86,18 @@ INIT_COMPILER_OPTIONS = {"xla_backend_optimization_level": 1}
 
 
 def init_variables(task: Task, seed: int, samples: int = 16000) -> dict:
+    init, args = _init_program(task, samples)
+    v = init(jax.random.PRNGKey(seed), *args)
+    return jax.tree.map(np.asarray, {"params": v["params"], "batch_stats": v["batch_stats"]})
+
+
+@functools.lru_cache(maxsize=4)
+def _init_program(task: Task, samples: int):
+    """-> (the compiled init(key, *args), args), kept per process: a later start of the same model in
+    this process (tests, a notebook) neither traces nor lowers it again (the seed is an input)."""
     x = jnp.zeros((1, task.cfg.in_channels if task.is_tagger else task.cfg.input_channels, samples))
     args = (x,) if task.is_tagger else (x, jnp.zeros((1, NUM_SLOTS * NUM_CLASSES)))
-    key = jax.random.PRNGKey(seed)
-    init = jax.jit(task.module.init).lower(key, *args).compile(INIT_COMPILER_OPTIONS)
-    v = init(key, *args)
-    return jax.tree.map(np.asarray, {"params": v["params"], "batch_stats": v["batch_stats"]})
+    return jax.jit(task.module.init).lower(jax.random.PRNGKey(0), *args).compile(INIT_COMPILER_OPTIONS), args
 
 
 def initial_task(cfg: TrainConfig) -> tuple[Task, dict, str]:
