@@ -34,9 +34,12 @@ LONG_FIRST = ("test_demo.py", "test_train.py", "test_torch_port.py", "test_searc
 # twice. So a test compiles with `jax_disable_most_optimizations`, in this process and in the processes
 # it starts (JAX_DISABLE_MOST_OPTIMIZATIONS), unless it has the `xla_default` marker: the tests that
 # compare with the official outputs (they use the goldens or torch) check the numbers a user gets, at
-# XLA's defaults; the bundled-model files run many 10 s clips (there -O0 costs more run time than it saves
-# compile time: bundled separator on a 10 s clip, compile 17.3 -> 7.2 s, run 1.7-2.0 -> 3.5-3.6 s).
-XLA_DEFAULT_FILES = ("test_torch_port.py", "test_losses.py", "test_demo.py", "test_replay_pipeline.py")
+# XLA's defaults; the files that run models over many 10 s clips or windows, and the separator training
+# test (25 steps), too: there -O0 costs more run time than it saves compile time (bundled separator on a
+# 10 s clip: compile 17.3 -> 7.2 s, run 1.7-2.0 -> 3.5-3.6 s; in the suite, test_segment_world 56 -> 107 s,
+# test_segment_models 35 -> 62 s, the separator training test 122 -> 139 s when compiled at -O0).
+XLA_DEFAULT_FILES = ("test_torch_port.py", "test_losses.py", "test_demo.py", "test_replay_pipeline.py",
+                     "test_segment_world.py", "test_segment_models.py")
 OFFICIAL_FIXTURES = ("golden", "golden_weights")
 
 

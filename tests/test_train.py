@@ -137,6 +137,7 @@ def test_tagger_loss_falls_validation_improves_and_export_loads(data, tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.xla_default        # its steps' run time outweighs the compile (tests/conftest.py)
 def test_separator_loss_falls_and_ca_sdri_improves(data, tmp_path):
     from s5jax.separator import Separator
 
