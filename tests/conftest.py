@@ -35,8 +35,9 @@ LONG_FIRST = ("test_demo.py", "test_train.py", "test_torch_port.py", "test_searc
 # it starts (JAX_DISABLE_MOST_OPTIMIZATIONS), unless it has the `xla_default` marker: the tests that
 # compare with the official outputs (they use the goldens or torch) check the numbers a user gets, at
 # XLA's defaults; the files that run models over many 10 s clips or windows, and the separator training
-# test (25 steps), too: there -O0 costs more run time than it saves compile time (bundled separator on a
-# 10 s clip: compile 17.3 -> 7.2 s, run 1.7-2.0 -> 3.5-3.6 s; in the suite, test_segment_world 56 -> 107 s,
+# test (18 steps), too: there -O0 costs more run time than it saves compile time (bundled separator on a
+# 10 s clip: compile 3.07 -> 1.57 s, run 0.43 -> 0.89 s, `python bench/bench_xla_effort.py`, 2026-12-07,
+# quiet 2-core machine; in the suite, test_segment_world 56 -> 107 s,
 # test_segment_models 35 -> 62 s, the separator training test 122 -> 139 s when compiled at -O0).
 XLA_DEFAULT_FILES = ("test_torch_port.py", "test_losses.py", "test_demo.py", "test_replay_pipeline.py",
                      "test_segment_world.py", "test_segment_models.py")
