@@ -37,8 +37,8 @@ LONG_FIRST = ("test_demo.py", "test_train.py", "test_torch_port.py", "test_searc
 # XLA's defaults; the files that run models over many 10 s clips or windows, and the separator training
 # test (18 steps), too: there -O0 costs more run time than it saves compile time (bundled separator on a
 # 10 s clip: compile 3.07 -> 1.57 s, run 0.43 -> 0.89 s, `python bench/bench_xla_effort.py`, 2026-12-07,
-# quiet 2-core machine; in the suite, test_segment_world 56 -> 107 s,
-# test_segment_models 35 -> 62 s, the separator training test 122 -> 139 s when compiled at -O0).
+# quiet 2-core machine; in the suite at -O0, test_segment_world 56 -> 107 s, test_segment_models
+# 35 -> 62 s, the separator training test 122 -> 139 s).
 XLA_DEFAULT_FILES = ("test_torch_port.py", "test_losses.py", "test_demo.py", "test_replay_pipeline.py",
                      "test_segment_world.py", "test_segment_models.py")
 OFFICIAL_FIXTURES = ("golden", "golden_weights")

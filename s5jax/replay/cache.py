@@ -443,8 +443,7 @@ def reach(builder: CacheBuilder, configs: list, names: list[str] | None = None, 
     of entries computed. `found(n)` is told how many entries a round is about to compute (a progress
     bar's total grows by it; the next round's are known only once this one is done)."""
     from ..system.config import stack_params
-    from .replay import bucket, missing_by_clip, pad_configs, pad_entries, prepare, replay_configs
-    from .search import LEAST_CONFIGS, LEAST_ENTRIES
+    from .replay import missing_entries, prepare, sweep_shaped
 
     by_switches: dict = {}
     for cfg in configs:
@@ -454,14 +453,11 @@ def reach(builder: CacheBuilder, configs: list, names: list[str] | None = None, 
         names_, arrays = builder.load(names)
         # the sweep's shapes (its Evaluator pads entries and configs so): a sweep over this cache in the
         # same process, or reading the persistent compile cache, reuses these compiled programs
-        arrays = pad_entries(arrays, bucket(arrays.keys.shape[1], LEAST_ENTRIES))
+        arrays = sweep_shaped(arrays)
         missing: dict[str, set[int]] = {}
         for sw, params in by_switches.items():
-            prep = prepare(arrays, sw)
-            for lo in range(0, len(params), LEAST_CONFIGS):
-                part = pad_configs(stack_params(params[lo:lo + LEAST_CONFIGS]), LEAST_CONFIGS)
-                for i, keys in missing_by_clip(replay_configs(part, prep, sw).clips).items():
-                    missing.setdefault(names_[i], set()).update(keys)
+            for i, keys in missing_entries(stack_params(params), prepare(arrays, sw), sw).items():
+                missing.setdefault(names_[i], set()).update(keys)
         if not missing:
             return computed
         if found is not None:

@@ -302,6 +302,36 @@ def missing_by_clip(clips: ClipReplay) -> dict[int, set[int]]:
     return out
 
 
+# Configs per replay call of a sweep: every call (one config, coordinate-descent and per-class steps of
+# 2-11 values, grid stages of hundreds in several calls, the missing-entry replays and the final
+# per-clip replays; `s5jax cache`'s reach too) is padded to exactly this many, so one compiled program
+# per switches and cache shape serves them all (each new config count was a compile of seconds;
+# replaying 16 configs instead of 1 costs milliseconds, and a grid in calls of 16 runs at ~3/4 of the
+# speed of calls of 128, bench/bench_replay.py: far below one compile).
+LEAST_CONFIGS = 16
+# The entry axis of a swept cache (and of the sharded runner's clip groups) is padded to at least this
+# many: a cache that fills entries round by round (4 -> 8 -> 16 per clip in a synthetic sweep) keeps
+# one shape instead of compiling `prepare` and the replays once per size.
+LEAST_ENTRIES = 16
+
+
+def sweep_shaped(cache: CacheArrays) -> CacheArrays:
+    """The cache with its entry axis padded as a sweep pads it (a power of two, >= LEAST_ENTRIES)."""
+    return pad_entries(cache, bucket(cache.keys.shape[1], LEAST_ENTRIES))
+
+
+def missing_entries(params: Params, prep: Prepared, sw: Switches) -> dict[int, set[int]]:
+    """{clip index: keys} the configs `params` [C] reach and `prep` lacks, replayed LEAST_CONFIGS
+    configs per call (the last call padded): one compiled program whatever C."""
+    c = int(np.asarray(params.w1).shape[0])
+    miss: dict[int, set[int]] = {}
+    for lo in range(0, c, LEAST_CONFIGS):
+        part = pad_configs(Params(*(np.asarray(a)[lo:lo + LEAST_CONFIGS] for a in params)), LEAST_CONFIGS)
+        for i, keys in missing_by_clip(replay_configs(part, prep, sw).clips).items():
+            miss.setdefault(i, set()).update(keys)
+    return miss
+
+
 def entry_groups(keys: np.ndarray, least_clips: int = 128, least_entries: int = 2) -> list[tuple[np.ndarray, int]]:
     """Clips grouped by how many entries they hold -> [(clip indices, E of the group)].
 

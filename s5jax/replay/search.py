@@ -37,18 +37,6 @@ Fill = Callable[[dict], CacheArrays]
 # ~100 primitives would be dispatched and compiled on its own: seconds per new clip count)
 _clip_scores = jax.jit(jax.vmap(clip_score_detail))
 
-# Configs per replay call: every call of the Evaluator (one config, coordinate-descent and per-class
-# steps of 2-11 values, grid stages of hundreds in several calls, the missing-entry replays and the
-# final per-clip replays) is padded to exactly this many, so one compiled program per switches and
-# cache shape serves them all (each new config count was a compile of seconds; replaying 16 configs
-# instead of 1 costs milliseconds, and a grid in calls of 16 runs at ~3/4 of the speed of calls of
-# 128, bench/bench_replay.py: far below one compile).
-LEAST_CONFIGS = 16
-# The entry axis of the Evaluator's cache (and of the sharded runner's clip groups) is padded to at
-# least this many: a cache that fills entries round by round (4 -> 8 -> 16 per clip in a synthetic
-# sweep) keeps one shape instead of compiling `prepare` and the replays once per size.
-LEAST_ENTRIES = 16
-
 
 @dataclasses.dataclass(frozen=True)
 class Grids:
@@ -105,7 +93,7 @@ class Evaluator:
 
     def __init__(self, cache: CacheArrays, fill: Fill | None = None, devices=None, max_rounds: int = 8,
                  log=None):
-        self.cache = R.pad_entries(cache, R.bucket(cache.keys.shape[1], LEAST_ENTRIES))
+        self.cache = R.sweep_shaped(cache)
         self.fill = fill
         self.log = log            # log(line) before and after each fill (computing entries can take minutes)
         self.devices = devices
@@ -128,8 +116,8 @@ class Evaluator:
     def _runner(self, sw) -> R.ShardedReplay:
         if sw not in self._sharded:
             self._sharded[sw] = R.ShardedReplay(self.prepared(sw), sw, devices=self.devices,
-                                                least_configs=LEAST_CONFIGS, chunk=LEAST_CONFIGS,
-                                                least_entries=LEAST_ENTRIES)
+                                                least_configs=R.LEAST_CONFIGS, chunk=R.LEAST_CONFIGS,
+                                                least_entries=R.LEAST_ENTRIES)
         return self._sharded[sw]
 
     def _refill(self, miss: dict) -> bool:
@@ -142,7 +130,7 @@ class Evaluator:
         cache = self.fill(miss)
         if self.log is not None:
             self.log(f"... fill round {self.fill_rounds + 1} done in {time.monotonic() - t0:.0f} s")
-        self.cache = R.pad_entries(cache, R.bucket(cache.keys.shape[1], LEAST_ENTRIES))
+        self.cache = R.sweep_shaped(cache)
         self._sharded.clear()
         self._prep.clear()
         self.fill_rounds += 1
@@ -151,20 +139,13 @@ class Evaluator:
 
     def missing_of(self, params: Params, sw) -> dict:
         """{clip: keys} the given configs need and the cache lacks (replayed in chunks)."""
-        c = int(np.asarray(params.w1).shape[0])
-        miss: dict[int, set[int]] = {}
-        prep = self.prepared(sw)
-        for i in range(0, c, LEAST_CONFIGS):
-            part = R.pad_configs(Params(*(np.asarray(a)[i:i + LEAST_CONFIGS] for a in params)), LEAST_CONFIGS)
-            for n, ks in R.missing_by_clip(R.replay_configs(part, prep, sw).clips).items():
-                miss.setdefault(n, set()).update(ks)
-        return miss
+        return R.missing_entries(params, self.prepared(sw), sw)
 
     def _replay_one(self, cfg: SystemConfig) -> R.Replay:
-        """`replay.replay` of one config, as the first of LEAST_CONFIGS copies through `replay_configs`:
+        """`replay.replay` of one config, as the first of R.LEAST_CONFIGS copies through `replay_configs`:
         the program `missing_of` compiled (the same per-clip computation, vmapped) instead of another."""
         sw = cfg.switches()
-        out = R.replay_configs(R.pad_configs(params_of([cfg]), LEAST_CONFIGS), self.prepared(sw), sw)
+        out = R.replay_configs(R.pad_configs(params_of([cfg]), R.LEAST_CONFIGS), self.prepared(sw), sw)
         return jax.tree_util.tree_map(lambda a: np.asarray(a)[0], out)     # numpy: no op-by-op slicing programs
 
     def totals(self, params: Params, sw, weights: np.ndarray) -> R.Totals:
