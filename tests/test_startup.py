@@ -1,7 +1,9 @@
 """What a start skips when JAX's persistent cache is on: the weight-shape tables and the exported
 baseline program kept beside it (`compile_cache.memo_path`), the weights read while the program is
 compiled (`from_checkpoint(wait=False)`, `DataParallel.prepare`), and that none of it changes a result
-or hides a bad checkpoint. Tiny official checkpoints keep it cheap."""
+or hides a bad checkpoint. The tiny models of tests/tiny_system.py keep it cheap: the engines run 1 s
+clips at batch size 2 with tiny_models' separator and the forced copy of its 1-ch tagger, the
+programs the infer, safety and submit tests' runs compile (one compile per test run)."""
 from __future__ import annotations
 
 import json
@@ -14,6 +16,15 @@ import pytest
 from s5jax.runtime import compile_cache
 from s5jax.errors import CheckpointError
 from s5jax.runtime.parallel import DataParallel
+
+SAMPLES = 32000         # 1 s clips, as the infer tests' runs
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tiny_models, tiny_forced):
+    """{"tagger": tiny_models' 1-ch tagger, "forced": its forced-label copy, "separator": separator A}."""
+    return {"tagger": tiny_models["paths"]["tagger-1ch"], "forced": tiny_forced["forced"],
+            "separator": tiny_models["paths"]["separator"]}
 
 
 def test_memo_path_follows_the_jax_cache_and_the_code(tmp_path, monkeypatch):
@@ -62,10 +73,11 @@ def test_shape_table_is_kept_and_still_checks_the_weights(tiny_ckpt, memo_dir, m
     bad = tmp_path / "bad"
     checkpoint.save(bad, *checkpoint.load(tiny_ckpt["tagger"]))
     meta = json.loads((bad / "config.json").read_text())
-    meta["config"]["depth"] = 3
+    assert meta["config"]["depth"] == 1
+    meta["config"]["depth"] = 2
     (bad / "config.json").write_text(json.dumps(meta))
     for wait in (True, False):
-        with pytest.raises(CheckpointError, match="weights lack params/encoder/blocks_2"):
+        with pytest.raises(CheckpointError, match="weights lack params/encoder/blocks_1"):
             Tagger.from_checkpoint(bad, wait=wait).variables
     assert len(list((memo_dir / "s5jax-shapes").iterdir())) == 2
 
@@ -146,7 +158,7 @@ def test_prepared_and_exported_programs_compute_what_jit_does(tiny_ckpt, memo_di
     served from them (tracing made impossible), gives exactly what a plain jit call gives."""
     from jax import export
 
-    mixture = np.random.default_rng(0).standard_normal((2, 4, 8000)).astype(np.float32) * 0.1
+    mixture = np.random.default_rng(0).standard_normal((2, 4, SAMPLES)).astype(np.float32) * 0.1
     plain = _engine_outputs(tiny_ckpt, mixture, prepare=False)
     fresh = _engine_outputs(tiny_ckpt, mixture, prepare=True)          # exports and keeps the programs
     kept = sorted((memo_dir / "s5jax-programs").iterdir())
@@ -200,7 +212,7 @@ def test_baseline_system_takes_weights_still_being_read(tiny_ckpt):
     read = [cls.from_checkpoint(tiny_ckpt[name]) for cls, name in ((Tagger, "forced"), (Separator, "separator"))]
     reading = [cls.from_checkpoint(tiny_ckpt[name], wait=False) for cls, name in ((Tagger, "forced"),
                                                                                   (Separator, "separator"))]
-    mixture = np.random.default_rng(1).standard_normal((1, 4, 8000)).astype(np.float32) * 0.1
+    mixture = np.random.default_rng(1).standard_normal((2, 4, SAMPLES)).astype(np.float32) * 0.1
     now = sharded_system(preset("baseline"), read[0], None, read[1])(mixture)
     later = sharded_system(preset("baseline"), reading[0], None, reading[1])(mixture)
     assert all(np.array_equal(a, b) for a, b in zip(now, later))

@@ -7,6 +7,7 @@ import os
 from types import SimpleNamespace
 
 import chex
+import jax
 import numpy as np
 import pytest
 
@@ -25,11 +26,27 @@ from tiny_system import write_scenes
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory, tiny_models):
+    from s5jax.runtime import compile_cache
+
+    # the run's compile cache on (as the CLI turns it on) before the first compile: the stage programs
+    # below (1 s clips, batch 2) are those of the cache builder (test_cache, the sweep's fills) and of
+    # plain `infer --system`, compiled once per run
+    compile_cache.enable()
     root = tmp_path_factory.mktemp("system")
     paths, models = tiny_models["paths"], tiny_models["models"]
     data = write_scenes(str(root / "data"), count=6)
     mix = np.stack([read_audio(p, channels=4) for _, p in list_soundscapes(data)])
     return root, data, paths, models, mix
+
+
+BATCH = 2       # clips per call, as infer --batch-size 2 and the cache builder run them
+
+
+def _in_batches(run, mix):
+    """`run` (a ShardedSystem or DataParallel: (mixture, pad_to) -> outputs) over `mix` [n, 4, samples]
+    in calls of BATCH clips (the last one padded), outputs concatenated: one program shape for all."""
+    outs = [run(mix[i:i + BATCH], pad_to=BATCH) for i in range(0, len(mix), BATCH)]
+    return jax.tree.map(lambda *a: np.concatenate(a), *outs)
 
 
 def _official_baseline(tagger, separator):
@@ -44,9 +61,9 @@ def _official_baseline(tagger, separator):
 
 def test_baseline_preset_is_the_baseline_bit_for_bit(setup):
     _, _, _, m, mix = setup
-    labels, probs, stems = _official_baseline(m["t4"], m["A"])(mix)
+    labels, probs, stems = _in_batches(_official_baseline(m["t4"], m["A"]), mix)
     base = SimpleNamespace(labels=labels, probs=probs, stems=stems)
-    out = sharded_system(preset("baseline"), m["t4"], None, m["A"])(mix)
+    out = _in_batches(sharded_system(preset("baseline"), m["t4"], None, m["A"]), mix)
     assert (out.labels == base.labels).all()
     assert out.probs.tobytes() == base.probs.tobytes()        # silent slots too (their silence probability)
     assert out.stems.tobytes() == base.stems.tobytes()
@@ -87,7 +104,7 @@ def _reference(cfg, m, mix):
 
 def test_full_system_equals_its_stages_run_one_by_one(setup):
     _, _, _, m, mix = setup
-    out = sharded_system(FULL, m["t4"], m["t1"], m["A"], m["B"])(mix)
+    out = _in_batches(sharded_system(FULL, m["t4"], m["t1"], m["A"], m["B"]), mix)
     events = {"second pass": 0, "dropped": 0, "B kept": 0, "A kept": 0, "gated": 0}
     for i in range(len(mix)):
         labels, conf2, kept, passes, dropped, use_b = _reference(FULL, m, mix[i])
