@@ -186,6 +186,7 @@ def _cmd_sweep(args) -> int:
 
             t4, t1, sep_a, sep_b = load_models([args.tagger, args.tagger2], args.separator, args.separator2)
             builder = CacheBuilder.open(args.cache, args.input, t4, t1, sep_a, sep_b, args.oracle_dir,
+                                        batch_size=args.batch_size,
                                         resample=bool(read_manifest(args.cache).get("resample")))
 
             def fill(missing):
@@ -454,6 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--tagger2", default=None)
     g.add_argument("--separator", default=None)
     g.add_argument("--separator2", default=None)
+    g.add_argument("--batch-size", type=_positive_int, default=None, help="clips per batch of a fill (as for cache)")
     w.add_argument("--quiet", action="store_true", help="no progress bars")
     _cache_option(w)
     w.set_defaults(func=_cmd_sweep)

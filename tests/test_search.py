@@ -72,6 +72,10 @@ def test_margin_rejects_a_gain_below_it_accepts_above():
     assert r_lo.best.gate[cls] == 0.5 and start.gate[cls] == 0.0
 
 
+# XLA's defaults: the sweep prepares its 60-clip cache (score tables of 64 label/stem patterns per
+# entry) after every fill round and on every fold, 11 times; at -O0 that run time (≈ 8 s a time on a
+# loaded 2-core machine) outweighs the saving on its 4 compiles (cpu 39.5 -> 29.4 s with the defaults)
+@pytest.mark.xla_default
 def test_sweep_cli_writes_everything_with_folds(tmp_path, capsys):
     out = tmp_path / "sw"
     start = tmp_path / "start.json"
@@ -135,22 +139,30 @@ def test_sweep_refuses_a_non_empty_out_and_bad_folds(tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_sweep_over_a_real_cache_fills_missing_entries_from_the_models(tmp_path, capsys):
+def test_sweep_over_a_real_cache_fills_missing_entries_from_the_models(tmp_path, capsys, tiny_models, monkeypatch):
     """`s5jax cache` with tiny models, then `s5jax sweep CACHE` with the models: the entries the
-    search reaches are computed between rounds, the tuned config's score equals its replay."""
+    search reaches are computed between rounds, the tuned config's score equals its replay. Both at
+    batch size 2 on 1 s clips, as test_cache's builder: one compiled program per model stage serves
+    both files (the run's compile cache)."""
     from s5jax.replay import cache as C
-    from tiny_system import write_models, write_scenes
+    from tiny_system import write_scenes
 
-    paths = write_models(str(tmp_path / "models"))
+    paths = tiny_models["paths"]
     data = write_scenes(str(tmp_path / "data"), count=4)
-    models = ["--tagger", paths["tagger-4ch"], "--tagger2", paths["tagger-1ch"], "--separator", paths["separator"]]
+    models = ["--tagger", paths["tagger-4ch"], "--tagger2", paths["tagger-1ch"], "--separator", paths["separator"],
+              "--batch-size", "2"]
     cache_dir = str(tmp_path / "cache")
     assert main(["cache", data, *models, "--out", cache_dir, "--system", "baseline", "--quiet"]) == 0
     _, before = C.load(cache_dir)
     out = tmp_path / "sw"
+    opened = []                # the sweep's fills run at the --batch-size given
+    real_open = C.CacheBuilder.open.__func__
+    monkeypatch.setattr(C.CacheBuilder, "open", classmethod(
+        lambda cls, *a, **k: (opened.append(k.get("batch_size")), real_open(cls, *a, **k))[1]))
     code = main(["sweep", cache_dir, "--out", str(out), "--system", "system1", "--grid", "small", "--input", data,
                  *models, "--bootstrap", "50", "--oracle", "--quiet"])
     assert code == 0, capsys.readouterr().err
+    assert opened == [2]
     _, after = C.load(cache_dir)
     assert (after.keys != MISSING).sum() > (before.keys != MISSING).sum()     # entries computed on demand
     s = json.loads((out / "summary.json").read_text())
