@@ -76,27 +76,37 @@ FULL = dataclasses.replace(preset("system3"), proposal="best_nonsilence", solo1=
                            gate=(0.3,) * 18, energy_db=-9.0)
 
 
+# The reference's decision steps, each one jitted program: run op by op (eagerly) they compiled a
+# program per primitive, over a hundred small compiles
+_proposals = jax.jit(D.proposals, static_argnums=1)
+_fuse = jax.jit(D.fuse, static_argnums=3)
+_confirmation = jax.jit(D.confirmation, static_argnums=2)
+_refine = jax.jit(D.refine)
+_finalize = jax.jit(D.finalize, static_argnums=7)
+_energy_db = jax.jit(energy_db)
+
+
 def _reference(cfg, m, mix):
     """The stages of reference/refined_system.md run one by one on one clip with the model objects."""
     sw, params = cfg.switches(), cfg.params()
     P4 = np.asarray(m["t4"].predict(mix[None]).softmax)
     P1 = np.asarray(m["t1"].predict(mix[None, :1]).softmax)
-    q, conf = D.fuse(D.proposals(P1, sw.proposal), D.proposals(P4, sw.proposal), params, sw)
+    q, conf = _fuse(_proposals(P1, sw.proposal), _proposals(P4, sw.proposal), params, sw)
 
     def run(sep, queries):
         stems = np.asarray(sep(mix[None], np.asarray(queries)))
         retag = np.asarray(m["t1"].predict(stems[0][:, None]).softmax)[None]
-        return stems, np.asarray(D.confirmation(retag, queries, sw.confirm)), np.asarray(energy_db(stems, mix[None, 0]))
+        return stems, np.asarray(_confirmation(retag, queries, sw.confirm)), np.asarray(_energy_db(stems, mix[None, 0]))
 
     stems, r, _ = run(m["A"], q)
-    (q2, conf2), dropped = D.refine(q, conf, r, params)
+    (q2, conf2), dropped = _refine(q, conf, r, params)
     passes = 1
     if (np.asarray(q2) != np.asarray(q)).any():
         stems, r, _ = run(m["A"], q2)
         passes = 2
-    e_a = np.asarray(energy_db(stems, mix[None, 0]))
+    e_a = np.asarray(_energy_db(stems, mix[None, 0]))
     stems_b, r_b, e_b = run(m["B"], q2)
-    final = D.finalize(q2, conf2, r, r_b, e_a, e_b, params, sw)
+    final = _finalize(q2, conf2, r, r_b, e_a, e_b, params, sw)
     labels, use_b = np.asarray(final.labels)[0], np.asarray(final.use_b)[0]
     kept = np.where(use_b[:, None], stems_b[0], stems[0]) * (labels != SILENCE)[:, None]
     return labels, np.asarray(conf2)[0], kept, passes, np.asarray(dropped)[0], use_b
