@@ -21,7 +21,7 @@ import numpy as np
 
 from . import checkpoint
 from .runtime import compile_cache, weight_cache
-from .official.rules import unflatten
+from .official.rules import abstract_variables, unflatten
 from .errors import CheckpointError
 from .files import write_json_atomic
 
@@ -144,8 +144,7 @@ class LoadedModel:
     @classmethod
     def expected_variables(cls, cfg) -> dict:
         """The variable tree the config implies, as shapes only (tracing, no compute)."""
-        module = cls.make_module(cfg)
-        return jax.eval_shape(lambda *x: module.init(jax.random.PRNGKey(0), *x), *cls.example_inputs(cfg))
+        return abstract_variables(cls.make_module(cfg), *cls.example_inputs(cfg))
 
     @classmethod
     def expected_shapes(cls, cfg) -> dict[str, tuple]:

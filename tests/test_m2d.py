@@ -1,6 +1,8 @@
 """Small-config unit tests of the M2D tagger: shapes, chunking, pos-embed slicing, channels, batching."""
 from __future__ import annotations
 
+import functools
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -51,8 +53,15 @@ def tagger1():
     return Tagger(cfg, random_variables(cfg, 1))
 
 
+@functools.lru_cache(maxsize=None)
+def jitted_encoder(cfg: M2DConfig):
+    """ViTEncoder(cfg).apply jitted, one object per config: jax.jit of a new bound method each call
+    missed jit's cache, so the same chunk shape compiled again in every call."""
+    return jax.jit(ViTEncoder(cfg).apply)
+
+
 def encode_chunk(tagger: Tagger, lms) -> np.ndarray:
-    return np.asarray(jax.jit(ViTEncoder(tagger.cfg).apply)({"params": tagger.variables["params"]["encoder"]}, lms))
+    return np.asarray(jitted_encoder(tagger.cfg)({"params": tagger.variables["params"]["encoder"]}, lms))
 
 
 def test_front_end_buffers_match_official(golden):
@@ -138,7 +147,7 @@ def test_long_input_is_encoded_chunk_by_chunk(tagger4):
 def test_short_chunk_uses_first_pos_embed_columns(tagger4):
     params = tagger4.variables["params"]["encoder"]
     lms = jnp.asarray(np.random.default_rng(3).standard_normal((1, 80, 32)), jnp.float32)  # 2 columns
-    enc = jax.jit(ViTEncoder(tagger4.cfg).apply)          # one program for the three calls, not op by op
+    enc = jitted_encoder(tagger4.cfg)                     # one program for the three calls, not op by op
     base = np.asarray(enc({"params": params}, lms))
     grid = np.asarray(params["pos_embed"][0, 1:]).reshape(5, 4, 64)
 

@@ -132,14 +132,18 @@ def test_golden_matrix_form_batched(cases):
 
 
 def test_matrix_form_equals_waveform_form(cases):
+    """Per clip, jitted (one program per reference count): run op by op, the 61 clips' few shapes
+    compiled ~230 single operations (12 s of the suite)."""
     cs, _ = cases
+    snr_matrix, mixture_snr = jax.jit(m.snr_matrix), jax.jit(m.mixture_snr)
+    clip_score_detail, ca_sdri_detail = jax.jit(m.clip_score_detail), jax.jit(m.ca_sdri_detail)
     for c in cs:
         el = label_indices(c["est_labels"])
         rl = label_indices(c["ref_labels"], width=len(c["ref_labels"]))
-        S = m.snr_matrix(c["est_wf"], c["ref_wf"])
-        M = m.mixture_snr(c["mix"], c["ref_wf"])
-        dm = m.clip_score_detail(el, rl, S, M)
-        dw = m.ca_sdri_detail(c["est_wf"], el, c["ref_wf"], rl, c["mix"])
+        S = snr_matrix(c["est_wf"], c["ref_wf"])
+        M = mixture_snr(c["mix"], c["ref_wf"])
+        dm = clip_score_detail(el, rl, S, M)
+        dw = ca_sdri_detail(c["est_wf"], el, c["ref_wf"], rl, c["mix"])
         for a, b in zip(dm, dw):
             np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
         # the same from the itertools reference on the same matrices
@@ -168,11 +172,13 @@ def test_golden_dataset_summary(cases):
     cs, summary = cases
     batch = _padded_batch(cs)
     est_l, ref_l = batch[1], batch[3]
-    # accumulate batch by batch (as the inference program does), in uneven chunks
+    # accumulate batch by batch (as the inference program does), in uneven chunks of two sizes (each
+    # size one compile of score_batch; 12 is test_summary_of_one_batch_equals_totals_of_single_clips')
     tot = m.empty_totals()
-    for lo, hi in [(0, 7), (7, 8), (8, 30), (30, 61)]:
+    label_counts_padded = jax.jit(m.label_counts_padded)        # op by op: ~100 single-op compiles
+    for lo, hi in [(0, 12), (12, 13), (13, 25), (25, 37), (37, 49), (49, 61)]:
         part = [x[lo:hi] for x in batch]
-        tot = m.merge_totals(tot, m.totals(m.score_batch(*part), m.label_counts_padded(est_l[lo:hi], ref_l[lo:hi])))
+        tot = m.merge_totals(tot, m.totals(m.score_batch(*part), label_counts_padded(est_l[lo:hi], ref_l[lo:hi])))
     s = m.summarize(tot)
     assert abs(s["ca_sdri"] - summary["mean_ca_sdri"]) <= TOL
     assert abs(s["accuracy_mixture"] - summary["accuracy_mix"]) <= 1e-9
@@ -214,23 +220,32 @@ def test_summary_of_one_batch_equals_totals_of_single_clips(cases):
 
 # ---------------------------------------------------------------------------------------------------- tie-breaking
 
+def _detail(est, ref, S, M):
+    """m.clip_score_detail jitted (one compile per shape; op by op it compiled each operation)."""
+    return _jitted_detail(np.asarray(est, np.int32), np.asarray(ref, np.int32), np.asarray(S, np.float32),
+                          np.asarray(M, np.float32))
+
+
+_jitted_detail = jax.jit(m.clip_score_detail)
+
+
 def test_ties_first_maximum_wins():
     # one estimate of class 4, two references of class 4 with equal SNR but different mixture SNRs:
     # the official loop keeps the first combination (reference 0)
     S = np.array([[5.0, 5.0, 0.0], [0, 0, 0], [0, 0, 0]], np.float32)
     M = np.array([1.0, 3.0, 0.0], np.float32)
     est, ref = [4, SILENCE, SILENCE], [4, 4, SILENCE]
-    d = m.clip_score_detail(est, ref, S, M)
+    d = _detail(est, ref, S, M)
     # values recorded: SDRi 5 - 1 = 4 (reference 0), then one miss (0) -> 2
     assert float(d.score) == pytest.approx(2.0)
     assert float(d.class_sum[4]) == pytest.approx(4.0) and int(d.class_count[4]) == 2
     # swap the references' order: now reference 0 has M = 3 -> 1.0
-    d2 = m.clip_score_detail(est, [4, 4, SILENCE], S, M[[1, 0, 2]])
+    d2 = _detail(est, [4, 4, SILENCE], S, M[[1, 0, 2]])
     assert float(d2.score) == pytest.approx(1.0)
     # two estimates, three references, ties between combinations {0,1} and {1,2}, {0,2}
     S3 = np.array([[2.0, 2.0, 2.0], [2.0, 2.0, 2.0], [0, 0, 0]], np.float32)
     M3 = np.array([0.0, 1.0, 5.0], np.float32)
-    d3 = m.clip_score_detail([7, 7, SILENCE], [7, 7, 7], S3, M3)
+    d3 = _detail([7, 7, SILENCE], [7, 7, 7], S3, M3)
     # first combination (0, 1): SDRi 2 + 1, then a miss -> 3/3
     assert float(d3.score) == pytest.approx(1.0)
     assert m.clip_score_reference([7, 7, SILENCE], [7, 7, 7], S3, M3)[0] == pytest.approx(1.0)
@@ -240,7 +255,7 @@ def test_best_mean_snr_not_best_sdri():
     # the matching maximises mean SNR, not SDRi: ref 1 has the higher SNR but the lower SDRi
     S = np.array([[4.0, 6.0, 0.0], [0, 0, 0], [0, 0, 0]], np.float32)
     M = np.array([0.0, 5.0, 0.0], np.float32)
-    d = m.clip_score_detail([2, SILENCE, SILENCE], [2, 2, SILENCE], S, M)
+    d = _detail([2, SILENCE, SILENCE], [2, 2, SILENCE], S, M)
     assert float(d.score) == pytest.approx((6.0 - 5.0 + 0.0) / 2)
 
 
@@ -324,9 +339,9 @@ def test_label_indices():
 def test_false_alarm_on_silent_reference_scores_zero_and_silence_is_none():
     S = np.full((3, 0), 0.0, np.float32)
     M = np.zeros((0,), np.float32)
-    score, valid = clip_score([3, SILENCE, SILENCE], np.zeros((0,), np.int32), S, M)
+    score, valid = _detail([3, SILENCE, SILENCE], np.zeros((0,), np.int32), S, M)[:2]
     assert bool(valid) and float(score) == 0.0
-    score, valid = clip_score([SILENCE] * 3, np.zeros((0,), np.int32), S, M)
+    score, valid = _detail([SILENCE] * 3, np.zeros((0,), np.int32), S, M)[:2]
     assert not bool(valid) and np.isnan(float(score))
     with pytest.raises(ValueError):
         clip_score([SILENCE] * 3, np.zeros((4,), np.int32), np.zeros((3, 4), np.float32), np.zeros(4, np.float32))

@@ -89,6 +89,49 @@ def test_every_golden_field(separator, program, golden, case, monkeypatch):
             assert _rel(stems[slot], ref[slot]) <= TOL, f"slot {slot} (class {cls})"
 
 
+def _window_path(separator, samples: int) -> list[int]:
+    """In order, how many time windows each 3x3 convolution block of the separator runs in
+    (models.resunet.time_windows: the only branch of the model on the input's length) for a
+    [1, 4, samples] mixture: traced abstractly (jax.eval_shape, nothing compiled or computed)."""
+    import jax
+
+    from s5jax.models import resunet
+
+    seen, real = [], resunet.time_windows
+
+    def spy(frames: int, bins: int) -> int:
+        seen.append(real(frames, bins))
+        return seen[-1]
+
+    resunet.time_windows = spy
+    try:
+        jax.eval_shape(separator.apply_fn, separator.variables,
+                       jax.ShapeDtypeStruct((1, 4, samples), np.float32),
+                       jax.ShapeDtypeStruct((1, separator.config.query_dim), np.float32))
+    finally:
+        resunet.time_windows = real
+    return seen
+
+
+def test_dcase_length_takes_the_path_of_the_golden_cases(separator, golden):
+    """A 10 s clip (the DCASE length) runs the code the golden cases (4 and 2.5 s, compared field by
+    field above) run: the full-resolution level in time windows, every lower level whole. What a
+    full-size 10 s comparison with the PyTorch port checked (30 s in the suite, test_torch_port),
+    the goldens check on the same path; this says the path is the same."""
+    g = np.load(golden / "resunet" / "golden.npz")
+    ten = _window_path(separator, 10 * 32000)
+    assert len(ten) >= 10 and resunet_windows() in ten and 1 in ten       # windowed and whole blocks
+    for seconds in g["seconds"]:
+        assert _window_path(separator, int(round(float(seconds) * 32000))) == ten, float(seconds)
+    assert _window_path(separator, 9610) == [1] * len(ten)                 # a short clip: none windowed
+
+
+def resunet_windows() -> int:
+    from s5jax.models import resunet
+
+    return resunet.TIME_WINDOWS
+
+
 def _one_hot(queries):
     from s5jax.separator import query_vector
 

@@ -13,6 +13,7 @@ shape that disagrees is a CheckpointError naming the key. Nothing is guessed.
 """
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
@@ -115,8 +116,39 @@ def apply_rules(state_dict: Mapping[str, np.ndarray], rules: list[Rule], expecte
 
 
 def abstract_variables(module, *example_args, **kwargs) -> dict:
-    """The variable tree a Flax module expects, as shapes only (no compute, no memory)."""
-    return jax.eval_shape(lambda: module.init(jax.random.PRNGKey(0), *example_args, **kwargs))
+    """The variable tree a Flax module expects, as shapes only (no compute, no memory). Arguments are
+    arrays or jax.ShapeDtypeStruct; only their shapes and dtypes matter.
+
+    Tracing a model's init costs 0.5-1 s of CPU (the full-size separator or tagger alike), and one
+    process often asks again for the same model (a conversion and its shape check, a series of
+    conversions of one checkpoint size): a module whose fields are its config alone (`cfg`, a
+    frozen dataclass) is traced once per process for each config and input shapes; each call gets
+    its own containers."""
+    specs = tuple((tuple(np.shape(a)), np.dtype(a.dtype).str) for a in example_args)
+    fields = [f for f in getattr(module, "__dataclass_fields__", {}) if f not in ("parent", "name")]
+    if fields == ["cfg"] and not kwargs and module.name is None and module.parent is None and _hashable(module.cfg):
+        tree = _abstract_of_config(type(module), module.cfg, specs)
+    else:
+        tree = _abstract(module, specs, kwargs)
+    return jax.tree.map(lambda leaf: leaf, tree)        # new containers: callers may edit their copy
+
+
+def _hashable(x) -> bool:
+    try:
+        hash(x)
+    except TypeError:
+        return False
+    return True
+
+
+def _abstract(module, specs, kwargs) -> dict:
+    args = [jax.ShapeDtypeStruct(shape, np.dtype(dtype)) for shape, dtype in specs]
+    return jax.eval_shape(lambda *x: module.init(jax.random.PRNGKey(0), *x, **kwargs), *args)
+
+
+@functools.lru_cache(maxsize=16)
+def _abstract_of_config(module_type, cfg, specs) -> dict:
+    return _abstract(module_type(cfg), specs, {})
 
 
 def require_fixed(fixed: Mapping[str, np.ndarray], name: str, ours: np.ndarray, source: str,
