@@ -5,13 +5,12 @@ from __future__ import annotations
 import contextlib
 import importlib
 import importlib.util
-import os
 import sys
 
 import numpy as np
 import pytest
 
-from conftest import ROOT, _rel, golden_state_dict, load_synth, require_torch
+from conftest import ROOT, _rel, load_synth, require_torch
 
 # the golden weights are read-only memory maps: torch warns when it wraps one (the port's build only
 # copies them into its parameters)
@@ -32,18 +31,8 @@ def _bench(module: str):
 
 @pytest.fixture(scope="module")
 def torch_port():
-    """bench/torch_port, with torch on one thread in an xdist worker: the suite's two workers share two
-    cores, and torch's second thread then mostly waits for a core (the 4-ch port on the 3.7 s golden,
-    machine loaded: 2 threads 8.0-8.5 s wall / 3.1-3.3 s CPU, 1 thread 4.2-4.6 s / 1.8 s). Alone
-    (`-p no:xdist`) torch keeps its default."""
-    torch = require_torch()
-    threads = torch.get_num_threads()
-    if os.environ.get("PYTEST_XDIST_WORKER"):
-        torch.set_num_threads(1)
-    try:
-        yield _bench("torch_port")
-    finally:
-        torch.set_num_threads(threads)
+    require_torch()         # one torch thread in an xdist worker (conftest.require_torch)
+    return _bench("torch_port")
 
 
 def _official_of(golden_weights, kind: str) -> dict:
