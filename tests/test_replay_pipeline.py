@@ -153,8 +153,9 @@ def test_replay_equals_infer_and_scoring_its_files(runs):
     assert all(v > 0 for v in stats.values()), stats
 
 
-def _two_processes(args: list[str], tmp) -> None:
-    """Run `s5jax ARGS` as 2 jax.distributed processes on localhost (CPU), both must succeed."""
+def _two_processes(commands: list[list[str]], tmp) -> None:
+    """Run the `s5jax` commands one after another in each of 2 jax.distributed processes on localhost
+    (CPU, one job: a process joins it at its first command); every command must succeed in both."""
     import os
     import socket
     import subprocess
@@ -163,9 +164,14 @@ def _two_processes(args: list[str], tmp) -> None:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    code = "import sys; from s5jax.cli import main; sys.exit(main(sys.argv[1:]))"
-    procs = [subprocess.Popen([sys.executable, "-c", code, *args, "--coordinator", f"127.0.0.1:{port}",
-                               "--num-processes", "2", "--process-id", str(i)],
+    code = ("import json, sys; from s5jax.cli import main\n"
+            "for argv in json.loads(sys.argv[1]):\n"
+            "    code = main(argv)\n"
+            "    if code:\n"
+            "        sys.exit(code)\n")
+    procs = [subprocess.Popen([sys.executable, "-c", code, json.dumps([
+                                   [*args, "--coordinator", f"127.0.0.1:{port}", "--num-processes", "2",
+                                    "--process-id", str(i)] for args in commands])],
                               stdout=open(tmp / f"p{i}.out", "w"), stderr=subprocess.STDOUT,
                               env=dict(os.environ, JAX_PLATFORMS="cpu"))
              for i in range(2)]
@@ -183,8 +189,11 @@ def test_two_processes_build_the_same_cache_and_outputs(runs, tmp_path):
     models = ["--tagger", m["tagger-4ch"], "--tagger2", m["tagger-1ch"], "--separator", m["separator"],
               "--separator2", m["separator2"], "--quiet"]
     data = str(root / "data")
-    _two_processes(["cache", data, *models, "--out", str(tmp_path / "cache"), "--system", str(root / "dual.json")],
-                   tmp_path)
+    out = tmp_path / "out"
+    # both commands in one job of 2 processes (each process starts, loads the models and reads their
+    # programs once): the cache, then infer
+    _two_processes([["cache", data, *models, "--out", str(tmp_path / "cache"), "--system", str(root / "dual.json")],
+                    ["infer", data, *models, "--system", str(root / "dual.json"), "--out", str(out)]], tmp_path)
     assert f"process 0: {CLIPS // 2} clip(s) tagged" in (tmp_path / "p0.out").read_text()
     assert f"process 1: {CLIPS // 2} clip(s) tagged" in (tmp_path / "p1.out").read_text()
     names, split = cache.load(str(tmp_path / "cache"))
@@ -198,8 +207,6 @@ def test_two_processes_build_the_same_cache_and_outputs(runs, tmp_path):
                                        rtol=1e-4, atol=1e-4)
         np.testing.assert_allclose(split.P4[i], single.P4[i], rtol=1e-4, atol=1e-6)
 
-    out = tmp_path / "out"
-    _two_processes(["infer", data, *models, "--system", str(root / "dual.json"), "--out", str(out)], tmp_path)
     assert "CA-SDRi" in (tmp_path / "p0.out").read_text() and "CA-SDRi" not in (tmp_path / "p1.out").read_text()
     r2 = json.loads((out / "results.json").read_text())
     r1 = json.loads((outs["dual"] / "results.json").read_text())
