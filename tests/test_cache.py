@@ -45,6 +45,10 @@ def test_base_and_entries_equal_the_models_and_are_never_recomputed(setup, tmp_p
     assert b.fill({n: keys[:3] for n in b.mine}) == 0              # all cached: nothing computed
     assert b.fill({n: keys for n in b.mine[:1]}) == 1             # only the new one
     assert b.computed == 13
+    # the model programs are the ones `s5jax infer` prepares for this batch and clip length (kept
+    # exports, one compiled program each), never a second program jitted apart (it compiled again)
+    for prog in (b._stages.tag4, b._stages.tag1, *b._stages.separate):
+        assert prog._fn._cache_size() == 0 and len(prog._programs) == (2 if prog is b._stages.tag1 else 1)
     names, arr = cache.load(str(tmp_path / "c"), b.mine)
     assert arr.keys.shape == (4, 4)
     assert (arr.keys[0] == sorted(keys)).all() and (arr.keys[1:, 3] == MISSING_KEY).all()

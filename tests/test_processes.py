@@ -34,6 +34,14 @@ jax.distributed.initialize(f"127.0.0.1:{port}", 2, pid)
 from s5jax.errors import S5Error
 from s5jax.runtime.processes import barrier
 process = (jax.process_index(), jax.process_count())
+from s5jax.runtime.processes import initialize
+# a second command in this process (s5jax.cli.main called again) runs in the job it joined ...
+assert initialize(f"127.0.0.1:{port}", 2, pid) == (pid, 2)
+try:                                        # ... and cannot join as another process
+    initialize(f"127.0.0.1:{port}", 2, 1 - pid)
+    print("joined again", pid, flush=True)
+except S5Error as e:
+    print("refused", pid, str(e).replace(chr(10), " "), flush=True)
 for name, timeout_s in (("s5jax-test-late", None), ("s5jax-test-timeout", timeout)):
     time.sleep(late if pid == 1 else 0)     # process 1's share takes `late` longer
     start = time.monotonic()
@@ -60,6 +68,8 @@ def test_barrier_waits_without_device_collectives_until_its_own_timeout(tmp_path
         for p in procs:
             p.kill()                      # the one left waiting when the other failed
     assert [p.returncode for p in procs] == [0, 0], outs
+    for pid, o in enumerate(outs):
+        assert f"refused {pid} this process already runs as process {pid} of 2" in o, o
     rows = [[line.split(maxsplit=4) for line in o.splitlines() if line.startswith(("passed", "failed"))]
             for o in outs]
     assert [[r[:3] for r in p] for p in rows] == [

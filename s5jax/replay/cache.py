@@ -239,6 +239,7 @@ class CacheBuilder:
         self.min_samples = max(tagger4.min_samples, tagger1.min_samples, *(s.min_samples for s in separators))
         # the system's own stage programs (infer --system compiles the same ones for the same batch size)
         self._stages = Stages(tagger4, tagger1, separators)
+        self._prepared: set[tuple[str, int]] = set()     # (stage program, clip length) prepared
         self._audio: dict[str, tuple] = {}        # a few clips' (mixture, refs, ref_labels), read once per use
         self.computed = 0                         # entries computed by this builder (tests check no repeats)
         self.bad: dict[str, str] = {}             # clip -> one-line reason: its files cannot be used (skipped)
@@ -327,7 +328,14 @@ class CacheBuilder:
         every call runs the one compiled shape) -> its outputs for the batch's rows, on the host."""
         from ..system import pipeline
 
-        n = len(batch[0])
+        n, samples = len(batch[0]), batch[0].shape[-1]
+        # the model programs as infer prepares them (the same kept exports and compiled programs: a
+        # cache after an infer run of these models at this clip length compiles no model again)
+        names = ["tag1", "tag4"] if stage == "base" else [f"separate{kw.get('separator', 0)}", "retag"]
+        todo = [name for name in names if (name, samples) not in self._prepared]
+        if todo:
+            self._stages.prepare_programs(self.batch_size, samples, todo)
+            self._prepared.update((name, samples) for name in todo)
         out = getattr(pipeline, stage)(self._stages, *self._stages.place(batch, pad_to=self.batch_size), **kw)
         return [np.asarray(a)[:n] for a in out]
 

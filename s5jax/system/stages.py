@@ -97,18 +97,26 @@ class Stages:
         `samples` samples will run, from the weights' shapes alone: the 4-ch tagger and separator A
         always, the 1-ch tagger on mixtures if `tag1`, on folded stems if `retag`, and the first
         `separators` separators. Each is kept as an export under its model's kind and config."""
+        names = ["tag4"] + (["tag1"] if tag1 else []) + (["retag"] if retag else [])
+        self.prepare_programs(batch_size, samples, names + [f"separate{i}" for i in range(max(separators, 1))])
+
+    def prepare_programs(self, batch_size: int, samples: int, names) -> None:
+        """`prepare` for the programs `names` (of "tag4", "tag1" on mixtures, "retag" the 1-ch tagger on
+        folded stems, "separate0", "separate1"). Whoever runs these models at this shape — infer,
+        the cache builder, a sweep filling entries — prepares them so: one kept export and one
+        compiled program serve them all (a program jitted directly is another program to XLA, and
+        compiles again)."""
         b = self.padded_size(batch_size)
         mixture = jax.ShapeDtypeStruct((b, 4, samples), np.float32)
         queries = jax.ShapeDtypeStruct((b, 3), np.int32)
-        todo = [("tag4", self.tag4, mixture)]
-        if tag1:
-            todo.append(("tag1", self.tag1, mixture))
-        if retag:
-            todo.append(("tag1", self.tag1, jax.ShapeDtypeStruct((3 * b, 1, samples), np.float32)))
-        todo += [(f"separate{i}", self.separate[i], (mixture, queries)) for i in range(separators)]
-        for name, prog, batch in todo:
-            model = self.models[name]
-            key = {"stage": name.rstrip("0123456789"), "kind": model.kind, "config": model.cfg.to_dict()}
+        stems = jax.ShapeDtypeStruct((3 * b, 1, samples), np.float32)
+        programs = {"tag4": ("tag4", self.tag4, mixture), "tag1": ("tag1", self.tag1, mixture),
+                    "retag": ("tag1", self.tag1, stems)}
+        programs.update({f"separate{i}": (f"separate{i}", p, (mixture, queries)) for i, p in enumerate(self.separate)})
+        for name in names:
+            model_name, prog, batch = programs[name]
+            model = self.models[model_name]
+            key = {"stage": model_name.rstrip("0123456789"), "kind": model.kind, "config": model.cfg.to_dict()}
             prog.prepare(model.abstract_variables, batch, key=key)
 
     def wait(self) -> None:
