@@ -262,8 +262,11 @@ def test_eight_devices_in_two_processes_give_the_one_device_losses(data, tmp_pat
     base = tagger_cfg(data, tmp_path / "one", steps=3, valid_every=3, batchnorm="train")
     cfg = write_json(tmp_path / "c.json", base)
     # the pair in processes of their own; the 1-device run meanwhile in this one (as the CLI runs it):
-    # they overlap instead of queueing. XLA_FLAGS keeps the session's flags (optimisation level).
-    four = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()}
+    # they overlap instead of queueing. Four devices by jax_num_cpu_devices, not XLA_FLAGS: the XLA flags
+    # are part of every compile-cache key, so with the session's flags the pair reads the init program
+    # the earlier runs here compiled. (jax_share_binary_between_hosts, one compile for the pair, breaks
+    # the CPU collectives: gloo's context times out in the deserialised program, jax 0.10.2.)
+    four = {"JAX_NUM_CPU_DEVICES": "4"}
     port = str(20000 + os.getpid() % 20000)
     procs = [run_cli(["train", "tagger", cfg, "--quiet", "--out", str(tmp_path / "eight"), "--coordinator",
                       f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], four, wait=False)
