@@ -21,7 +21,11 @@ from tinyset import TRAIN_TAGGER, make_dataset
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY_TAGGER = TRAIN_TAGGER
 HEAD24_TAGGER = {**TINY_TAGGER, "head_dim": 24}    # the head-only runs' model (a head of another size)
-TINY_SEPARATOR = dict(channels=[4, 8], pools=[[2, 2], [1, 2]], bottleneck_channels=8, condition_dim=16)
+# n_fft 512 / hop 256 (the official 1024 / 160 is no point here): the tiny separator's cost is its
+# STFT-sized tensors (bins x frames, whatever the channels), 3.2x fewer: an 18-step run of 1 s scenes
+# took 32-46 s under load ~15, where the old STFT took 67-73 s for 0.5 s scenes; it learns as clearly
+TINY_SEPARATOR = dict(channels=[4, 8], pools=[[2, 2], [1, 2]], bottleneck_channels=8, condition_dim=16,
+                      n_fft=512, hop=256)
 
 
 @pytest.fixture(scope="module")
@@ -141,18 +145,19 @@ def test_tagger_loss_falls_validation_improves_and_export_loads(data, tmp_path):
 def test_separator_loss_falls_and_ca_sdri_improves(data, tmp_path):
     from s5jax.separator import Separator
 
-    # 18 steps (measured: training loss of steps 1-5 0.84, of steps 14-18 -0.25; validation loss 0.48 ->
-    # -0.11, CA-SDRi -0.45 -> +0.51 dB; 25 steps gave -0.10 and +0.48 dB). The batches are noisy: 12 steps
-    # end only 0.18 below the start
+    # 18 steps of 1 s scenes (measured, seeds 0/1/2/3: training loss of steps 1-5 minus that of steps
+    # 14-18 0.64/1.20/0.61/0.84; validation loss 0.42 -> -0.09, 2.11 -> -0.85, 0.41 -> -0.14,
+    # 0.78 -> -0.21; CA-SDRi +0.99/+5.70/+0.83/+1.67 dB; this test is seed 0). The batches are noisy:
+    # 0.5 s scenes fell only 0.11-0.29 for seed 0 (either STFT size), 12 steps of the old STFT 0.18
     d = tagger_cfg(data, tmp_path / "sep", steps=18, batch_size=4, lr=1e-2, valid_every=18, valid_scenes=8,
                    model_config=TINY_SEPARATOR, synth={"seconds": 1.0})
     res = run_training(TrainConfig.from_dict({**d, "model": "separator"}))
     losses = [l for _, l in res.losses]
-    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.5, losses
+    assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.4, losses
     v0, v1 = res.valid[0], res.valid[-1]
     assert v1["valid_loss"] < v0["valid_loss"] and v1["ca_sdri"] > v0["ca_sdri"] + 0.1, res.valid
     sep = Separator.from_checkpoint(tmp_path / "sep" / "export" / "last")
-    assert sep.config.channels == (4, 8)
+    assert sep.config.channels == (4, 8) and (sep.config.n_fft, sep.config.hop) == (512, 256)
 
 
 # ------------------------------------------------------------------------------------------ resume
@@ -257,8 +262,11 @@ def test_eight_devices_in_two_processes_give_the_one_device_losses(data, tmp_pat
     base = tagger_cfg(data, tmp_path / "one", steps=3, valid_every=3, batchnorm="train")
     cfg = write_json(tmp_path / "c.json", base)
     # the pair in processes of their own; the 1-device run meanwhile in this one (as the CLI runs it):
-    # they overlap instead of queueing. XLA_FLAGS keeps the session's flags (optimisation level).
-    four = {"XLA_FLAGS": f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count=4".strip()}
+    # they overlap instead of queueing. Four devices by jax_num_cpu_devices, not XLA_FLAGS: the XLA flags
+    # are part of every compile-cache key, so with the session's flags the pair reads the init program
+    # the earlier runs here compiled. (jax_share_binary_between_hosts, one compile for the pair, breaks
+    # the CPU collectives: gloo's context times out in the deserialised program, jax 0.10.2.)
+    four = {"JAX_NUM_CPU_DEVICES": "4"}
     port = str(20000 + os.getpid() % 20000)
     procs = [run_cli(["train", "tagger", cfg, "--quiet", "--out", str(tmp_path / "eight"), "--coordinator",
                       f"127.0.0.1:{port}", "--num-processes", "2", "--process-id", str(i)], four, wait=False)
