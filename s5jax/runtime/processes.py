@@ -23,9 +23,8 @@ def initialize(coordinator: str | None = None, num_processes: int | None = None,
     if coordinator is None and num_processes is None and process_id is None:
         return 0, 1
     import jax
-    from jax._src import distributed      # the job's client; jax.distributed does not re-export it
 
-    if distributed.global_state.client is not None:
+    if jax.distributed.is_initialized():
         # a second command in a process that already joined the job (`s5jax.cli.main` called again,
         # e.g. `cache` then `infer`): it runs in that job; JAX allows one initialize per process
         if num_processes is not None and (jax.process_count(), jax.process_index()) != (num_processes, process_id):
