@@ -178,6 +178,39 @@ def compile_cache_in_tmp(tmp_path_factory):
         os.environ["S5JAX_CACHE_DIR"] = old
 
 
+@pytest.fixture(scope="module")
+def session_compile_cache():
+    """JAX's persistent cache on in this process for a module's tests, in the run's folder
+    (S5JAX_CACHE_DIR, compile_cache_in_tmp), as the CLI turns it on: library calls (which never turn it
+    on themselves) then read back what an earlier test, the other worker or a CLI process compiled,
+    instead of compiling each new jitted closure again. JAX's settings are restored after."""
+    import jax
+    from s5jax.runtime import compile_cache
+
+    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
+            "jax_persistent_cache_min_entry_size_bytes")
+    old = {k: getattr(jax.config, k) for k in keys}
+    assert compile_cache.enable() == os.environ["S5JAX_CACHE_DIR"]
+    yield
+    for k, v in old.items():
+        jax.config.update(k, v)
+
+
+def count_exports(monkeypatch) -> list:
+    """Make every later `jax.export.export` call fail and record it -> the list of calls. Counted, not
+    only raised: DataParallel falls back to tracing when an export fails, so a raise alone goes unseen."""
+    from jax import export
+
+    calls = []
+
+    def no_export(*a, **k):
+        calls.append(a)
+        raise AssertionError("exported again although the program is kept")
+
+    monkeypatch.setattr(export, "export", no_export)
+    return calls
+
+
 @pytest.fixture(scope="session")
 def golden():
     if not GOLDEN.is_dir():

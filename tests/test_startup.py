@@ -17,6 +17,8 @@ from s5jax.runtime import compile_cache
 from s5jax.errors import CheckpointError
 from s5jax.runtime.parallel import DataParallel
 
+from conftest import count_exports
+
 SAMPLES = 32000         # 1 s clips, as the infer tests' runs
 
 
@@ -156,21 +158,13 @@ def _engine_outputs(tiny_ckpt, mixture, prepare: bool):
 def test_prepared_and_exported_programs_compute_what_jit_does(tiny_ckpt, memo_dir, monkeypatch):
     """The baseline engine's programs compiled before the weights arrive, then kept as exports and
     served from them (tracing made impossible), gives exactly what a plain jit call gives."""
-    from jax import export
-
     mixture = np.random.default_rng(0).standard_normal((2, 4, SAMPLES)).astype(np.float32) * 0.1
     plain = _engine_outputs(tiny_ckpt, mixture, prepare=False)
     fresh = _engine_outputs(tiny_ckpt, mixture, prepare=True)          # exports and keeps the programs
     kept = sorted((memo_dir / "s5jax-programs").iterdir())
     assert len(kept) == 2                                             # the tagger's and the separator's
 
-    exports = []             # counted, not raised: DataParallel falls back to tracing when an export fails
-
-    def no_export(*a, **k):
-        exports.append(a)
-        raise AssertionError("exported again although the program is kept")
-
-    monkeypatch.setattr(export, "export", no_export)
+    exports = count_exports(monkeypatch)
     served = _engine_outputs(tiny_ckpt, mixture, prepare=True)
     assert exports == [], "exported again although the program is kept"
     for a, b, c in zip(plain, fresh, served):

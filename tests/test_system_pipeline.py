@@ -21,17 +21,15 @@ from s5jax.system.config import preset
 from s5jax.system.pipeline import energy_db, silence_last
 from s5jax.system.engine import sharded_system
 from s5jax.tagger import predict_from_logits
+from conftest import count_exports
 from tiny_system import write_scenes
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_models):
-    from s5jax.runtime import compile_cache
-
+def setup(tmp_path_factory, tiny_models, session_compile_cache):
     # the run's compile cache on (as the CLI turns it on) before the first compile: the stage programs
     # below (1 s clips, batch 2) are those of the cache builder (test_cache, the sweep's fills) and of
     # plain `infer --system`, compiled once per run
-    compile_cache.enable()
     root = tmp_path_factory.mktemp("system")
     paths, models = tiny_models["paths"], tiny_models["models"]
     data = write_scenes(str(root / "data"), count=6)
@@ -188,8 +186,6 @@ def test_system_program_is_kept_and_served_without_tracing(setup, memo_dir, tmp_
     baseline's, and a later engine is served from them, computing the same. Four programs: the 4-ch
     tagger, the 1-ch tagger on mixtures and on folded stems, and one separator program that serves
     both A and B (same config, other weights) and both passes."""
-    from jax import export
-
     from s5jax.system.engine import system_engine
 
     _, _, paths, _, mix = setup
@@ -207,13 +203,7 @@ def test_system_program_is_kept_and_served_without_tracing(setup, memo_dir, tmp_
     fresh = outputs(prepare=True)                                   # exports and keeps the programs
     assert len(list((memo_dir / "s5jax-programs").iterdir())) == 4
 
-    exports = []             # counted, not raised: DataParallel falls back to tracing when an export fails
-
-    def no_export(*a, **k):
-        exports.append(a)
-        raise AssertionError("exported again although the program is kept")
-
-    monkeypatch.setattr(export, "export", no_export)
+    exports = count_exports(monkeypatch)
     served = outputs(prepare=True)
     assert exports == [], "exported again although the program is kept"
     chex.assert_trees_all_equal(plain, fresh, served)               # every output bit for bit

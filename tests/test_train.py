@@ -34,24 +34,14 @@ def data(tmp_path_factory):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def shared_compiles():
+def shared_compiles(session_compile_cache):
     """The in-process `run_training` calls (library calls: the library never turns the persistent
-    cache on, `s5jax train` does) use the session's compilation cache (S5JAX_CACHE_DIR,
-    tests/conftest.py) as the CLI does: a new run builds new jitted closures, so without it every run
-    compiles its programs again (the tiny tagger's init alone is tens of seconds of XLA compile under
-    load: each parameter's random initialiser is its own threefry program). With it, a program compiled
-    once (init, train and eval steps of one config) is read back by every later run of it, here and in
-    the `s5jax train` subprocesses (which enable it themselves). JAX's settings are restored after."""
-    import jax
-    from s5jax.runtime import compile_cache
-
-    keys = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs",
-            "jax_persistent_cache_min_entry_size_bytes")
-    old = {k: getattr(jax.config, k) for k in keys}
-    assert compile_cache.enable() == os.environ["S5JAX_CACHE_DIR"]
-    yield
-    for k, v in old.items():
-        jax.config.update(k, v)
+    cache on, `s5jax train` does) use the session's compilation cache (conftest.session_compile_cache)
+    as the CLI does: a new run builds new jitted closures, so without it every run compiles its programs
+    again (the tiny tagger's init alone is tens of seconds of XLA compile under load: each parameter's
+    random initialiser is its own threefry program). With it, a program compiled once (init, train and
+    eval steps of one config) is read back by every later run of it, here and in the `s5jax train`
+    subprocesses (which enable it themselves)."""
 
 
 def tagger_cfg(data, out, **kw) -> dict:
