@@ -71,14 +71,30 @@ def test_every_golden_field(separator, program, golden, case, monkeypatch):
     inputs (see conftest.compare_separator_case), and the user call (class ids) against the golden stems.
     The user call runs Separator.__call__ (input checks, class ids -> query vector) on the program the
     fields were read from (`apply_fn` traced, conftest.traced_separator): the same compile, not a
-    second full-size one of the same shape."""
+    second full-size one of the same shape; and not a second run either when the user call hands the
+    program the very inputs the field comparison gave it (the golden's mixture and query vector, so
+    the same outputs): a full-size run at 4 s is seconds of the suite. Any other inputs are run."""
     g = dict(np.load(golden / "resunet" / "golden.npz"))
-    errors = compare_separator_case(separator, g, case, program=program)
-    assert len(errors) >= 8 + 32
+    ran = []
+
+    def remembered(*args):
+        ran.append((args, program(*args)))
+        return ran[-1][1]
+
+    errors = compare_separator_case(separator, g, case, program=remembered)
+    assert len(errors) >= 8 + 32 and len(ran) == 1
     mix = load_synth().synth_waveform(int(g["seeds"][case]), 4, float(g["seconds"][case]))[None]
     queries = g["queries"][case][None]
     calls = []
-    monkeypatch.setattr(separator, "_jitted", lambda *args: calls.append(args) or program(*args)[0])
+
+    def user_call(*args):
+        calls.append(args)
+        (variables, *inputs), outputs = ran[0]
+        if args[0] is variables and all(np.array_equal(a, b) for a, b in zip(args[1:], inputs, strict=True)):
+            return outputs[0]
+        return program(*args)[0]
+
+    monkeypatch.setattr(separator, "_jitted", user_call)
     stems = np.asarray(separator(mix, queries))[0]
     assert len(calls) == 1
     ref = g[f"case{case}_stems"]
