@@ -105,7 +105,10 @@ def test_recording_follows_its_construction(world_dir):
 
 
 @pytest.fixture(scope="module")
-def long_run(world_dir, tmp_path_factory):
+def long_run(world_dir, tmp_path_factory, session_compile_cache):
+    # the run's compile cache on, as `s5jax segment` turns it on: the baseline at 10 s and batch 1 is the
+    # program the demo's baseline infer run (conftest.world_demo) exports and compiles, so in the suite
+    # this fixture reads it back instead of tracing and compiling it again (prepare 44 -> 4 s, load 14)
     from s5jax import bundled
     from s5jax.system.engine import Engine, baseline_engine
     from s5jax.synth.recording import RecordingConfig, render_recording
