@@ -2,6 +2,7 @@
 kill -9, one-line errors; the real tiny models: a 10 s clip equals `infer`, resampled input."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from s5jax.segment import (SegmentConfig, assign_lanes, fade_in, read_events_csv
                            window_weights)
 
 sys.path.insert(0, os.path.dirname(__file__))
+from bandlimited import OUT_RATE_RTOL, at, inner, lowpass, rel  # noqa: E402
 from segment_fakes import fake_engine, fake_recording  # noqa: E402
 
 SR = 32000
@@ -294,3 +296,52 @@ def test_out_rate_input_needs_resample(tmp_path, capsys):
     r = run_segment(rec, str(tmp_path / "ok"), engine=fake_engine("presence"), progress=False,
                     config=SegmentConfig(1.0, 0.5, resample=True, out_rate="input"))
     assert r.sample_rate == SR and sf.info(r.stems[sorted(r.stems)[0]]).frames == 48000
+
+
+# ---------------------------------------------------------------- the real tiny models
+@pytest.fixture(scope="module")
+def tiny_scene(tmp_path_factory, tiny_models):
+    """(folder, {"tagger": tiny 4-ch tagger, "separator": tiny separator A}, a 10 s toy scene's wav)."""
+    from s5jax.synth.toy import SceneConfig, write_scene_set
+
+    root = tmp_path_factory.mktemp("segment_tiny")
+    models = {"tagger": tiny_models["paths"]["tagger-4ch"], "separator": tiny_models["paths"]["separator"]}
+    write_scene_set(str(root / "set"), 1, seed=11, cfg=SceneConfig(seconds=10.0, silent_rate=0.0))
+    clip = os.path.join(root, "set", "soundscape", sorted(os.listdir(root / "set" / "soundscape"))[0])
+    return root, models, clip
+
+
+def test_segment_resampled_and_system_preset(tiny_scene):
+    """segment of a 48 kHz recording (--resample --out-rate input) and through --system baseline:
+    3 s recording in 1 s windows, the same labels and stems as the 32 kHz plain run. Here, not in
+    test_segment_models.py (10 s clips, XLA's default optimisations): 1 s windows at batch size 2 run
+    the programs `infer` compiles in test_infer.py and test_system_pipeline.py (plain and --system
+    baseline) at this file's compile settings, so in the suite they come from the run's compile cache."""
+    from s5jax.cli import main
+    from s5jax.labels import LABELS
+
+    root, models, clip = tiny_scene
+    x, _ = sf.read(clip, dtype="float32", always_2d=True)
+    x = lowpass(np.ascontiguousarray(x[:3 * 32000].T))
+    sf.write(str(root / "r32.wav"), x.T, 32000, subtype="FLOAT")
+    sf.write(str(root / "r48.wav"), at(x, 48000).T, 48000, subtype="FLOAT")
+    # batch size 2: 1 s windows at the infer tests' batch size (test_infer.py), one compiled program
+    common = ["--tagger", models["tagger"], "--separator", models["separator"], "--window", "1", "--hop", "0.5",
+              "--batch-size", "2", "--quiet"]
+    assert main(["segment", str(root / "r32.wav"), "--out", str(root / "s32"), *common]) == 0
+    assert main(["segment", str(root / "r32.wav"), "--out", str(root / "ssys"), "--system", "baseline", *common]) == 0
+    assert main(["segment", str(root / "r48.wav"), "--out", str(root / "s48"), "--resample", "--out-rate", "input",
+                 *common]) == 0
+    rec = {k: json.loads((root / k / ".s5jax" / "segment.json").read_text()) for k in ("s32", "ssys", "s48")}
+    assert rec["s32"]["windows"] == 5
+    assert sorted(rec["ssys"]["stems"]) == sorted(rec["s32"]["stems"]) == sorted(rec["s48"]["stems"])
+    assert rec["ssys"]["events"] == rec["s32"]["events"]
+    assert rec["s48"]["made_by"]["resampler"]["name"] == "soxr" and rec["s48"]["sample_rate"] == 48000
+    for name, f in rec["s32"]["stems"].items():
+        a, _ = sf.read(root / "s32" / f, dtype="float32")
+        b, _ = sf.read(root / "ssys" / f, dtype="float32")
+        c, sr = sf.read(root / "s48" / f, dtype="float32")
+        assert rel(b, a) <= 1e-5
+        assert sr == 48000 and c.shape == (3 * 48000,)
+        assert inner(c, at(lowpass(a), 48000), 480) <= OUT_RATE_RTOL, name
+    assert [LABELS.index(e[0]) for e in rec["s32"]["events"]]

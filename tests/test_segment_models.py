@@ -1,17 +1,17 @@
 """`s5jax segment` and `--resample` with the real model code (tiny random-weight checkpoints,
 tests/tiny_system.py): a 10 s clip through `segment` equals `infer`; 48 and 44.1 kHz versions of a clip
-give the 32 kHz original's labels and stems within the tolerance README states."""
+give the 32 kHz original's labels and stems within the tolerance README states. (Segmenting in 1 s
+windows, resampled and through --system: test_segment.py, at the infer tests' compiled programs.)"""
 from __future__ import annotations
 
 import json
 import os
 
-import numpy as np
 import pytest
 import soundfile as sf
 
 from s5jax.cli import main
-from s5jax.labels import LABELS
+from bandlimited import OUT_RATE_RTOL, at, inner, lowpass, rel
 
 # The 32 kHz original holds content below 12 kHz (a scene low-passed by zeroing its FFT bins above);
 # its 48 / 44.1 kHz versions are its exact band-limited interpolation (FFT resampling, scipy), so what
@@ -21,12 +21,6 @@ from s5jax.labels import LABELS
 # stems without the first and last 10 ms within 3.4e-5 relative (whole stems 6.8e-4, the resampler's
 # edge); bound with a margin:
 STEM_RTOL = 2e-4
-OUT_RATE_RTOL = 1e-2      # stems written back at 48/44.1 kHz against the 32 kHz ones FFT-resampled
-
-
-def _rel(a, b) -> float:
-    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
-    return float(np.linalg.norm(a - b) / max(np.linalg.norm(b), 1e-30))
 
 
 @pytest.fixture(scope="module")
@@ -70,9 +64,9 @@ def test_10s_clip_segment_equals_infer(world):
     for e, name in zip(res["estimate"], expect_names):
         ours, _ = sf.read(out / seg["stems"][name], dtype="float32")
         theirs, _ = sf.read(root / "infer_out" / e["filename"], dtype="float32")
-        lanes[name] = _rel(ours, theirs)
+        lanes[name] = rel(ours, theirs)
         assert ours.shape == theirs.shape == (x.shape[0],)
-        assert _rel(ours[3200:-3200], theirs[3200:-3200]) <= 1e-5, name
+        assert rel(ours[3200:-3200], theirs[3200:-3200]) <= 1e-5, name
     events = [r.split(",") for r in (out / "events.csv").read_text().splitlines()[1:]]
     assert sorted(e[0] for e in events) == sorted(labels)
     assert all((float(e[1]), float(e[2])) == (0.0, 10.0) for e in events)
@@ -81,31 +75,11 @@ def test_10s_clip_segment_equals_infer(world):
         assert float(e[3]) == pytest.approx(conf[e[0]], abs=1e-6)
 
 
-def _at(x, sr):
-    """x [..., n] at 32 kHz (band-limited) -> the same signal at `sr` (FFT resampling: exact for a
-    periodic band-limited signal; its wrap-around only touches the first and last milliseconds)."""
-    from scipy.signal import resample
-
-    if sr == 32000:
-        return np.asarray(x, np.float32)
-    return resample(np.asarray(x, np.float64), int(round(x.shape[-1] * sr / 32000)), axis=-1).astype(np.float32)
-
-
-def _lowpass(x, cutoff=12000.0):
-    X = np.fft.rfft(np.asarray(x, np.float64), axis=-1)
-    X[..., np.fft.rfftfreq(x.shape[-1], 1 / 32000) > cutoff] = 0
-    return np.fft.irfft(X, n=x.shape[-1], axis=-1).astype(np.float32)
-
-
-def _inner(a, b, edge):
-    return _rel(a[edge:-edge], b[edge:-edge])
-
-
 def test_resampled_versions_same_labels_and_close_stems(world, capsys):
     root, models, clip = world
     x, _ = sf.read(clip, dtype="float32", always_2d=True)
-    x = _lowpass(x.T)
-    files = {"a32.wav": (x, 32000), "b48.wav": (_at(x, 48000), 48000), "c44.wav": (_at(x, 44100), 44100)}
+    x = lowpass(x.T)
+    files = {"a32.wav": (x, 32000), "b48.wav": (at(x, 48000), 48000), "c44.wav": (at(x, 44100), 44100)}
     # without the flag: a one-line error per file at another rate, the 32 kHz clip still runs
     folder = root / "rates"
     folder.mkdir()
@@ -128,7 +102,7 @@ def test_resampled_versions_same_labels_and_close_stems(world, capsys):
             s0, _ = sf.read(root / "rates_32" / e0["filename"], dtype="float32")
             s, sr = sf.read(root / "rates_32" / e["filename"], dtype="float32")
             assert sr == 32000 and s.shape == s0.shape
-            errors[e["filename"]] = (_rel(s, s0), _inner(s, s0, 320))
+            errors[e["filename"]] = (rel(s, s0), inner(s, s0, 320))
             assert errors[e["filename"]][1] <= STEM_RTOL, errors
     rec = json.loads((root / "rates_32" / ".s5jax" / "clips" / "b48.json").read_text())
     assert rec["made_by"]["resample"]["name"] == "soxr"
@@ -147,35 +121,5 @@ def test_resampled_versions_same_labels_and_close_stems(world, capsys):
         s, got_sr = sf.read(root / "rates_in" / e["filename"], dtype="float32")
         assert got_sr == sr and s.shape == (y.shape[1],)
         s32, _ = sf.read(root / "rates_32" / e["filename"], dtype="float32")
-        back = _at(_lowpass(s32), sr)
-        assert _inner(s, back, sr // 100) <= OUT_RATE_RTOL, (name, _inner(s, back, sr // 100))
-
-
-def test_segment_resampled_and_system_preset(world):
-    """segment of a 48 kHz recording (--resample --out-rate input) and through --system baseline:
-    3 s recording in 1 s windows, the same labels and stems as the 32 kHz plain run."""
-    root, models, clip = world
-    x, _ = sf.read(clip, dtype="float32", always_2d=True)
-    x = _lowpass(np.ascontiguousarray(x[:3 * 32000].T))
-    sf.write(str(root / "r32.wav"), x.T, 32000, subtype="FLOAT")
-    sf.write(str(root / "r48.wav"), _at(x, 48000).T, 48000, subtype="FLOAT")
-    # batch size 2: 1 s windows at the infer tests' batch size (test_infer.py), one compiled program
-    common = ["--tagger", models["tagger"], "--separator", models["separator"], "--window", "1", "--hop", "0.5",
-              "--batch-size", "2", "--quiet"]
-    assert main(["segment", str(root / "r32.wav"), "--out", str(root / "s32"), *common]) == 0
-    assert main(["segment", str(root / "r32.wav"), "--out", str(root / "ssys"), "--system", "baseline", *common]) == 0
-    assert main(["segment", str(root / "r48.wav"), "--out", str(root / "s48"), "--resample", "--out-rate", "input",
-                 *common]) == 0
-    rec = {k: json.loads((root / k / ".s5jax" / "segment.json").read_text()) for k in ("s32", "ssys", "s48")}
-    assert rec["s32"]["windows"] == 5
-    assert sorted(rec["ssys"]["stems"]) == sorted(rec["s32"]["stems"]) == sorted(rec["s48"]["stems"])
-    assert rec["ssys"]["events"] == rec["s32"]["events"]
-    assert rec["s48"]["made_by"]["resampler"]["name"] == "soxr" and rec["s48"]["sample_rate"] == 48000
-    for name, f in rec["s32"]["stems"].items():
-        a, _ = sf.read(root / "s32" / f, dtype="float32")
-        b, _ = sf.read(root / "ssys" / f, dtype="float32")
-        c, sr = sf.read(root / "s48" / f, dtype="float32")
-        assert _rel(b, a) <= 1e-5
-        assert sr == 48000 and c.shape == (3 * 48000,)
-        assert _inner(c, _at(_lowpass(a), 48000), 480) <= OUT_RATE_RTOL, name
-    assert [LABELS.index(e[0]) for e in rec["s32"]["events"]]
+        back = at(lowpass(s32), sr)
+        assert inner(s, back, sr // 100) <= OUT_RATE_RTOL, (name, inner(s, back, sr // 100))
