@@ -108,7 +108,9 @@ def test_recording_follows_its_construction(world_dir):
 def long_run(world_dir, tmp_path_factory, session_compile_cache):
     # the run's compile cache on, as `s5jax segment` turns it on: the baseline at 10 s and batch 1 is the
     # program the demo's baseline infer run (conftest.world_demo) exports and compiles, so in the suite
-    # this fixture reads it back instead of tracing and compiling it again (prepare 44 -> 4 s, load 14)
+    # this fixture reads it back instead of tracing and compiling it again (prepare 44 -> 4 s, load 14).
+    # An in-process `s5jax` call of an earlier test file usually left the cache on in this worker already
+    # (cli never turns it off): this says so here instead of depending on the order of the files
     from s5jax import bundled
     from s5jax.system.engine import Engine, baseline_engine
     from s5jax.synth.recording import RecordingConfig, render_recording
