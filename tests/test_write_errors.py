@@ -425,7 +425,7 @@ def test_train_checkpoint_on_a_full_disk(devset, tmp_path, monkeypatch, capfd):
     # training and validation programs, read from the run's compile cache when that test ran first
     # (the first save, of the best checkpoint at step 2, fails: the later steps never run)
     cfg.write_text(json.dumps({
-        "data_root": devset, "init": "scratch", "scope": "all", "steps": 12, "batch_size": 8, "lr": 1e-3,
+        "data_root": devset, "init": "scratch", "scope": "head", "steps": 12, "batch_size": 8, "lr": 1e-3,
         "valid_every": 2, "save_every": 2, "log_every": 1, "valid_scenes": 8, "synth": {"seconds": 0.5},
         "model_config": TRAIN_TAGGER}))
     orbax_full(monkeypatch, "CheckpointManager", str(out / "checkpoints" / "best" / "2.orbax-checkpoint-tmp"))
