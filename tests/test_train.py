@@ -163,7 +163,7 @@ def test_separator_loss_falls_and_ca_sdri_improves(data, tmp_path):
     # 0.78 -> -0.21; CA-SDRi +0.99/+5.70/+0.83/+1.67 dB; this test is seed 0). The batches are noisy:
     # 0.5 s scenes fell only 0.11-0.29 for seed 0 (either STFT size), 12 steps of the old STFT 0.18
     d = tagger_cfg(data, tmp_path / "sep", steps=18, batch_size=4, lr=1e-2, valid_every=18, valid_scenes=8,
-                   model_config=TINY_SEPARATOR, synth={"seconds": 1.0})
+                   model_config=TINY_SEPARATOR, synth={"seconds": 1.0}, scope="all")
     res = run_training(TrainConfig.from_dict({**d, "model": "separator"}))
     losses = [l for _, l in res.losses]
     assert np.mean(losses[-5:]) < np.mean(losses[:5]) - 0.4, losses
@@ -176,7 +176,7 @@ def test_separator_loss_falls_and_ca_sdri_improves(data, tmp_path):
 # ------------------------------------------------------------------------------------------ resume
 @pytest.mark.slow
 def test_kill_and_resume_continues_bit_identically(data, start, tmp_path, capsys):
-    steps = 12
+    steps = 9
     # the uninterrupted reference: neither checkpoints nor validation change the trajectory, so it saves
     # and validates only at its end (its train program is the killed run's: steps and lr are inputs).
     # Both start from a checkpoint: the killed run's process then neither traces nor lowers an init program
