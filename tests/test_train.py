@@ -180,7 +180,8 @@ def test_kill_and_resume_continues_bit_identically(data, start, tmp_path, capsys
     # the uninterrupted reference: neither checkpoints nor validation change the trajectory, so it saves
     # and validates only at its end (its train program is the killed run's: steps and lr are inputs).
     # Both start from a checkpoint: the killed run's process then neither traces nor lowers an init program
-    ref = run_training(TrainConfig.from_dict({**from_start(data, tmp_path / "ref", start, steps=steps), "model": "tagger"}))
+    ref = run_training(TrainConfig.from_dict({**from_start(data, tmp_path / "ref", start, steps=steps),
+                                              "model": "tagger"}))
     # a checkpoint every 3 steps: the kill loses the steps after the last one, which the resume redoes
     cfg = write_json(tmp_path / "cfg.json", from_start(data, tmp_path / "killed", start, steps=steps, save_every=3,
                                                        valid_every=4))
