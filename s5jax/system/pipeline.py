@@ -7,6 +7,7 @@ per model and shape), with the decisions between the stages as small jitted prog
     Q' = refine(Q, conf, confirm(Retag, Q))           second pass Sep_A(x, Q') only where Q' != Q
     [separator B on Q', per-slot selection by the re-tag confirmation]
     gates on the kept stems -> labels, probabilities, stems (like the baseline's output)
+    (a separation whose tuple is silence in every slot of the batch is not run: its stems are zero)
 
 The cache builder (s5jax.replay.cache) runs the same stage programs (`base`, `entry`), so a cached
 entry is what the system computes for the same clip and tuple.
