@@ -132,6 +132,43 @@ def test_full_system_equals_its_stages_run_one_by_one(setup):
     assert all(v > 0 for v in events.values()), events      # every stage acted on some clip
 
 
+def _count_separations(run) -> list[int]:
+    """The separator index of every separator call `run` (a ShardedSystem) makes from now on."""
+    calls: list[int] = []
+    for i, program in enumerate(run.stages.separate):
+        program.on_device = lambda batch, i=i, call=program.on_device: calls.append(i) or call(batch)
+    return calls
+
+
+def test_an_all_silent_tuple_is_not_separated(setup, tiny_forced):
+    """A batch whose query tuple is silence in every slot runs no separator (nor its re-tag): a silent
+    slot's stem is exactly zero, so the outputs are those of running it, bit for bit (the official
+    baseline over a tagger that hears nothing); a refine that drops every slot runs no second pass
+    and no separator B."""
+    from s5jax.system.pipeline import silent_probs
+    from s5jax.tagger import Tagger
+
+    _, _, _, m, mix = setup
+    deaf = Tagger.from_checkpoint(tiny_forced["silent"])
+    run = sharded_system(preset("baseline"), deaf, None, m["A"])
+    calls = _count_separations(run)
+    out = _in_batches(run, mix)
+    labels, probs, stems = _in_batches(_official_baseline(deaf, m["A"]), mix)
+    assert calls == [] and (labels == SILENCE).all()
+    assert (out.labels == labels).all() and out.probs.tobytes() == probs.tobytes()
+    assert np.array_equal(out.stems, stems)            # zeros (the separator's are partly -0.0)
+
+    drop_all = dataclasses.replace(FULL, verify=(2.0,) * 18, drop=(2.0,) * 18)   # r, conf <= 1 < 2
+    run = sharded_system(drop_all, m["t4"], m["t1"], m["A"], m["B"])
+    calls = _count_separations(run)
+    out = _in_batches(run, mix)
+    assert (out.queries != SILENCE).any(axis=1).all(), out.queries      # each batch's first pass runs
+    assert calls == [0] * (len(mix) // BATCH)                           # and nothing after it
+    assert (out.labels == SILENCE).all() and (out.refined == SILENCE).all() and not out.stems.any()
+    P4 = np.asarray(m["t4"].predict(mix).softmax)
+    np.testing.assert_allclose(out.probs, jax.jit(silent_probs)(P4, out.labels), rtol=1e-6)
+
+
 def test_infer_with_the_baseline_preset_writes_what_plain_infer_writes(setup):
     """`s5jax infer --system baseline` == plain `s5jax infer`: the same files, labels, probabilities and
     stems. Not byte for byte: plain infer itself differs in the last bit of some stem samples from one

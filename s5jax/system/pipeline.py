@@ -7,6 +7,7 @@ per model and shape), with the decisions between the stages as small jitted prog
     Q' = refine(Q, conf, confirm(Retag, Q))           second pass Sep_A(x, Q') only where Q' != Q
     [separator B on Q', per-slot selection by the re-tag confirmation]
     gates on the kept stems -> labels, probabilities, stems (like the baseline's output)
+    (a separation whose tuple is silence in every slot of the batch is not run: its stems are zero)
 
 The cache builder (s5jax.replay.cache) runs the same stage programs (`base`, `entry`), so a cached
 entry is what the system computes for the same clip and tuple.
@@ -18,6 +19,7 @@ from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from .. import metric
 from ..labels import NUM_SLOTS, SILENCE
@@ -146,20 +148,30 @@ def run_system(sw, stages, params: Params, mixture: jax.Array) -> SystemOutput:
     P4 = stages.tag4.on_device(mixture)
     P1 = stages.tag1.on_device(mixture) if sw.use_tagger1 else None
     q, conf = _propose(sw, params, P1, P4)
-    stems = stages.separate[0].on_device((mixture, q))
-    q2, conf2, r_a, stems_b, r_b = q, conf, None, None, None
-    if sw.retags:
-        r_a = _confirm(sw.confirm, stages.retag(stems), q)
+
+    def separate(i: int, queries: jax.Array, retag: bool):
+        """(stems [b, 3, n], confirmation [b, 3] or None) of separator i for `queries`. A batch whose
+        every slot is silence is not run: the separator's stem of a silent slot is exactly zero
+        (s5jax.models.resunet) and a silent slot's confirmation is 0, so zeros are its output (the
+        replay needs no entry for such a tuple either); on CPU, most clips where the taggers hear
+        nothing skip the separator and the re-tag."""
+        if (np.asarray(queries) == SILENCE).all():
+            b, n = mixture.shape[0], mixture.shape[-1]
+            return (stages.place(np.zeros((b, NUM_SLOTS, n), np.float32)),
+                    stages.place(np.zeros((b, NUM_SLOTS), np.float32)) if retag else None)
+        stems = stages.separate[i].on_device((mixture, queries))
+        return stems, _confirm(sw.confirm, stages.retag(stems), queries) if retag else None
+
+    stems, r_a = separate(0, q, sw.retags)
+    q2, conf2, stems_b, r_b = q, conf, None, None
     if sw.refine:
         q2, conf2, changed = _refine(params, q, conf, r_a)
         # the second pass (and its re-tag) only when some clip of the batch changed its tuple
         if bool(jnp.any(changed)):
-            s2 = stages.separate[0].on_device((mixture, q2))
-            r2 = _confirm(sw.confirm, stages.retag(s2), q2) if sw.separator_b else r_a
-            stems, r_a = _where_changed(changed, (s2, r2), (stems, r_a))
+            s2, r2 = separate(0, q2, sw.separator_b)
+            stems, r_a = _where_changed(changed, (s2, r2 if sw.separator_b else r_a), (stems, r_a))
     if sw.separator_b:
-        stems_b = stages.separate[1].on_device((mixture, q2))
-        r_b = _confirm(sw.confirm, stages.retag(stems_b), q2)
+        stems_b, r_b = separate(1, q2, True)
     return _decide(sw, params, mixture, P1, P4, q, q2, conf2, stems, r_a, stems_b, r_b)
 
 
