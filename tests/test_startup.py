@@ -256,3 +256,24 @@ def test_a_kept_program_for_other_arguments_is_replaced(tmp_path, monkeypatch):
     from jax import export
 
     assert export.deserialize(bytearray(open(path, "rb").read())).in_avals[1].shape == (1, 6)
+
+
+def test_a_kept_program_is_compiled_once_per_process(memo_dir, monkeypatch):
+    """Two programs prepared from one kept export in one process (separators A and B of one config;
+    `cache` then `infer` in one process) share one compiled program: the second neither exports nor
+    reads the export again, and computes with its own weights."""
+    from jax import export
+
+    fn = lambda w, x: x * w["a"]
+    abstract = {"a": jax.ShapeDtypeStruct((), np.float32)}
+    x = np.arange(5, dtype=np.float32)[None]
+    first = DataParallel(fn, {"a": np.float32(2.0)}, jax.devices()[:1])
+    first.prepare(abstract, (1, 5), key={"toy": "once"})
+    exports, reads = count_exports(monkeypatch), []
+    monkeypatch.setattr(export, "deserialize", lambda *a, **k: reads.append(a) or export.Exported)
+    second = DataParallel(fn, {"a": np.float32(3.0)}, jax.devices()[:1])
+    second.prepare(abstract, (1, 5), key={"toy": "once"})
+    assert exports == [] and reads == [], "compiled again although this process holds the program"
+    np.testing.assert_array_equal(second(x), 3 * x)
+    np.testing.assert_array_equal(first(x), 2 * x)
+    assert second._fn._cache_size() == 0 and first._fn._cache_size() == 0    # the prepared program ran
