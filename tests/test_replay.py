@@ -138,8 +138,20 @@ def test_missing_entries_are_reported_never_scored():
     miss = R.missing_by_clip(out.clips)
     assert set(miss) == set(np.nonzero(needs)[0].tolist())
     # after one fill round the first pass is there; the replay then asks for second-pass tuples only
+    before = world.cache()
+    prep1 = R.prepare(before, sw)
     world.add(miss)
-    out2 = R.replay(cfg.params(), R.prepare(world.cache(), sw), sw)
+    after = world.cache()
+    prep2 = R.prepare(after, sw)
+    out2 = R.replay(cfg.params(), prep2, sw)
+    # the sweep re-prepares only the clips a fill changed: exactly those, and the result is bitwise the
+    # whole cache prepared again
+    rows = R.changed_clips(before, after)
+    np.testing.assert_array_equal(rows, sorted(miss))
+    again = R.reprepare(prep1, after, sw, rows)
+    for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(prep2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert R.changed_clips(before, world.cache(min_entries=8)) is None      # another entry count: afresh
     mk2 = np.asarray(out2.clips.missing_keys)
     assert (mk2[:, 0] == MISSING_KEY).all() and (mk2[:, 1] != MISSING_KEY).any()
 
