@@ -75,7 +75,21 @@ def _lookup(keys: jax.Array, key: jax.Array):
     return jnp.argmax(eq).astype(jnp.int32), jnp.any(eq)
 
 
-def _prepare_clip(P1, P4, ref_labels, M, keys, retag, energy, S, sw: Switches):
+class PrepareSwitches(NamedTuple):
+    """The switches the prepared arrays depend on, the prepare program's static argument: configs that
+    differ only in the others (order, solo_conf, refine, the gates...) share one compiled program, and
+    `_prepare_clip` cannot read a switch it was not keyed on."""
+    use_tagger1: bool
+    proposal: str
+    confirm: str
+    separator_b: bool
+
+    @classmethod
+    def of(cls, sw: Switches) -> "PrepareSwitches":
+        return cls(sw.use_tagger1, sw.proposal, sw.confirm, sw.separator_b)
+
+
+def _prepare_clip(P1, P4, ref_labels, M, keys, retag, energy, S, sw: PrepareSwitches):
     props = (D.proposals(P1, sw.proposal), D.proposals(P4, sw.proposal))
     pairs = D.pair(*props, sw)
     _, q = decode_key(keys)                                           # [E, 3]
@@ -106,7 +120,7 @@ PREPARE_BLOCK = 16
 
 
 @functools.partial(jax.jit, static_argnames="sw")
-def _prepare_block(cache: CacheArrays, sw: Switches) -> Prepared:
+def _prepare_block(cache: CacheArrays, sw: PrepareSwitches) -> Prepared:
     """`_prepare_clip` over the clips of `cache` (a block of PREPARE_BLOCK clips), vmapped."""
     c = jax.tree_util.tree_map(jnp.asarray, cache)
     xs = (c.P1, c.P4, c.ref_labels.astype(jnp.int32), c.M, c.keys.astype(jnp.int32), c.retag, c.energy_db, c.S)
@@ -121,7 +135,8 @@ def _prepare_rows(cache: CacheArrays, sw: Switches, rows: np.ndarray) -> Prepare
     for lo in range(0, len(rows), PREPARE_BLOCK):
         idx = rows[lo:lo + PREPARE_BLOCK]
         full = np.concatenate([idx, np.repeat(idx[-1:], PREPARE_BLOCK - len(idx))])
-        outs.append((len(idx), _prepare_block(CacheArrays(*(np.asarray(a)[full] for a in cache)), sw)))
+        outs.append((len(idx), _prepare_block(CacheArrays(*(np.asarray(a)[full] for a in cache)),
+                                              PrepareSwitches.of(sw))))
     parts = [jax.tree_util.tree_map(lambda a, k=k: np.asarray(a)[:k], out) for k, out in outs]
     return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
 
