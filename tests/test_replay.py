@@ -111,6 +111,16 @@ def test_replay_equals_rules_clip_by_clip(ci):
     # the S rows it used are the entry rows of the kept stems
     entry = np.asarray(out.clips.entry)
     keys = np.asarray(prep.keys)
+    # each entry's confirmation of its own tuple, by the config's mode (numpy, from the rule's text)
+    cache = world.cache()
+    real = cache.keys != MISSING_KEY
+    q = np.stack([cache.keys // 19 ** 2 % 19, cache.keys // 19 % 19, cache.keys % 19], -1)[real]      # [R, 3]
+    retag = cache.retag[real]                                                                  # [R, 3, 3, 19]
+    if cfg.confirm == "max_prob":
+        want_r = np.take_along_axis(retag, np.broadcast_to(q[:, :, None, None], retag.shape[:-1] + (1,)), -1)[..., 0].max(-1)
+    else:
+        want_r = (retag.argmax(-1) == q[:, :, None]).any(-1).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(prep.r)[:, :cache.keys.shape[1]][real], np.where(q == SILENCE, 0, want_r))
     for clip in range(N):
         for k in range(3):
             if labels[clip, k] != SILENCE:
