@@ -16,7 +16,11 @@ from tiny_system import write_scenes
 
 
 @pytest.fixture(scope="module")
-def setup(tmp_path_factory, tiny_models):
+def setup(tmp_path_factory, tiny_models, session_compile_cache):
+    """(root, data, models). JAX's persistent cache on (conftest.session_compile_cache): the builder's
+    stage programs (batch 2, 1 s) and the models' own programs the checks below call (one clip; the
+    re-tag of 3 stems) are the ones test_system_pipeline and `s5jax cache` in test_search compile at
+    these shapes, read back instead of compiled again."""
     root = tmp_path_factory.mktemp("cache")
     data = write_scenes(str(root / "data"), count=4)
     return root, data, tiny_models["models"]

@@ -111,6 +111,16 @@ def test_replay_equals_rules_clip_by_clip(ci):
     # the S rows it used are the entry rows of the kept stems
     entry = np.asarray(out.clips.entry)
     keys = np.asarray(prep.keys)
+    # each entry's confirmation of its own tuple, by the config's mode (numpy, from the rule's text)
+    cache = world.cache()
+    real = cache.keys != MISSING_KEY
+    q = np.stack([cache.keys // 19 ** 2 % 19, cache.keys // 19 % 19, cache.keys % 19], -1)[real]      # [R, 3]
+    retag = cache.retag[real]                                                                  # [R, 3, 3, 19]
+    if cfg.confirm == "max_prob":
+        want_r = np.take_along_axis(retag, np.broadcast_to(q[:, :, None, None], retag.shape[:-1] + (1,)), -1)[..., 0].max(-1)
+    else:
+        want_r = (retag.argmax(-1) == q[:, :, None]).any(-1).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(prep.r)[:, :cache.keys.shape[1]][real], np.where(q == SILENCE, 0, want_r))
     for clip in range(N):
         for k in range(3):
             if labels[clip, k] != SILENCE:
@@ -138,8 +148,20 @@ def test_missing_entries_are_reported_never_scored():
     miss = R.missing_by_clip(out.clips)
     assert set(miss) == set(np.nonzero(needs)[0].tolist())
     # after one fill round the first pass is there; the replay then asks for second-pass tuples only
+    before = world.cache()
+    prep1 = R.prepare(before, sw)
     world.add(miss)
-    out2 = R.replay(cfg.params(), R.prepare(world.cache(), sw), sw)
+    after = world.cache()
+    prep2 = R.prepare(after, sw)
+    out2 = R.replay(cfg.params(), prep2, sw)
+    # the sweep re-prepares only the clips a fill changed: exactly those, and the result is bitwise the
+    # whole cache prepared again
+    rows = R.changed_clips(before, after)
+    np.testing.assert_array_equal(rows, sorted(miss))
+    again = R.reprepare(prep1, after, sw, rows)
+    for a, b in zip(jax.tree_util.tree_leaves(again), jax.tree_util.tree_leaves(prep2)):
+        np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert R.changed_clips(before, world.cache(min_entries=8)) is None      # another entry count: afresh
     mk2 = np.asarray(out2.clips.missing_keys)
     assert (mk2[:, 0] == MISSING_KEY).all() and (mk2[:, 1] != MISSING_KEY).any()
 
@@ -179,14 +201,12 @@ def test_sharded_over_8_devices_equals_one_device(tmp_path):
         cfgs = [dataclasses.replace(preset("system3"), solo4=s, energy_db=e)
                 for s in (0.2, 0.4, 0.6) for e in (-50.0, -30.0, -10.0)]
         sw = cfgs[0].switches()
-        for c in cfgs:
-            for _ in range(6):
-                out = R.replay(c.params(), R.prepare(world.cache(), sw), sw)
-                m = R.missing_by_clip(out.clips)
-                if not m: break
-                world.add(m)
-        prep = R.prepare(world.cache(), sw)
         params = stack_params([c.params() for c in cfgs])
+        for _ in range(6):           # fill what the 9 configs reach, all replayed in one call per round
+            m = R.missing_entries(params, R.prepare(world.cache(), sw), sw)
+            if not m: break
+            world.add(m)
+        prep = R.prepare(world.cache(), sw)
         w = np.ones((1, 37), np.float32)
         res = {}
         for cax in (1, 2, 8):

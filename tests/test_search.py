@@ -29,7 +29,7 @@ def test_search_finds_the_known_optimum():
     oracle, missing = ev.oracle()
     assert not missing.any() and abs(float(np.nanmean(oracle)) - best_possible) < 1e-4
     from s5jax.replay import replay as R
-    sizes = lambda: (R._prepare._cache_size(), R.replay_configs._cache_size(), R.replay._cache_size(),   # noqa: E731
+    sizes = lambda: (R._prepare_block._cache_size(), R.replay_configs._cache_size(), R.replay._cache_size(),   # noqa: E731
                      R._sharded_totals(ev._runner(LOOSE.switches()).mesh, LOOSE.switches())._cache_size())
     before = sizes()
     res = search(LOOSE, ev, grids=SMALL_GRIDS, steps=("fusion", "verification", "gates", "coordinate"),

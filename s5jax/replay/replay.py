@@ -75,7 +75,21 @@ def _lookup(keys: jax.Array, key: jax.Array):
     return jnp.argmax(eq).astype(jnp.int32), jnp.any(eq)
 
 
-def _prepare_clip(P1, P4, ref_labels, M, keys, retag, energy, S, sw: Switches):
+class PrepareSwitches(NamedTuple):
+    """The switches the prepared arrays depend on, the prepare program's static argument: configs that
+    differ only in the others (order, solo_conf, refine, the gates...) share one compiled program, and
+    `_prepare_clip` cannot read a switch it was not keyed on."""
+    use_tagger1: bool
+    proposal: str
+    confirm: str
+    separator_b: bool
+
+    @classmethod
+    def of(cls, sw: Switches) -> "PrepareSwitches":
+        return cls(sw.use_tagger1, sw.proposal, sw.confirm, sw.separator_b)
+
+
+def _prepare_clip(P1, P4, ref_labels, M, keys, retag, energy, S, sw: PrepareSwitches):
     props = (D.proposals(P1, sw.proposal), D.proposals(P4, sw.proposal))
     pairs = D.pair(*props, sw)
     _, q = decode_key(keys)                                           # [E, 3]
@@ -98,28 +112,79 @@ def _prepare_clip(P1, P4, ref_labels, M, keys, retag, energy, S, sw: Switches):
     return Prepared(pairs, keys, r, energy, table, silent, ref_labels, S, M)
 
 
-@functools.partial(jax.jit, static_argnames=("sw", "block", "n"))
-def _prepare(cache: CacheArrays, sw: Switches, block: int, n: int) -> Prepared:
+# Clips per call of the prepare program: every cache, whatever its clip count, is prepared in calls of
+# exactly this many clips (the last one padded), so one compiled program per switches and entry count
+# serves every cache and every re-preparation of a few clips (it was one program per clip count: a
+# compile of seconds each); the block also bounds the memory of the score tables' temporaries.
+PREPARE_BLOCK = 16
+
+
+@functools.partial(jax.jit, static_argnames="sw")
+def _prepare_block(cache: CacheArrays, sw: PrepareSwitches) -> Prepared:
+    """`_prepare_clip` over the clips of `cache` (a block of PREPARE_BLOCK clips), vmapped."""
     c = jax.tree_util.tree_map(jnp.asarray, cache)
     xs = (c.P1, c.P4, c.ref_labels.astype(jnp.int32), c.M, c.keys.astype(jnp.int32), c.retag, c.energy_db, c.S)
-    out = jax.lax.map(lambda x: _prepare_clip(*x, sw=sw), xs, batch_size=block)
-    return jax.tree_util.tree_map(lambda a: a[:n], out)
+    return jax.vmap(lambda *x: _prepare_clip(*x, sw=sw))(*xs)
 
 
-def prepare(cache: CacheArrays, sw: Switches, block: int = 16) -> Prepared:
-    """The config-independent part of the replay, once per cache and switches (jitted; clips in blocks
-    of `block`, which bounds the memory of the score tables' temporaries).
+def _prepare_rows(cache: CacheArrays, sw: Switches, rows: np.ndarray) -> Prepared:
+    """The prepared arrays of the clips `rows` of `cache` (entry axis already padded), on the host:
+    blocks of PREPARE_BLOCK clips (the last padded with its last clip, dropped after) through one
+    program, all dispatched before the first is read back."""
+    outs = []
+    for lo in range(0, len(rows), PREPARE_BLOCK):
+        idx = rows[lo:lo + PREPARE_BLOCK]
+        full = np.concatenate([idx, np.repeat(idx[-1:], PREPARE_BLOCK - len(idx))])
+        outs.append((len(idx), _prepare_block(CacheArrays(*(np.asarray(a)[full] for a in cache)),
+                                              PrepareSwitches.of(sw))))
+    parts = [jax.tree_util.tree_map(lambda a, k=k: np.asarray(a)[:k], out) for k, out in outs]
+    return jax.tree_util.tree_map(lambda *a: np.concatenate(a), *parts)
+
+
+def _padded(cache: CacheArrays) -> CacheArrays:
+    return pad_entries(cache, bucket(int(cache.keys.shape[1]), 4))
+
+
+def prepare(cache: CacheArrays, sw: Switches) -> Prepared:
+    """The config-independent part of the replay, once per cache and switches (jitted, in blocks of
+    PREPARE_BLOCK clips: one compiled program whatever the clip count).
 
     The entry axis is padded to a power of two (at least 4; `pad_entries`: never-found entries after
     the real ones, so entry indices are unchanged): a cache that grows by a few entries per fill round
-    reuses the compiled programs of `prepare` and of the replays instead of compiling them again.
-    More clips than `block` are padded (the last clip repeated, its results dropped) to a multiple of
-    it: `lax.map` would compile the clip computation a second time for a remainder block."""
-    cache = pad_entries(cache, bucket(int(cache.keys.shape[1]), 4))
-    n = int(cache.keys.shape[0])
-    if n > block:
-        cache = pad_rows(cache, round_up(n, block))
-    return _prepare(cache, sw, block, n)
+    reuses the compiled programs of `prepare` and of the replays instead of compiling them again."""
+    cache = _padded(cache)
+    host = _prepare_rows(cache, sw, np.arange(int(cache.keys.shape[0])))
+    return jax.device_put(host)
+
+
+def changed_clips(old: CacheArrays, new: CacheArrays) -> np.ndarray | None:
+    """Indices of the clips whose arrays differ (bitwise) between two caches of the same shapes, or
+    None when the shapes differ (entry axis padded as `prepare` pads it)."""
+    old, new = _padded(old), _padded(new)
+    if any(np.shape(a) != np.shape(b) for a, b in zip(old, new)):
+        return None
+    n = int(new.keys.shape[0])
+    differ = np.zeros(n, bool)
+    for a, b in zip(old, new):
+        a, b = np.ascontiguousarray(a), np.ascontiguousarray(b)
+        if a.dtype != b.dtype:
+            return None
+        differ |= (a.reshape(n, -1).view(np.uint8) != b.reshape(n, -1).view(np.uint8)).any(axis=1)
+    return np.nonzero(differ)[0]
+
+
+def reprepare(prep: Prepared, cache: CacheArrays, sw: Switches, rows: np.ndarray) -> Prepared:
+    """`prepare(cache, sw)` when `prep` is the prepared form of a cache that differs from `cache` only
+    on the clips `rows` (same shapes, see `changed_clips`): only those clips are prepared again (a
+    fill round adds entries to a few clips; the score tables of the others are unchanged). The result
+    equals `prepare(cache, sw)` exactly: each clip goes through the same program."""
+    rows = np.asarray(rows, np.int64)
+    host = jax.tree_util.tree_map(lambda a: np.array(a), prep)
+    if len(rows):
+        fresh = _prepare_rows(_padded(cache), sw, rows)
+        for h, f in zip(jax.tree_util.tree_leaves(host), jax.tree_util.tree_leaves(fresh)):
+            h[rows] = f
+    return jax.device_put(host)
 
 
 class ClipReplay(NamedTuple):
@@ -436,6 +501,6 @@ class ShardedReplay:
         return Totals(*(np.concatenate([np.asarray(t[i], np.float64)[:n] for n, t in out]) for i in range(3)))
 
 
-__all__ = ["prepare", "replay", "replay_configs", "totals", "mean_score", "missing_by_clip", "decode_key", "bucket", "config_bucket", "entry_groups",
+__all__ = ["prepare", "reprepare", "changed_clips", "replay", "replay_configs", "totals", "mean_score", "missing_by_clip", "decode_key", "bucket", "config_bucket", "entry_groups",
            "pad_configs", "pad_entries",
            "Prepared", "ClipReplay", "Replay", "Totals", "ShardedReplay"]

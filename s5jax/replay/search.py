@@ -130,9 +130,14 @@ class Evaluator:
         cache = self.fill(miss)
         if self.log is not None:
             self.log(f"... fill round {self.fill_rounds + 1} done in {time.monotonic() - t0:.0f} s")
-        self.cache = R.sweep_shaped(cache)
+        new = R.sweep_shaped(cache)
+        rows = R.changed_clips(self.cache, new)
+        self.cache = new
         self._sharded.clear()
-        self._prep.clear()
+        if rows is None:             # the entry axis grew (or another cache): prepare it afresh
+            self._prep.clear()
+        else:                        # only the clips that got entries: their score tables again
+            self._prep = {sw: R.reprepare(p, new, sw, rows) for sw, p in self._prep.items()}
         self.fill_rounds += 1
         self.filled_clips += len(miss)
         return True
