@@ -302,13 +302,9 @@ def test_out_rate_input_needs_resample(tmp_path, capsys):
 @pytest.fixture(scope="module")
 def tiny_scene(tmp_path_factory, tiny_models):
     """(folder, {"tagger": tiny 4-ch tagger, "separator": tiny separator A}, a 10 s toy scene's wav)."""
-    from s5jax.synth.toy import SceneConfig, write_scene_set
+    from tiny_system import baseline_scene
 
-    root = tmp_path_factory.mktemp("segment_tiny")
-    models = {"tagger": tiny_models["paths"]["tagger-4ch"], "separator": tiny_models["paths"]["separator"]}
-    write_scene_set(str(root / "set"), 1, seed=11, cfg=SceneConfig(seconds=10.0, silent_rate=0.0))
-    clip = os.path.join(root, "set", "soundscape", sorted(os.listdir(root / "set" / "soundscape"))[0])
-    return root, models, clip
+    return baseline_scene(tmp_path_factory.mktemp("segment_tiny"), tiny_models["paths"])
 
 
 def test_segment_resampled_and_system_preset(tiny_scene):

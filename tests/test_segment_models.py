@@ -5,7 +5,6 @@ windows, resampled and through --system: test_segment.py, at the infer tests' co
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import soundfile as sf
@@ -25,13 +24,9 @@ STEM_RTOL = 2e-4
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory, tiny_models):
-    root = tmp_path_factory.mktemp("segment_models")
-    models = {"tagger": tiny_models["paths"]["tagger-4ch"], "separator": tiny_models["paths"]["separator"]}
-    from s5jax.synth.toy import SceneConfig, write_scene_set
+    from tiny_system import baseline_scene
 
-    write_scene_set(str(root / "set"), 1, seed=11, cfg=SceneConfig(seconds=10.0, silent_rate=0.0))
-    clip = os.path.join(root, "set", "soundscape", sorted(os.listdir(root / "set" / "soundscape"))[0])
-    return root, models, clip
+    return baseline_scene(tmp_path_factory.mktemp("segment_models"), tiny_models["paths"])
 
 
 def _infer_folder(root, name, files: dict, models, out, extra=()):

@@ -109,6 +109,17 @@ def write_scenes(root: str, count: int = 4, seed: int = 3, seconds: float = 1.0)
     return root
 
 
+def baseline_scene(root, paths: dict[str, str]) -> tuple:
+    """(root, {"tagger": tiny 4-ch tagger, "separator": tiny separator A}, the wav of one 10 s toy scene
+    with no silent slot, written under root/set) from `write_models` paths: the segment tests' clip."""
+    from s5jax.synth.toy import SceneConfig, write_scene_set
+
+    models = {"tagger": paths["tagger-4ch"], "separator": paths["separator"]}
+    write_scene_set(os.path.join(root, "set"), 1, seed=11, cfg=SceneConfig(seconds=10.0, silent_rate=0.0))
+    folder = os.path.join(root, "set", "soundscape")
+    return root, models, os.path.join(folder, sorted(os.listdir(folder))[0])
+
+
 def write_models(root: str) -> dict[str, str]:
     """-> {"tagger-4ch", "tagger-1ch", "separator", "separator2": folder} under `root`."""
     return {"tagger-4ch": write_tagger(os.path.join(root, "t4"), 4, seed=1),
