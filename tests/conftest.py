@@ -211,6 +211,15 @@ def count_exports(monkeypatch) -> list:
     return calls
 
 
+def forget_compiled(monkeypatch) -> None:
+    """Empty this process's programs compiled from kept exports (`parallel._COMPILED`, restored after
+    the test): a later prepare then reads and compiles the export file itself, the path a new process
+    takes, instead of taking the program compiled from it a moment ago."""
+    from s5jax.runtime import parallel
+
+    monkeypatch.setattr(parallel, "_COMPILED", {})
+
+
 @pytest.fixture(scope="session")
 def golden():
     if not GOLDEN.is_dir():

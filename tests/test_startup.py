@@ -17,7 +17,7 @@ from s5jax.runtime import compile_cache
 from s5jax.errors import CheckpointError
 from s5jax.runtime.parallel import DataParallel
 
-from conftest import count_exports
+from conftest import count_exports, forget_compiled
 
 SAMPLES = 32000         # 1 s clips, as the infer tests' runs
 
@@ -164,6 +164,7 @@ def test_prepared_and_exported_programs_compute_what_jit_does(tiny_ckpt, memo_di
     kept = sorted((memo_dir / "s5jax-programs").iterdir())
     assert len(kept) == 2                                             # the tagger's and the separator's
 
+    forget_compiled(monkeypatch)                                      # served from the file
     exports = count_exports(monkeypatch)
     served = _engine_outputs(tiny_ckpt, mixture, prepare=True)
     assert exports == [], "exported again although the program is kept"

@@ -21,7 +21,7 @@ from s5jax.system.config import preset
 from s5jax.system.pipeline import energy_db, silence_last
 from s5jax.system.engine import sharded_system
 from s5jax.tagger import predict_from_logits
-from conftest import count_exports
+from conftest import count_exports, forget_compiled
 from tiny_system import write_scenes
 
 
@@ -240,6 +240,7 @@ def test_system_program_is_kept_and_served_without_tracing(setup, memo_dir, tmp_
     fresh = outputs(prepare=True)                                   # exports and keeps the programs
     assert len(list((memo_dir / "s5jax-programs").iterdir())) == 4
 
+    forget_compiled(monkeypatch)                                      # served from the file
     exports = count_exports(monkeypatch)
     served = outputs(prepare=True)
     assert exports == [], "exported again although the program is kept"
