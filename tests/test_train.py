@@ -32,15 +32,14 @@ def data(tmp_path_factory):
     return make_dataset(tmp_path_factory.mktemp("devset"))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def shared_compiles(session_compile_cache):
-    """The in-process `run_training` calls (library calls: the library never turns the persistent
-    cache on, `s5jax train` does) use the session's compilation cache (conftest.session_compile_cache)
-    as the CLI does: a new run builds new jitted closures, so without it every run compiles its programs
-    again (the tiny tagger's init alone is tens of seconds of XLA compile under load: each parameter's
-    random initialiser is its own threefry program). With it, a program compiled once (init, train and
-    eval steps of one config) is read back by every later run of it, here and in the `s5jax train`
-    subprocesses (which enable it themselves)."""
+# The in-process `run_training` calls (library calls: the library never turns the persistent cache on,
+# `s5jax train` does) use the run's compilation cache (conftest.session_compile_cache) as the CLI does:
+# a new run builds new jitted closures, so without it every run compiles its programs again (the tiny
+# tagger's init alone is tens of seconds of XLA compile under load: each parameter's random initialiser
+# is its own threefry program). With it, a program compiled once (init, train and eval steps of one
+# config) is read back by every later run of it, here and in the `s5jax train` subprocesses (which
+# enable it themselves).
+pytestmark = pytest.mark.usefixtures("session_compile_cache")
 
 
 def tagger_cfg(data, out, **kw) -> dict:
